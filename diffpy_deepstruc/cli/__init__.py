@@ -1,0 +1,67 @@
+"""The ``deepstruc`` command line.
+
+Each sub-command lives in its own module of this package and exposes two functions:
+``add_parser(subparsers)`` (declares the arguments) and ``run(args) -> int`` (calls the
+library and prints).  The CLI holds no logic of its own: parsing, calling, printing.
+Errors of the documented family (:class:`diffpy_deepstruc.errors.DeepStrucError`) are
+printed as ``deepstruc: error: ...`` and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import DeepStrucError
+
+#: Sub-command modules, in the order ``deepstruc --help`` lists them.
+SUBCOMMANDS: tuple[str, ...] = (
+    "simulate",
+    "catalog",
+    "train",
+    "evaluate",
+    "solve",
+    "latent",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the top-level argument parser with every available sub-command."""
+    parser = argparse.ArgumentParser(
+        prog="deepstruc",
+        description="Generative starting models for nanoparticle PDF refinement.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in SUBCOMMANDS:
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                continue  # sub-command not part of this build
+            raise
+        p = module.add_parser(sub)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``deepstruc`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except DeepStrucError as exc:
+        print(f"deepstruc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("deepstruc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
