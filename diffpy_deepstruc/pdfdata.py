@@ -68,7 +68,7 @@ NM_PEAK_R: float = 0.5
 
 # a number as PDF programs write it (Python's float() also takes "1_0", "١"...)
 _NUMBER = re.compile(
-    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf(?:inity)?)", re.I
+    r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|nan|inf(?:inity)?)", re.I | re.ASCII
 )
 _START_DATA = re.compile(r"^\s*#+\s*start\s+data\b", re.I)
 _KEY_VALUE = re.compile(r"^[#\s]*([A-Za-z_][\w.\-]*)\s*=\s*(.*?)\s*$")
@@ -244,6 +244,10 @@ def _decode(p: Path, raw: bytes) -> str:
             f"{p}: not a UTF-8 text file (byte 0x{raw[exc.start]:02x} on line {line}); "
             "expected a text .gr file"
         ) from None
+    if "\r" in text and "\n" not in text:
+        raise PDFDataError(
+            f"{p}: old Mac line endings (CR only); convert the file to LF or CRLF"
+        )
     m = _CONTROL.search(text)
     if m:
         line = text[: m.start()].count("\n") + 1
