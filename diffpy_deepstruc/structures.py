@@ -15,6 +15,8 @@ Files are read with diffpy.structure's parsers and written atomically through
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -347,6 +349,8 @@ def read_structure(path: str | os.PathLike, fmt: str | None = None) -> Structure
     except (ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
         # the parsers let some malformed content through as plain Python errors
         raise StructureError(f"{p}: cannot read as {name} structure: {exc!r}") from None
+    if not isinstance(raw, Structure):
+        raise StructureError(f"{p}: cannot read as {name} structure: no structure found")
     if len(raw) == 0:
         raise StructureError(f"{p}: no atoms in the file")
     occ = np.asarray(raw.occupancy, dtype=float)
@@ -373,7 +377,9 @@ def _load_raw(p: Path, name: str) -> Structure:
     if name != "cif":
         return loadStructure(str(p), fmt=name)
     parser = getParser("cif")
-    raw = parser.parseFile(str(p))
+    # PyCifRW prints a syntax report to stdout besides raising; keep the CLI quiet
+    with contextlib.redirect_stdout(io.StringIO()):
+        raw = parser.parseFile(str(p))
     sg = parser.spacegroup
     if sg is not None and sg.number == 1 and parser.asymmetric_unit:
         # the symmetry expansion wraps fractional coordinates into [0, 1), which
