@@ -19,10 +19,12 @@ Kabsch) compare structures for evaluation metrics.  Numpy and scipy only.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment, minimize
+from scipy.spatial.distance import cdist
 
 from diffpy_deepstruc.errors import ParameterError, StructureError
 
@@ -38,6 +40,23 @@ __all__ = [
 ]
 
 _EPS = 1e-12
+
+try:  # optional: keeps L-BFGS-B's many tiny BLAS calls single-threaded
+    from threadpoolctl import threadpool_limits as _threadpool_limits
+except ImportError:  # pragma: no cover - depends on the environment
+    _threadpool_limits = None
+
+
+def _single_thread_blas():
+    """Context limiting BLAS to one thread where threadpoolctl is installed.
+
+    scipy >= 1.15's L-BFGS-B makes many BLAS calls on tiny arrays; with a
+    multi-threaded OpenBLAS on a busy machine each one can cost milliseconds
+    (scipy/scipy#22438, #23191).  Without threadpoolctl, set ``OPENBLAS_NUM_THREADS=1``.
+    """
+    if _threadpool_limits is None:
+        return contextlib.nullcontext()
+    return _threadpool_limits(limits=1, user_api="blas")
 
 
 # --------------------------------------------------------------------------- checks
@@ -140,11 +159,10 @@ def objective(
     is missing (which must then hold a finite placeholder), likewise ``w_pair``
     ``[n, n]`` (symmetric, zero diagonal) for ``adm``.
     """
+    # cdist (plain C loops, no BLAS threads: much faster than a Gram matrix on a busy
+    # machine, and exact for short distances)
     # atom-satellite term: d f / d x_i = 2 sum_k w (r - d)/r (x_i - s_k)
-    xx = np.einsum("ij,ij->i", x, x)
-    ss = np.einsum("kj,kj->k", satellites, satellites)
-    r2 = np.maximum(xx[:, None] + ss[None, :] - 2.0 * (x @ satellites.T), 0.0)
-    r = np.sqrt(r2)
+    r = cdist(x, satellites)
     e = r - sat_dist
     we = w_sat * e
     f = float(np.sum(we * e))
@@ -152,9 +170,7 @@ def objective(
     grad = c.sum(axis=1)[:, None] * x - c @ satellites
     if adm is not None:
         # pair term over i<j = half the sum over i != j (w_pair symmetric)
-        g = x @ x.T
-        p2 = np.maximum(xx[:, None] + xx[None, :] - 2.0 * g, 0.0)
-        p = np.sqrt(p2)
+        p = cdist(x, x)
         ep = p - adm
         wp = w_pair * ep
         f += 0.5 * float(np.sum(wp * ep))
@@ -283,13 +299,14 @@ def trilaterate(
         x = start.copy()
         success, nit, msg = True, 0, "maxiter=0: start returned"
     else:
-        res = minimize(
-            fun,
-            start.ravel(),
-            jac=True,
-            method="L-BFGS-B",
-            options={"maxiter": int(maxiter), "ftol": ftol, "gtol": gtol, "maxcor": 20},
-        )
+        with _single_thread_blas():
+            res = minimize(
+                fun,
+                start.ravel(),
+                jac=True,
+                method="L-BFGS-B",
+                options={"maxiter": int(maxiter), "ftol": ftol, "gtol": gtol, "maxcor": 20},
+            )
         x = res.x.reshape(n, 3)
         success, nit, msg = bool(res.success), int(res.nit), str(res.message)
 
@@ -301,11 +318,11 @@ def trilaterate(
 
 
 def _residuals(x, d, s, ws, dd, wp) -> np.ndarray:
-    r = np.linalg.norm(x[:, None, :] - s[None, :, :], axis=2)
+    r = cdist(x, s)
     num = np.sum(ws * (r - d) ** 2, axis=1)
     den = ws.sum(axis=1)
     if dd is not None:
-        p = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+        p = cdist(x, x)
         num = num + np.sum(wp * (p - dd) ** 2, axis=1)
         den = den + wp.sum(axis=1)
     out = np.zeros(x.shape[0])
@@ -414,6 +431,21 @@ def _principal_frames(p: np.ndarray, allow_reflection: bool) -> list[np.ndarray]
     return out
 
 
+def _canonical_rotations(a, b, allow_reflection: bool) -> list[np.ndarray]:
+    """Rotation taking the canonical frame of ``a`` onto that of ``b`` (or none)."""
+    # imported here: representation is a sibling module, not needed by the rest
+    from diffpy_deepstruc.representation import canonical_frame
+
+    if min(len(a), len(b)) < 2:
+        return []
+    try:
+        ra = canonical_frame(a, allow_reflection=allow_reflection)[2]
+        rb = canonical_frame(b, allow_reflection=allow_reflection)[2]
+    except StructureError:
+        return []
+    return [rb.T @ ra]
+
+
 def assign_and_align(
     a,
     b,
@@ -422,6 +454,7 @@ def assign_and_align(
     allow_reflection: bool = False,
     max_iter: int = 50,
     try_principal_axes: bool = True,
+    try_canonical: bool = True,
     n_random_starts: int = 0,
     seed: int = 0,
 ) -> AlignmentResult:
@@ -430,15 +463,21 @@ def assign_and_align(
     For unordered point sets, e.g. a generated structure against the true one.
     Alternates: assign by :func:`scipy.optimize.linear_sum_assignment` on squared
     distances, superpose the matched pairs with :func:`kabsch`, until the assignment no
-    longer changes.  This finds a local optimum; it starts from the given frames (right
-    when both are in the canonical frame of
-    :mod:`~diffpy_deepstruc.representation`) and, if ``try_principal_axes``, also from
-    the principal-axes alignments of the two sets and from ``n_random_starts`` random
-    rotations (generator ``seed``); the best result is returned.  Highly symmetric
-    clusters in arbitrary orientations (degenerate principal axes) need either random
-    starts or, better, both sets put in the canonical frame first
-    (:func:`~diffpy_deepstruc.representation.encode`).  ``a`` and ``b`` may have
-    different lengths (``min`` of the two pairs are matched).
+    longer changes.  This finds a local optimum, so it is started from several
+    superpositions and the best result is returned:
+
+    * the given frames (right when both come from the canonical frame of
+      :mod:`~diffpy_deepstruc.representation`, e.g. a reconstruction and its target);
+    * if ``try_canonical``, the superposition of the two sets' canonical frames
+      (:func:`~diffpy_deepstruc.representation.canonical_frame`), which finds the
+      match of two copies of one cluster in any orientation and atom order, even for
+      highly symmetric clusters (skipped for a set it cannot frame, e.g. with
+      coincident atoms);
+    * if ``try_principal_axes``, the principal-axes alignments (useless when the
+      inertia tensor is degenerate: cubic and icosahedral clusters);
+    * ``n_random_starts`` random rotations (generator ``seed``).
+
+    ``a`` and ``b`` may have different lengths (``min`` of the two pairs are matched).
     """
     a = _as_points(a, "a")
     b = _as_points(b, "b")
@@ -447,6 +486,8 @@ def assign_and_align(
     if try_principal_axes and min(len(a), len(b)) >= 3:
         fb = _principal_frames(b, False)[0]
         rotations += [fb.T @ fa for fa in _principal_frames(a, allow_reflection)]
+    if try_canonical:
+        rotations += _canonical_rotations(a, b, allow_reflection)
     rng = np.random.default_rng(seed)
     for _ in range(int(n_random_starts)):
         q, rr = np.linalg.qr(rng.normal(size=(3, 3)))
