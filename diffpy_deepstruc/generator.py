@@ -1,0 +1,316 @@
+"""The starting-model generator: a PDF in, candidate structures out.
+
+>>> from diffpy_deepstruc.generator import DeepStruc
+>>> from diffpy_deepstruc.pdfdata import load_pdf
+>>> ds = DeepStruc.pretrained()                          # doctest: +SKIP
+>>> cands = ds.generate(load_pdf("JQ_S1.gr"), n=20, element="Pt", seed=0)  # doctest: +SKIP
+>>> cands[0].structure, cands[0].n_atoms, cands[0].residual              # doctest: +SKIP
+
+Pipeline: preprocess the PDF (the checkpoint's :class:`PreprocessConfig`) -> prior
+p(z | PDF) -> ``n`` latent points (the first is the prior mean) -> decoder -> atom mask,
+atom-satellite distances and aDM -> :func:`~diffpy_deepstruc.trilateration.trilaterate`
+-> unit-sphere coordinates -> times the scale (Angstrom per unit) -> a
+:class:`diffpy.structure.Structure` of the requested element.
+
+The scale comes from the PDF: the nearest-neighbour peak position of the input G(r)
+divided by the nearest-neighbour distance of the decoded unit-sphere shape (the
+network's own scale head, also read from the PDF, is the fallback when no clear first
+peak is found or the two disagree by more than 10 %).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .checkpoint import load_checkpoint
+from .errors import CheckpointError, ElementError, ParameterError, PDFDataError
+from .models import DeepStrucNet, pairwise_distances
+from .preprocess import PreprocessConfig, preprocess_pdf
+
+__all__ = ["Candidate", "DeepStruc", "nn_peak_position", "unit_nn_distance"]
+
+DEFAULT_UISO = 0.005
+
+
+@dataclass
+class Candidate:
+    """One generated structure.
+
+    Attributes
+    ----------
+    structure : diffpy.structure.Structure
+        Real element, Cartesian Angstrom coordinates (unit lattice), Uiso set.
+    latent : ndarray ``[D]``
+        The latent point it was decoded from.
+    n_atoms : int
+    residual : float
+        Mean per-atom trilateration residual (unit-sphere units): how far the predicted
+        distances are from any 3-D arrangement.
+    scale : float
+        Angstrom per unit-sphere unit used.
+    is_prior_mean : bool
+        Decoded from the prior mean.
+    index : int
+        Sample number (0 = first).
+    """
+
+    structure: Any
+    latent: np.ndarray
+    n_atoms: int
+    residual: float
+    scale: float
+    is_prior_mean: bool = False
+    index: int = 0
+
+    @property
+    def xyz(self) -> np.ndarray:
+        """Cartesian coordinates ``[n_atoms, 3]`` (Angstrom)."""
+        return np.array([a.xyz_cartn for a in self.structure], dtype=float)
+
+
+def nn_peak_position(r: np.ndarray, g: np.ndarray, rmin: float = 1.6, rmax: float = 4.0,
+                     threshold: float = 0.3) -> float | None:
+    """Position (A) of the first strong peak of G(r): the nearest-neighbour distance.
+
+    The first local maximum in ``rmin..rmax`` that exceeds ``threshold * max(G)`` (max
+    over r >= rmin), refined by a parabola through the three highest points.  None when
+    there is no such peak.
+    """
+    r = np.asarray(r, float)
+    g = np.asarray(g, float)
+    sel = r >= rmin
+    if sel.sum() < 5:
+        return None
+    gmax = g[sel].max()
+    if gmax <= 0:
+        return None
+    idx = np.flatnonzero(sel & (r <= rmax))
+    for i in idx:
+        if 0 < i < len(g) - 1 and g[i] >= threshold * gmax and g[i] >= g[i - 1] \
+                and g[i] > g[i + 1]:
+            y0, y1, y2 = g[i - 1], g[i], g[i + 1]
+            den = y0 - 2 * y1 + y2
+            off = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+            step = 0.5 * (r[i + 1] - r[i - 1])
+            return float(r[i] + np.clip(off, -1, 1) * step)
+    return None
+
+
+def unit_nn_distance(xyz: np.ndarray) -> float:
+    """Mean nearest-neighbour pair distance of a structure (same units as ``xyz``).
+
+    The average of the pair distances within 15 % of the median per-atom nearest
+    distance (the first PDF peak's centre for that structure).
+    """
+    xyz = np.asarray(xyz, float)
+    if len(xyz) < 2:
+        return float("nan")
+    d = np.sqrt(((xyz[:, None] - xyz[None]) ** 2).sum(-1))
+    np.fill_diagonal(d, np.inf)
+    d1 = float(np.median(d.min(1)))
+    iu = np.triu_indices(len(xyz), 1)
+    pairs = d[iu]
+    close = pairs[pairs < 1.15 * d1]
+    return float(close.mean()) if close.size else d1
+
+
+def _as_pdf(pdf: Any):
+    """(r, g) arrays from a PDFData, a path, or an (r, g) pair."""
+    if isinstance(pdf, str | os.PathLike):
+        from .pdfdata import load_pdf
+
+        pdf = load_pdf(pdf)
+    if hasattr(pdf, "r") and hasattr(pdf, "g"):
+        return np.asarray(pdf.r, float), np.asarray(pdf.g, float)
+    if isinstance(pdf, tuple | list) and len(pdf) == 2:
+        return np.asarray(pdf[0], float), np.asarray(pdf[1], float)
+    raise PDFDataError("expected a PDFData, a .gr path or an (r, g) pair")
+
+
+class DeepStruc:
+    """Generate candidate nanoparticle structures from a PDF.
+
+    Parameters
+    ----------
+    model : CVAE or DAE
+        A model from :func:`~diffpy_deepstruc.checkpoint.load_checkpoint` (carries its
+        config as ``model.meta``).
+    trilateration : dict, optional
+        Keyword arguments for :func:`~diffpy_deepstruc.trilateration.trilaterate`
+        (default ``maxiter=300``, pair weight ``w_pair = 3 / n_atoms``).
+    """
+
+    def __init__(self, model: DeepStrucNet, trilateration: dict | None = None) -> None:
+        meta = getattr(model, "meta", None)
+        if meta is None:
+            raise CheckpointError("the model carries no checkpoint config; use DeepStruc.load")
+        self.model = model.eval()
+        self.meta = meta
+        self.preprocess_config = PreprocessConfig.from_dict(meta["preprocess"])
+        rep = meta["representation"]
+        self.satellites = np.asarray(rep["satellites"], dtype=float)
+        self.elements = list(meta.get("elements") or [])
+        self.kind = model.kind
+        self.trilateration = dict(trilateration or {})
+
+    # -- construction -----------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike, **kw) -> DeepStruc:
+        """Load a checkpoint folder (see :mod:`diffpy_deepstruc.checkpoint`)."""
+        return cls(load_checkpoint(path), **kw)
+
+    @classmethod
+    def pretrained(cls, kind: str = "cvae", **kw) -> DeepStruc:
+        """The model shipped in ``diffpy_deepstruc/pretrained`` (``kind="dae"``: the
+        deterministic comparison model in ``pretrained/dae``).  No network access."""
+        if kind not in ("cvae", "dae"):
+            raise ParameterError(f"kind must be 'cvae' or 'dae', not {kind!r}")
+        res = resources.files("diffpy_deepstruc") / "pretrained"
+        if kind == "dae":
+            res = res / "dae"
+        with resources.as_file(res) as p:
+            if not (Path(p) / "config.json").is_file():
+                raise CheckpointError(f"no pretrained {kind} model shipped in {p}")
+            return cls.load(p, **kw)
+
+    # -- pieces -----------------------------------------------------------------
+    def preprocess(self, pdf: Any) -> np.ndarray:
+        """The network input ``[L]`` for a PDF (PDFData, path or (r, g))."""
+        r, g = _as_pdf(pdf)
+        return preprocess_pdf(r, self.preprocess_config, g=g)
+
+    def _condition(self, pdf: Any) -> torch.Tensor:
+        x = torch.from_numpy(self.preprocess(pdf)).unsqueeze(0)
+        with torch.no_grad():
+            return self.model.condition(x)
+
+    def encode(self, pdf: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Prior p(z | PDF): mean and standard deviation, each ``[D]``.
+
+        For the DAE the standard deviation is its sampling spread (``latent_noise``).
+        """
+        c = self._condition(pdf)
+        with torch.no_grad():
+            mu, logvar = self.model.prior(c)
+            std = self.model.prior_std(logvar)
+        return mu[0].numpy().astype(float), std[0].numpy().astype(float)
+
+    def _check_element(self, element: str) -> str:
+        from .elements import normalize_element
+
+        sym = normalize_element(element)
+        if self.elements and sym not in self.elements:
+            raise ElementError(
+                f"element {sym!r} is not supported by this model (trained on "
+                f"{', '.join(self.elements)})"
+            )
+        return sym
+
+    def decode_unit(self, z: np.ndarray, pdf: Any) -> list[dict[str, Any]]:
+        """Decode latent points ``z [n, D]`` to unit-sphere structures.
+
+        Returns one dict per point: ``xyz`` (unit sphere, canonical frame, ``[m, 3]``),
+        ``n_atoms``, ``residual`` (mean per atom), ``scale`` (A per unit, from the PDF's
+        nearest-neighbour peak, else the network), ``scale_net``.
+        """
+        from .trilateration import trilaterate
+
+        r, g = _as_pdf(pdf)
+        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        c = self._condition((r, g))
+        with torch.no_grad():
+            out = self.model.decode(torch.from_numpy(z), c.expand(len(z), -1))
+            adm_all = pairwise_distances(out["emb"]).numpy().astype(float)
+        peak = nn_peak_position(r, g)
+        res = []
+        for k in range(len(z)):
+            sel = np.flatnonzero(out["mask_logit"][k].numpy() > 0)
+            if sel.size < 2:
+                sel = np.argsort(-out["mask_logit"][k].numpy())[:2]
+                sel.sort()
+            sat = out["sat_dist"][k].numpy().astype(float)[sel]
+            adm = adm_all[k][np.ix_(sel, sel)]
+            n = len(sel)
+            kw = {"maxiter": 300, "w_pair": 3.0 / n, **self.trilateration}
+            tri = trilaterate(sat, adm, self.satellites, **kw)
+            xyz = tri.xyz
+            scale_net = float(out["scale"][k])
+            scale = scale_net
+            if peak is not None and n >= 2:
+                u = unit_nn_distance(xyz)
+                if np.isfinite(u) and u > 0:
+                    s = peak / u
+                    if abs(s / scale_net - 1) < 0.1:
+                        scale = s
+            res.append({"xyz": xyz, "n_atoms": n, "residual": float(np.mean(tri.residual)),
+                        "scale": scale, "scale_net": scale_net})
+        return res
+
+    def decode(self, z: Any, pdf: Any, element: str = "Pt", uiso: float = DEFAULT_UISO):
+        """Decode one latent point ``z [D]`` into a :class:`diffpy.structure.Structure`."""
+        from .structures import arrays_to_structure
+
+        sym = self._check_element(element)
+        z = np.asarray(z, dtype=np.float32).reshape(1, -1)
+        if z.shape[1] != self.model.config.latent:
+            raise ParameterError(f"z must have {self.model.config.latent} values, "
+                                 f"not {z.shape[1]}")
+        d = self.decode_unit(z, pdf)[0]
+        return arrays_to_structure(d["xyz"] * d["scale"], sym, uiso, title="deepstruc")
+
+    def sample_latent(self, pdf: Any, n: int = 20, seed: int = 0,
+                      include_mean: bool = True) -> np.ndarray:
+        """``n`` latent points ``[n, D]`` from p(z | PDF) (first = mean if asked)."""
+        if not isinstance(n, int) or n < 1:
+            raise ParameterError(f"n must be a positive integer, not {n!r}")
+        c = self._condition(pdf)
+        gen = torch.Generator().manual_seed(int(seed))
+        with torch.no_grad():
+            z = self.model.sample_prior(c, n, generator=gen, include_mean=include_mean)
+        return z[0].numpy()
+
+    def generate(self, pdf: Any, n: int = 20, element: str = "Pt", seed: int = 0,
+                 uiso: float = DEFAULT_UISO, include_mean: bool = True) -> list[Candidate]:
+        """Sample ``n`` candidate structures for a PDF.
+
+        Parameters
+        ----------
+        pdf : PDFData, path or (r, g)
+            The measured PDF; must cover the model's r-range (see
+            :mod:`diffpy_deepstruc.preprocess`).
+        n : int
+            Number of candidates.
+        element : str
+            The metal (monometallic clusters).
+        seed : int
+            Seed of the latent samples (same seed, same candidates).
+        uiso : float
+            Isotropic displacement (A^2) set on every atom.
+        include_mean : bool
+            Make the first candidate the prior mean.
+
+        Returns
+        -------
+        list of Candidate
+            In sampling order.
+        """
+        from .structures import arrays_to_structure
+
+        sym = self._check_element(element)
+        r, g = _as_pdf(pdf)
+        z = self.sample_latent((r, g), n, seed, include_mean)
+        out = []
+        for k, d in enumerate(self.decode_unit(z, (r, g))):
+            s = arrays_to_structure(d["xyz"] * d["scale"], sym, uiso,
+                                    title=f"deepstruc {self.kind} sample {k}")
+            out.append(Candidate(structure=s, latent=z[k].astype(float), n_atoms=d["n_atoms"],
+                                 residual=d["residual"], scale=d["scale"],
+                                 is_prior_mean=include_mean and k == 0, index=k))
+        return out

@@ -1,0 +1,276 @@
+"""Evaluation metrics of a trained model on a catalog split.
+
+Per test PDF, ``n`` candidates are generated (the first from the prior mean) and each is
+scored against the true structure and the input PDF:
+
+* ``count_exact``: the candidate has the true number of atoms;
+* ``mae`` (A): the DeepStruc coordinate metric -- optimal atom assignment (Hungarian),
+  rotation and isotropic scale (:func:`~diffpy_deepstruc.trilateration.assign_and_align`
+  with ``allow_scale=True``), then the mean absolute error of the x, y, z coordinates
+  over the matched atoms; ``position_mae`` (A) is the mean Euclidean displacement (about
+  1.6x larger for isotropic errors), reported too;
+* ``pdf_mse`` and ``pdf_pearson``: the candidate's G(r), computed with the Debye engine
+  and the *same* parameters as the input (Qmin, Qmax, Qdamp, Qbroad, delta2, Uiso from
+  the catalog), against the input, both preprocessed (model r-grid, max |G| = 1).
+
+Aggregates: the prior-mean candidate; the best of ``n`` by MAE (oracle: uses the truth,
+DeepStruc's best-of-N; ``count_exact`` is then "any of the n"); the best of ``n`` by
+PDF Pearson (what a user can pick without knowing the answer).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from .errors import CatalogError, ParameterError
+
+__all__ = ["coordinate_mae", "pdf_agreement", "evaluate", "summarize"]
+
+
+def coordinate_mae(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Coordinate errors after assignment, rotation and isotropic scale.
+
+    Parameters
+    ----------
+    pred, true : ``[n, 3]``, ``[m, 3]`` Cartesian coordinates (A); ``n`` may differ from
+        ``m`` (``min(n, m)`` atoms are matched).
+
+    Returns
+    -------
+    dict
+        ``mae`` (per coordinate), ``position_mae`` (per atom), ``rmsd``, ``fit_scale``.
+    """
+    from .trilateration import assign_and_align
+
+    pred = np.asarray(pred, float)
+    true = np.asarray(true, float)
+    if len(pred) < 1 or len(true) < 1:
+        raise ParameterError("coordinate_mae needs at least one atom on each side")
+    a = assign_and_align(pred, true, allow_scale=True)
+    diff = a.aligned[a.index_a] - true[a.index_b]
+    return {"mae": float(np.abs(diff).mean()),
+            "position_mae": float(np.linalg.norm(diff, axis=1).mean()),
+            "rmsd": a.rmsd, "fit_scale": a.scale}
+
+
+def pdf_agreement(g_ref: np.ndarray, g_model: np.ndarray) -> tuple[float, float]:
+    """MSE and Pearson correlation of two PDFs on the same grid (each scaled to max |G| 1)."""
+    a = np.asarray(g_ref, float)
+    b = np.asarray(g_model, float)
+    a = a / max(np.abs(a).max(), 1e-12)
+    b = b / max(np.abs(b).max(), 1e-12)
+    mse = float(np.mean((a - b) ** 2))
+    if a.std() == 0 or b.std() == 0:
+        return mse, 0.0
+    return mse, float(np.corrcoef(a, b)[0, 1])
+
+
+def _params_row(cols: list[str], row: np.ndarray) -> dict[str, float]:
+    d = dict(zip(cols, map(float, row), strict=False))
+    return d
+
+
+def evaluate(
+    model_dir: str | os.PathLike | None,
+    catalog: str | os.PathLike,
+    split: str = "test",
+    samples: int = 20,
+    max_structures: int | None = 200,
+    seed: int = 0,
+    progress: bool = True,
+    generator=None,
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on one split of the catalog it was trained on.
+
+    One PDF per structure (the first of its simulated PDFs).  When the split has more
+    than ``max_structures`` structures, a seeded subset stratified by type is used (the
+    report says so).
+
+    Returns
+    -------
+    dict
+        ``{"model": ..., "split": ..., "n_pdfs": ..., "overall": {...},
+        "by_type": {type: {...}}, "per_pdf": [...]}`` (see :func:`summarize`).
+
+    Raises
+    ------
+    CatalogError
+        The catalog is not the one the model was trained on, or lacks the split.
+    """
+    import h5py
+
+    from .checkpoint import sha256_file
+    from .debye import PDFParameters, pdf_batch
+    from .generator import DeepStruc
+    from .preprocess import BatchResampler
+    from .representation import encode
+
+    ds = generator or DeepStruc.load(model_dir)
+    meta = ds.meta
+    sp = meta.get("split", {})
+    if split not in ("test", "val", "train"):
+        raise ParameterError(f"split must be test, val or train, not {split!r}")
+    sha = sha256_file(catalog)
+    if meta.get("catalog", {}).get("sha256") != sha:
+        raise CatalogError(f"{catalog}: not the catalog this model was trained on (SHA-256 "
+                           f"differs); its split is not defined there")
+    pre = ds.preprocess_config
+    with h5py.File(catalog, "r") as h5:
+        M = h5["structures/natoms"].shape[0]
+        if split == "train":
+            taken = set(sp.get("val", [])) | set(sp.get("test", []))
+            rows = np.array([i for i in range(M) if i not in taken])
+        else:
+            rows = np.asarray(sp.get(split, []), dtype=np.int64)
+        if rows.size == 0:
+            raise CatalogError(f"the model's config records no {split!r} structures")
+        types = np.array([t.decode() if isinstance(t, bytes) else str(t)
+                          for t in h5["structures/type"][()]])
+        elements = np.array([t.decode() if isinstance(t, bytes) else str(t)
+                             for t in h5["structures/element"][()]])
+        subset = False
+        if max_structures and rows.size > max_structures:
+            rng = np.random.default_rng(seed)
+            keep = []
+            tt = types[rows]
+            ut = sorted(set(tt))
+            per = max(1, max_structures // len(ut))
+            for t in ut:
+                idx = rows[tt == t]
+                keep.extend(rng.choice(idx, min(per, idx.size), replace=False).tolist())
+            rows = np.array(sorted(keep))
+            subset = True
+        pstruct = h5["pdfs/structure"][()]
+        first = {}
+        for j, s in enumerate(pstruct):
+            first.setdefault(int(s), j)
+        pdf_rows = [first[int(s)] for s in rows if int(s) in first]
+        r_cat = h5["r"][()]
+        g_cat = np.stack([h5["pdfs/g"][j] for j in pdf_rows]) if pdf_rows else None
+        pds = h5["pdfs/params"]
+        cols = pds.attrs.get("columns", "qmin,qmax,qdamp,qbroad,delta2,uiso,scale,noise")
+        cols = cols.decode() if isinstance(cols, bytes) else str(cols)
+        cols = [c.strip() for c in cols.split(",")]
+        params = np.stack([pds[j] for j in pdf_rows])
+        xyz_all = h5["structures/xyz"]
+        natoms = h5["structures/natoms"][()]
+        truths = {int(s): xyz_all[int(s)][: int(natoms[int(s)])].astype(float) for s in rows}
+    if g_cat is None:
+        raise CatalogError(f"no PDFs for the {split} structures")
+    res = BatchResampler(r_cat, pre)
+    x_in = res(g_cat)
+    r_model = pre.r_grid()
+
+    per_pdf = []
+    it = list(zip(pdf_rows, rows, strict=True))
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc=f"evaluate {split}", file=sys.stderr, mininterval=2)
+    for k, (prow, srow) in enumerate(it):
+        par = _params_row(cols, params[k])
+        el = str(elements[srow])
+        true_xyz = truths[int(srow)]
+        rep = encode(true_xyz, n_max=ds.model.config.n_max,
+                     n_satellites=ds.model.config.n_satellites)
+        true_c = rep.xyz()  # canonical frame, Angstrom
+        pdf_in = (r_cat, g_cat[k])
+        z = ds.sample_latent(pdf_in, samples, seed=seed + k, include_mean=True)
+        dec = ds.decode_unit(z, pdf_in)
+        pp = PDFParameters(rmin=pre.rmin, rmax=pre.rmax + 0.5 * pre.rstep, rstep=pre.rstep,
+                           qmin=par.get("qmin", 0.7), qmax=par.get("qmax", 25.0),
+                           qdamp=par.get("qdamp", 0.04), qbroad=par.get("qbroad", 0.0),
+                           delta2=par.get("delta2", 2.0))
+        uiso = par.get("uiso", 0.005)
+        clusters = [(d["xyz"] * d["scale"], [el] * len(d["xyz"]), np.full(len(d["xyz"]), uiso))
+                    for d in dec]
+        clusters.append((true_xyz, [el] * len(true_xyz), np.full(len(true_xyz), uiso)))
+        _, G = pdf_batch(clusters, pp)
+        ref = x_in[k][: G.shape[1]]
+        cand = []
+        for d, gm in zip(dec, G[:-1], strict=True):
+            m = coordinate_mae(d["xyz"] * d["scale"], true_c)
+            mse, pr = pdf_agreement(ref, gm)
+            cand.append({"n_atoms": d["n_atoms"], "count_exact": d["n_atoms"] == rep.n_atoms,
+                         "mae": m["mae"], "position_mae": m["position_mae"],
+                         "pdf_mse": mse, "pdf_pearson": pr, "residual": d["residual"],
+                         "scale_ratio": d["scale"] / rep.scale})
+        _, pr_true = pdf_agreement(ref, G[-1])
+        per_pdf.append({"structure": int(srow), "pdf": int(prow), "type": str(types[srow]),
+                        "element": el, "n_atoms": int(rep.n_atoms), "candidates": cand,
+                        "true_pdf_pearson": pr_true})
+    _ = r_model
+    report = summarize(per_pdf)
+    report.update(model=str(model_dir) if model_dir else None, kind=ds.kind, split=split,
+                  samples=samples, n_pdfs=len(per_pdf), subset=subset,
+                  max_structures=max_structures, catalog_sha256=sha, seed=seed,
+                  per_pdf=per_pdf)
+    return report
+
+
+def _agg(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, float)
+    if v.size == 0:
+        return {"mean": float("nan"), "std": float("nan"), "median": float("nan")}
+    return {"mean": float(v.mean()), "std": float(v.std()), "median": float(np.median(v))}
+
+
+def _select(cands: list[dict], how: str) -> dict:
+    if how == "prior_mean":
+        return cands[0]
+    if how == "best_mae":
+        # prefer the right atom count, then the smallest MAE
+        return min(cands, key=lambda c: (not c["count_exact"], c["mae"]))
+    if how == "best_pdf":
+        return max(cands, key=lambda c: c["pdf_pearson"])
+    raise ValueError(how)
+
+
+def summarize(per_pdf: list[dict]) -> dict[str, Any]:
+    """Aggregate per-PDF candidate scores, overall and per structure type."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for p in per_pdf:
+        groups[p["type"]].append(p)
+    groups_all = {"overall": per_pdf, **dict(sorted(groups.items()))}
+    out: dict[str, Any] = {"by_type": {}}
+    for name, items in groups_all.items():
+        block: dict[str, Any] = {"n": len(items)}
+        for how in ("prior_mean", "best_mae", "best_pdf"):
+            sel = [_select(p["candidates"], how) for p in items]
+            block[how] = {
+                "count_exact": float(np.mean([c["count_exact"] for c in sel])) if sel else 0.0,
+                "mae": _agg([c["mae"] for c in sel]),
+                "position_mae": _agg([c["position_mae"] for c in sel]),
+                "pdf_mse": _agg([c["pdf_mse"] for c in sel]),
+                "pdf_pearson": _agg([c["pdf_pearson"] for c in sel]),
+            }
+        block["count_exact_any"] = float(np.mean(
+            [any(c["count_exact"] for c in p["candidates"]) for p in items])) if items else 0.0
+        block["true_pdf_pearson"] = _agg([p["true_pdf_pearson"] for p in items])
+        if name == "overall":
+            out["overall"] = block
+        else:
+            out["by_type"][name] = block
+    return out
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """A plain-text table of a report (one row per type, then overall)."""
+    head = (f"{'type':12s} {'n':>4s} {'count@1':>7s} {'count@N':>7s} {'MAE@1':>7s} "
+            f"{'MAE@N':>7s} {'Pear@1':>7s} {'Pear@N':>7s} {'PearSel':>7s} {'PearTrue':>8s}")
+    lines = [head]
+    rows = list(report["by_type"].items()) + [("overall", report["overall"])]
+    for name, b in rows:
+        lines.append(
+            f"{name:12s} {b['n']:4d} {b['prior_mean']['count_exact']:7.3f} "
+            f"{b['count_exact_any']:7.3f} {b['prior_mean']['mae']['mean']:7.4f} "
+            f"{b['best_mae']['mae']['mean']:7.4f} {b['prior_mean']['pdf_pearson']['mean']:7.4f} "
+            f"{b['best_mae']['pdf_pearson']['mean']:7.4f} "
+            f"{b['best_pdf']['pdf_pearson']['mean']:7.4f} {b['true_pdf_pearson']['mean']:8.4f}"
+        )
+    return "\n".join(lines)
