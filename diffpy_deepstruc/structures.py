@@ -206,10 +206,13 @@ def structure_arrays(s: Structure) -> tuple[np.ndarray, list[str], np.ndarray]:
     n = len(s)
     if n == 0:
         raise StructureError("structure has no atoms")
-    xyz = np.array(s.xyz_cartn, dtype=float).reshape(n, 3)
-    bad = np.flatnonzero(~np.all(np.isfinite(xyz), axis=1))
+    raw = np.array(s.xyz, dtype=float).reshape(n, 3)
+    bad = np.flatnonzero(~np.all(np.isfinite(raw), axis=1))
     if bad.size:
-        raise StructureError(f"atom {bad[0] + 1} has non-finite coordinates {xyz[bad[0]]}")
+        raise StructureError(f"atom {bad[0] + 1} has non-finite coordinates {raw[bad[0]]}")
+    xyz = np.array(s.xyz_cartn, dtype=float).reshape(n, 3)
+    if not np.all(np.isfinite(xyz)):
+        raise StructureError("structure has a non-finite lattice")
     elements = []
     for i, a in enumerate(s):
         try:
@@ -340,6 +343,11 @@ def read_structure(path: str | os.PathLike, fmt: str | None = None) -> Structure
     if not p.is_file():
         raise StructureError(f"{p}: not a regular file")
     name = _format_for(p, fmt, "read it")
+    try:
+        if not p.read_bytes().strip():
+            raise StructureError(f"{p}: file is empty")
+    except OSError as exc:
+        raise StructureError(f"{p}: cannot read: {exc.strerror or exc}") from None
     try:
         raw = _load_raw(p, name)
     except StructureFormatError as exc:

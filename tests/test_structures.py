@@ -183,7 +183,7 @@ def test_write_errors(tmp_path: Path) -> None:
     ("name", "content", "match"),
     [
         ("missing.xyz", None, "file not found"),
-        ("empty.xyz", "", "cannot read as xyz"),
+        ("empty.xyz", "", "file is empty"),
         ("garbage.xyz", "hello\nworld\n", "cannot read as xyz"),
         ("count.xyz", "3\ntitle\nAu 0 0 0\n", "expected 3 atoms"),
         ("zero.xyz", "0\ntitle\n", "no atoms"),
