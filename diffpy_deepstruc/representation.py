@@ -119,11 +119,16 @@ def satellite_distances(xyz: np.ndarray, satellites: np.ndarray) -> np.ndarray:
 
 
 def _tie_ranks(values: np.ndarray, tol: float) -> np.ndarray:
-    """Integer rank of each value, equal for values chained by gaps <= ``tol``."""
-    idx = np.argsort(values, kind="stable")
-    gaps = np.diff(values[idx]) > tol
-    ranks = np.empty(len(values), dtype=np.int64)
-    ranks[idx] = np.concatenate([[0], np.cumsum(gaps)])
+    """Integer rank of each value along the last axis, equal for values chained by gaps
+    <= ``tol`` (single linkage), so rounding noise never splits or merges a tie."""
+    idx = np.argsort(values, axis=-1, kind="stable")
+    gaps = np.diff(np.take_along_axis(values, idx, axis=-1), axis=-1) > tol
+    sorted_ranks = np.concatenate(
+        [np.zeros(gaps.shape[:-1] + (1,), dtype=np.int64), np.cumsum(gaps, axis=-1)],
+        axis=-1,
+    )
+    ranks = np.empty(values.shape, dtype=np.int64)
+    np.put_along_axis(ranks, idx, sorted_ranks, axis=-1)
     return ranks
 
 
@@ -225,49 +230,53 @@ def canonical_frame(
         cand = cand[np.all(np.abs(profiles - best) <= tol, axis=1)]
 
     signatures: list[np.ndarray] = []
-    frames: list[tuple[np.ndarray, int, np.ndarray, float]] = []
+    frames: list[tuple[np.ndarray, np.ndarray, int, float]] = []
     for o in cand:
         v = x - x[o]
         r = dist[o]
         scale = float(r.max())
-        tol_u = tol / scale
-        rank_r = _tie_ranks(r, tol)
         others = np.flatnonzero(np.arange(n) != o)
         r_min = r[others].min()
         shell = others[r[others] <= r_min + tol]
+        # 4. candidate axes: x towards each first-shell atom a, y towards its atoms b
+        e1s, e2s = [], []
         for a in shell:
             e1 = v[a] / r[a]
             perp = v - np.outer(v @ e1, e1)
             pn = np.linalg.norm(perp, axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                sin = np.where(r > 0, pn / np.where(r > 0, r, 1.0), 0.0)
+            sin = pn / np.where(r > 0, r, 1.0)
             noncol = np.flatnonzero(sin > _COLLINEAR_SIN)
             if noncol.size == 0:
                 # all atoms on one line: any perpendicular gives the same coordinates
                 helper = np.eye(3)[int(np.argmin(np.abs(e1)))]
-                e2s = [helper - (helper @ e1) * e1]
-            else:
-                rb = r[noncol]
-                bset = noncol[rb <= rb.min() + tol]
-                dab = dist[a, bset]
-                bset = bset[dab <= dab.min() + tol]
-                e2s = [perp[b] for b in bset]
-            for e2 in e2s:
-                e2 = e2 / np.linalg.norm(e2)
-                e3 = np.cross(e1, e2)
-                handed = (1.0, -1.0) if allow_reflection else (1.0,)
-                for h in handed:
-                    rot = np.vstack([e1, e2, h * e3])
-                    c = v @ rot.T / scale
-                    key_x = _tie_ranks(-c[:, 0], tol_u)
-                    key_y = _tie_ranks(-c[:, 1], tol_u)
-                    key_z = _tie_ranks(-c[:, 2], tol_u)
-                    order = np.lexsort((key_z, key_y, key_x, rank_r))
-                    signatures.append(c[order].ravel())
-                    frames.append((order, int(o), rot, scale))
+                e2 = helper - (helper @ e1) * e1
+                e1s.append(e1)
+                e2s.append(e2 / np.linalg.norm(e2))
+                continue
+            rb = r[noncol]
+            bset = noncol[rb <= rb.min() + tol]
+            dab = dist[a, bset]
+            for b in bset[dab <= dab.min() + tol]:
+                e1s.append(e1)
+                e2s.append(perp[b] / pn[b])
+        e1a, e2a = np.asarray(e1s), np.asarray(e2s)
+        e3a = np.cross(e1a, e2a)
+        rots = np.stack([e1a, e2a, e3a], axis=1)  # [K, 3, 3], rows = axes
+        if allow_reflection:
+            rots = np.concatenate([rots, rots * np.array([1.0, 1.0, -1.0])[:, None]])
+        coords = np.einsum("nj,kij->kni", v, rots) / scale  # [K, N, 3]
+        # 3. order: distance from the origin, then x, y, z descending (tie ranks)
+        tol_u = tol / scale
+        keys = [_tie_ranks(-coords[..., i], tol_u) for i in (2, 1, 0)]
+        keys.append(np.broadcast_to(_tie_ranks(r, tol), keys[0].shape))
+        order = np.lexsort(keys, axis=-1)  # [K, N]
+        ordered = np.take_along_axis(coords, order[..., None], axis=1)
+        signatures.append(ordered.reshape(len(rots), -1))
+        frames += [(order[k], rots[k], int(o), scale) for k in range(len(rots))]
 
-    best = _lex_extreme(np.asarray(signatures), tie_tol, largest=True)
-    order, o, rot, scale = frames[best]
+    # 5. the lexicographically largest ordered coordinates win
+    best = _lex_extreme(np.concatenate(signatures), tie_tol, largest=True)
+    order, rot, o, scale = frames[best]
     return order, x[o].copy(), rot, scale
 
 
