@@ -322,3 +322,19 @@ def test_bad_inputs():
         multilaterate(sat, sats[:3])
     res = trilaterate(sat, adm, sats, maxiter=0)
     assert res.n_iter == 0
+
+
+@pytest.mark.parametrize("sequence", ["ABCABAB", "ABCBCAB"])
+def test_round_trip_clusters_stacking_cluster(sequence):
+    """The project's own stacking builder (``clusters.stacking_cluster``), 198 atoms."""
+    from diffpy_deepstruc.clusters import stacking_cluster
+
+    xyz = stacking_cluster("Pt", sequence, 3.2).positions
+    assert len(xyz) <= 200
+    rep = encode(xyz)
+    sat, adm, sats, true = parts(rep)
+    res = trilaterate(sat, adm, sats, x0=true + 0.02)
+    assert aligned_rmsd(to_angstrom(res.xyz, rep.scale), xyz[rep.order]) <= 1e-6
+    rng = np.random.default_rng(1)
+    y = xyz[rng.permutation(len(xyz))] @ random_rotation(rng).T - 4.0
+    np.testing.assert_allclose(encode(y).coords, rep.coords, atol=1e-9)
