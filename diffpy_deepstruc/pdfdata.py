@@ -406,10 +406,10 @@ def _read_table(p: Path, scan: _Scan) -> np.ndarray:
     n = len(scan.data_lines)
     if data.ndim != 2 or data.shape != (n, scan.ncols):
         raise PDFDataError(
-            f"{p}: ambiguous data block: diffpy.utils load_data read {data.shape} values, "
+            f"{p}: ambiguous data block: diffpy.utils load_data reads {data.shape} values, "
             f"but lines {scan.data_lines[0]}-{scan.data_lines[-1]} hold {n} rows of "
-            f"{scan.ncols} columns; remove numeric, blank or comment lines that split or "
-            "precede the data, or mark its start with '#### start data'"
+            f"{scan.ncols} columns; remove blank or comment lines among the first "
+            f"{MIN_POINTS} data rows and any numeric lines before the data"
         )
     return data
 

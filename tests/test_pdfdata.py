@@ -119,6 +119,17 @@ def _bad_cases() -> list[tuple[str, bytes | None, str]]:
         ("r in nanometres", table(R / 10, G).encode(), "r seems to be in nanometres"),
         ("G all zero", table(R, 0 * G).encode(), "G(r) is zero everywhere"),
         ("negative dG", neg_dg.encode(), "line 1: negative dG = -0.1"),
+        (
+            "data block ambiguous",
+            (
+                "#### start data\n"
+                + table(R[:5], G[:5])
+                + "# comment\n"
+                + table(R[5:], G[5:])
+            ).encode(),
+            "ambiguous data block: diffpy.utils load_data reads (96, 2) values, but lines "
+            "2-103 hold 101 rows of 2 columns",
+        ),
     ]
 
 
@@ -362,3 +373,20 @@ def test_parse_composition_counts() -> None:
 def test_composition_errors(text: str, match: str) -> None:
     with pytest.raises(ElementError, match=match):
         elements_from_composition(text)
+
+
+def test_docs_io_lists_the_exact_messages(tmp_path: Path) -> None:
+    """docs/io.md quotes every bad-input message verbatim (for a file named bad.gr)."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "io.md"
+    if not doc.is_file():
+        pytest.skip("docs/io.md not present (installed package)")
+    text = doc.read_text(encoding="utf-8")
+    path = tmp_path / "bad.gr"
+    for name, content, _ in BAD_CASES:
+        path.unlink(missing_ok=True)
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(PDFDataError) as info:
+            load_pdf(path)
+        message = f"PDFDataError: {info.value}".replace(str(path), "bad.gr")
+        assert f"`{message}`" in text, (name, message)
