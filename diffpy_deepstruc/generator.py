@@ -32,9 +32,10 @@ import torch
 from .checkpoint import load_checkpoint
 from .errors import CheckpointError, ElementError, ParameterError, PDFDataError
 from .models import DeepStrucNet, pairwise_distances
-from .preprocess import PreprocessConfig, preprocess_pdf
+from .preprocess import PreprocessConfig, nn_peak_position, prepare_input
 
 __all__ = ["Candidate", "DeepStruc", "nn_peak_position", "unit_nn_distance"]
+_ = nn_peak_position  # re-exported
 
 DEFAULT_UISO = 0.005
 
@@ -73,34 +74,6 @@ class Candidate:
     def xyz(self) -> np.ndarray:
         """Cartesian coordinates ``[n_atoms, 3]`` (Angstrom)."""
         return np.array([a.xyz_cartn for a in self.structure], dtype=float)
-
-
-def nn_peak_position(r: np.ndarray, g: np.ndarray, rmin: float = 1.6, rmax: float = 4.0,
-                     threshold: float = 0.3) -> float | None:
-    """Position (A) of the first strong peak of G(r): the nearest-neighbour distance.
-
-    The first local maximum in ``rmin..rmax`` that exceeds ``threshold * max(G)`` (max
-    over r >= rmin), refined by a parabola through the three highest points.  None when
-    there is no such peak.
-    """
-    r = np.asarray(r, float)
-    g = np.asarray(g, float)
-    sel = r >= rmin
-    if sel.sum() < 5:
-        return None
-    gmax = g[sel].max()
-    if gmax <= 0:
-        return None
-    idx = np.flatnonzero(sel & (r <= rmax))
-    for i in idx:
-        if 0 < i < len(g) - 1 and g[i] >= threshold * gmax and g[i] >= g[i - 1] \
-                and g[i] > g[i + 1]:
-            y0, y1, y2 = g[i - 1], g[i], g[i + 1]
-            den = y0 - 2 * y1 + y2
-            off = 0.5 * (y0 - y2) / den if den < 0 else 0.0
-            step = 0.5 * (r[i + 1] - r[i - 1])
-            return float(r[i] + np.clip(off, -1, 1) * step)
-    return None
 
 
 def unit_nn_distance(xyz: np.ndarray) -> float:
@@ -181,13 +154,14 @@ class DeepStruc:
             return cls.load(p, **kw)
 
     # -- pieces -----------------------------------------------------------------
-    def preprocess(self, pdf: Any) -> np.ndarray:
-        """The network input ``[L]`` for a PDF (PDFData, path or (r, g))."""
+    def preprocess(self, pdf: Any) -> tuple[np.ndarray, float]:
+        """The network input ``[L]`` for a PDF (PDFData, path or (r, g)) and the
+        nearest-neighbour peak position r1 (A) that fixes its size."""
         r, g = _as_pdf(pdf)
-        return preprocess_pdf(r, self.preprocess_config, g=g)
+        return prepare_input(r, g, self.preprocess_config)
 
     def _condition(self, pdf: Any) -> torch.Tensor:
-        x = torch.from_numpy(self.preprocess(pdf)).unsqueeze(0)
+        x = torch.from_numpy(self.preprocess(pdf)[0]).unsqueeze(0)
         with torch.no_grad():
             return self.model.condition(x)
 
@@ -224,11 +198,13 @@ class DeepStruc:
 
         r, g = _as_pdf(pdf)
         z = np.atleast_2d(np.asarray(z, dtype=np.float32))
-        c = self._condition((r, g))
+        x, r1 = self.preprocess((r, g))
         with torch.no_grad():
+            c = self.model.condition(torch.from_numpy(x).unsqueeze(0))
             out = self.model.decode(torch.from_numpy(z), c.expand(len(z), -1))
             adm_all = pairwise_distances(out["emb"]).numpy().astype(float)
-        peak = nn_peak_position(r, g)
+        reduced = self.preprocess_config.mode == "reduced"
+        peak = r1 if np.isfinite(r1) else None
         res = []
         for k in range(len(z)):
             sel = np.flatnonzero(out["mask_logit"][k].numpy() > 0)
@@ -241,7 +217,7 @@ class DeepStruc:
             kw = {"maxiter": 300, "w_pair": 3.0 / n, **self.trilateration}
             tri = trilaterate(sat, adm, self.satellites, **kw)
             xyz = tri.xyz
-            scale_net = float(out["scale"][k])
+            scale_net = float(out["scale"][k]) * (r1 if reduced else 1.0)
             scale = scale_net
             if peak is not None and n >= 2:
                 u = unit_nn_distance(xyz)

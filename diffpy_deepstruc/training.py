@@ -166,6 +166,7 @@ class TrainingData:
     ----------
     pdf : float32 ``[P, L]`` preprocessed PDFs.
     pdf_structure : int ``[P]`` catalog structure row of each PDF.
+    pdf_r1 : float ``[P]`` nearest-neighbour peak position of each PDF (A).
     shape_of : int ``[M]`` shape index of each structure.
     scale : float ``[M]`` Angstrom per unit of each structure.
     shape_coords : float32 ``[U, n_max, 3]`` canonical unit-sphere coordinates.
@@ -178,6 +179,7 @@ class TrainingData:
 
     pdf: np.ndarray
     pdf_structure: np.ndarray
+    pdf_r1: np.ndarray
     shape_of: np.ndarray
     scale: np.ndarray
     shape_coords: np.ndarray
@@ -245,14 +247,15 @@ def prepare_data(
     pre = preprocess or PreprocessConfig()
     meta = read_catalog_meta(catalog)
     sha = sha256_file(catalog)
-    key = hashlib.sha256(json.dumps([sha, pre.to_dict(), n_satellites, 1],
+    key = hashlib.sha256(json.dumps([sha, pre.to_dict(), n_satellites, 2],
                                     sort_keys=True).encode()).hexdigest()[:20]
     cache = Path(cache_dir) / f"deepstruc-data-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         try:
             z = np.load(cache, allow_pickle=False)
             return TrainingData(
-                pdf=z["pdf"], pdf_structure=z["pdf_structure"], shape_of=z["shape_of"],
+                pdf=z["pdf"], pdf_structure=z["pdf_structure"], pdf_r1=z["pdf_r1"],
+                shape_of=z["shape_of"],
                 scale=z["scale"], shape_coords=z["shape_coords"],
                 shape_natoms=z["shape_natoms"], types=z["types"].astype(object),
                 elements=z["elements"].astype(object), shape_keys=list(z["shape_keys"]),
@@ -278,11 +281,17 @@ def prepare_data(
             res = BatchResampler(r, pre)
         except Exception as exc:
             raise CatalogError(f"{catalog}: its r-grid cannot feed the model: {exc}") from None
+
         gds = h5["pdfs/g"]
         P = gds.shape[0]
         pdf = np.empty((P, pre.n_points), dtype=np.float32)
+        pdf_r1 = np.empty(P, dtype=np.float64)
         for a in range(0, P, 4096):
-            pdf[a:a + 4096] = res(gds[a:a + 4096])
+            try:
+                pdf[a:a + 4096], pdf_r1[a:a + 4096] = res(gds[a:a + 4096])
+            except Exception as exc:
+                raise CatalogError(f"{catalog}: PDFs {a}..{a + 4095} cannot feed the model: "
+                                   f"{exc}") from None
         xyz = xyz_all[()].astype(np.float64)
 
     keys = [_shape_key(t, b) for t, b in zip(types, builders, strict=True)]
@@ -321,7 +330,7 @@ def prepare_data(
         shape_keys.append(keys[i])
         shape_of[i], scale[i] = u, rep.scale
     data = TrainingData(
-        pdf=pdf, pdf_structure=pdf_structure, shape_of=shape_of, scale=scale,
+        pdf=pdf, pdf_structure=pdf_structure, pdf_r1=pdf_r1, shape_of=shape_of, scale=scale,
         shape_coords=np.stack(shape_coords) if shape_coords else
         np.zeros((0, n_max, 3), np.float32),
         shape_natoms=np.asarray(shape_natoms, dtype=np.int64), types=types,
@@ -332,7 +341,8 @@ def prepare_data(
     # the same builder order; the check above guarantees it (else a new shape is made).
     if cache is not None:
         buf = io.BytesIO()
-        np.savez(buf, pdf=data.pdf, pdf_structure=data.pdf_structure, shape_of=data.shape_of,
+        np.savez(buf, pdf=data.pdf, pdf_structure=data.pdf_structure, pdf_r1=data.pdf_r1,
+                 shape_of=data.shape_of,
                  scale=data.scale, shape_coords=data.shape_coords,
                  shape_natoms=data.shape_natoms, types=data.types.astype(str),
                  elements=data.elements.astype(str),
@@ -474,7 +484,7 @@ class _Batcher:
         self.coords = torch.from_numpy(data.shape_coords)
         self.natoms = torch.from_numpy(data.shape_natoms)
         self.shape = torch.from_numpy(data.shape_of[data.pdf_structure])
-        self.log_scale = torch.from_numpy(np.log(data.scale[data.pdf_structure]).astype(np.float32))
+        self.log_scale = torch.from_numpy(scale_target(data).astype(np.float32))
 
     def get(self, rows: np.ndarray):
         rows_t = torch.from_numpy(rows)
@@ -484,6 +494,14 @@ class _Batcher:
         natoms = self.natoms[sh].to(self.device)
         sat, adm, mask = batch_targets(coords, natoms, self.sats)
         return pdf, sat, adm, mask, self.log_scale[rows_t].to(self.device)
+
+
+def scale_target(data: TrainingData) -> np.ndarray:
+    """Per-PDF scale target: log(scale / r1) (metal-independent: the unit-sphere scale in
+    units of the PDF's nearest-neighbour distance), or log(scale) where r1 is unknown."""
+    s = np.log(data.scale[data.pdf_structure])
+    r1 = data.pdf_r1
+    return np.where(np.isfinite(r1) & (r1 > 0), s - np.log(np.where(r1 > 0, r1, 1.0)), s)
 
 
 def _beta(cfg: TrainConfig, epoch: int) -> float:
@@ -683,7 +701,7 @@ def train(
                                   "n_points": pre.n_points, "n_max": data.n_max,
                                   "n_satellites": n_satellites})
     model = build_model(mcfg).to(device)
-    ls_train = np.log(data.scale[split["train"]])
+    ls_train = scale_target(data)[train_rows]
     model.log_scale_mean.fill_(float(ls_train.mean()))
     model.log_scale_std.fill_(float(max(ls_train.std(), 1e-3)))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -15,7 +15,7 @@ from diffpy_deepstruc.models import ModelConfig, build_model
 from diffpy_deepstruc.preprocess import PreprocessConfig
 from diffpy_deepstruc.representation import satellite_positions
 
-PRE = PreprocessConfig(rmin=2.0, rmax=20.0, rstep=0.2, min_rmax=15.0)
+PRE = PreprocessConfig(rmin=0.75, rmax=7.0, rstep=0.06, min_rmax=5.0)
 MCFG = dict(n_points=PRE.n_points, n_max=12, n_satellites=5, conv_channels=(4, 8),
             cond_dim=16, hidden=16, atom_dim=8, decoder_layers=1, adm_dim=3)
 

@@ -15,7 +15,12 @@ from diffpy_deepstruc.models import (
     count_parameters,
     pairwise_distances,
 )
-from diffpy_deepstruc.preprocess import PreprocessConfig, preprocess_batch, preprocess_pdf
+from diffpy_deepstruc.preprocess import (
+    PreprocessConfig,
+    prepare_input,
+    preprocess_batch,
+    preprocess_pdf,
+)
 
 SMALL = dict(n_points=91, n_max=12, n_satellites=5, conv_channels=(4, 8), cond_dim=16,
              hidden=16, atom_dim=8, decoder_layers=1, adm_dim=3)
@@ -82,29 +87,46 @@ def test_config_roundtrip_and_validation():
         ModelConfig.from_dict({"bogus": 1})
 
 
+def _toy(r, r1=2.77):
+    return np.exp(-0.5 * ((r - r1) / 0.08) ** 2) * 3 + 0.5 * np.sin(2 * np.pi * r / r1) * np.exp(-r / 8)
+
+
 def test_preprocess_grid_and_normalisation():
     cfg = PreprocessConfig()
     r = np.arange(0, 40, 0.01)
-    g = np.sin(r) * np.exp(-r / 10)
-    x = preprocess_pdf(r, cfg, g=g)
+    g = _toy(r)
+    x, r1 = prepare_input(r, g, cfg)
     assert x.shape == (cfg.n_points,) and x.dtype == np.float32
     assert np.isclose(np.abs(x).max(), 1.0)
+    assert r1 == pytest.approx(2.77, abs=0.01)
     assert np.allclose(x, preprocess_batch(r, g[None], cfg)[0], atol=1e-6)
+    # reduced grid: the same shape at another scale gives (nearly) the same input
+    x2 = preprocess_pdf(r * 1.1, cfg, g=g)
+    assert np.abs(x - x2).max() < 0.05
+    ab = PreprocessConfig(mode="absolute", rmin=2.0, rmax=30.0, rstep=0.1, min_rmax=20.0)
+    assert preprocess_pdf(r, ab, g=g).shape == (281,)
 
 
 def test_preprocess_short_and_coarse_data():
-    cfg = PreprocessConfig()
+    cfg = PreprocessConfig(mode="absolute", rmin=2.0, rmax=30.0, rstep=0.1, min_rmax=20.0)
     r = np.arange(0, 25.0, 0.02)  # ends before rmax=30 but beyond min_rmax=20
-    x = preprocess_pdf(r, cfg, g=np.cos(r))
+    x = preprocess_pdf(r, cfg, g=_toy(r))
     assert np.all(x[cfg.r_grid() > r[-1]] == 0)
-    with pytest.raises(PDFDataError, match="r <= 2.0 A up to at least 20.0"):
+    with pytest.raises(PDFDataError, match="r <= 2 A up to at least 20 A"):
         preprocess_pdf(np.arange(3, 30, 0.01), cfg, g=np.ones(2700))
     with pytest.raises(PDFDataError, match="needs G\\(r\\) over"):
         r = np.arange(0, 15, 0.01)
-        preprocess_pdf(r, cfg, g=np.cos(r))
+        preprocess_pdf(r, cfg, g=_toy(r))
     with pytest.raises(PDFDataError, match="coarser"):
         r = np.arange(0, 30, 0.5)
-        preprocess_pdf(r, cfg, g=np.cos(r))
+        preprocess_pdf(r, cfg, g=_toy(r))
     with pytest.raises(PDFDataError):
         r = np.arange(0, 30, 0.01)
         preprocess_pdf(r, cfg, g=np.zeros_like(r))
+    red = PreprocessConfig()
+    with pytest.raises(PDFDataError, match="nearest-neighbour peak"):
+        r = np.arange(0, 30, 0.01)
+        preprocess_pdf(r, red, g=np.exp(-r))
+    with pytest.raises(PDFDataError, match="x the nearest-neighbour distance"):
+        r = np.arange(0, 12, 0.01)
+        preprocess_pdf(r, red, g=_toy(r))

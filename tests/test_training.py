@@ -14,7 +14,7 @@ from diffpy_deepstruc.preprocess import PreprocessConfig
 from diffpy_deepstruc.training import TrainConfig, prepare_data, split_structures, train
 
 #: A small model and a coarse grid so a test epoch takes well under a second.
-SMALL_PRE = PreprocessConfig(rmin=2.0, rmax=20.0, rstep=0.2, min_rmax=15.0)
+SMALL_PRE = PreprocessConfig(rmin=0.75, rmax=7.0, rstep=0.06, min_rmax=5.0)
 SMALL_MODEL = {"conv_channels": [8, 8], "cond_dim": 32, "hidden": 32, "atom_dim": 16,
                "decoder_layers": 1, "adm_dim": 4}
 N_MAX = 24
