@@ -6,8 +6,8 @@ Everything here comes from maintained libraries, not from hand-typed tables:
 * bulk nearest-neighbour distances: the ground-state crystal structures and lattice
   constants of :data:`ase.data.reference_states` (the Ashcroft & Mermin / Kittel values
   that ``periodictable``'s ``crystal_structure`` also carries), with a density-based
-  fallback from ``periodictable`` for the few elements whose ground state is not a
-  simple lattice (e.g. alpha-Mn).
+  fallback from ``xraydb``'s element table for the few elements whose ground state is
+  not a simple lattice (e.g. alpha-Mn).
 
 The only list typed here is a *definition*: which elements count as non-metals for
 :func:`is_metal`.
@@ -134,11 +134,14 @@ def nearest_neighbour_distance(sym: str) -> float:
     rhombohedral min(a, 2 a sin(alpha/2)), one-atom basis
     ============ ==========================================
 
-    Elements whose reference state is none of these (alpha-Mn's 58-atom cubic cell,
-    orthorhombic or monoclinic ground states, molecular crystals...) fall back to the
-    distance in an fcc packing of the same atomic volume, the volume taken from the
-    density and atomic mass of the ``periodictable`` package.  For Mn this gives
-    2.60 A (alpha-Mn: 2.24-2.91 A; metallic diameter 2.54 A).
+    A diatomic reference state (H, N, O, F) gives its bond length.  Metals whose
+    reference state is none of these (alpha-Mn's 58-atom cubic cell, Ga, In, Sn, U...)
+    fall back to the distance in an fcc packing of the same atomic volume, the volume
+    taken from the density and atomic mass tabulated by ``xraydb`` -- a rough estimate
+    for open structures.  For Mn this gives 2.62 A (alpha-Mn: 2.24-2.91 A; metallic
+    diameter 2.54 A).  Non-metals with other ground states (B, P, S, He...) and
+    elements without an ASE reference state (Pm, At, Rn, Fr, Ra, Z >= 95) raise
+    ``ElementError``.
 
     Checks: Pt 2.77, Au 2.88, Cu 2.55, Fe 2.49, Co 2.50, Hg 2.99 A.
 
@@ -180,16 +183,27 @@ def _nn_distance(el: str) -> float:
     if kind == "rhombohedral" and len(ref.get("basis_x", [0.0])) == 1:
         a = ref["a"]
         return min(a, 2.0 * a * math.sin(math.radians(ref["alpha"]) / 2.0))
+    if kind == "diatom":
+        return float(ref["d"])
+    if ref is None or kind == "atom":
+        raise ElementError(f"no bulk reference structure for element {el!r}")
+    if el in _NON_METALS:
+        raise ElementError(
+            f"no nearest-neighbour distance for {el!r}: its ground state ({kind}) is not a "
+            "simple lattice and the close-packed estimate only suits metals"
+        )
     return _nn_from_density(el)
 
 
 def _nn_from_density(el: str) -> float:
-    """fcc nearest-neighbour distance at the atomic volume given by ``periodictable``."""
-    import periodictable
+    """fcc nearest-neighbour distance at the atomic volume tabulated by ``xraydb``."""
+    import xraydb
 
-    pe = periodictable.elements.symbol(el)
-    density, mass = pe.density, pe.mass
-    if not density or not mass or density <= 0:
+    try:
+        density, mass = float(xraydb.atomic_density(el)), float(xraydb.atomic_mass(el))
+    except (ValueError, TypeError, KeyError):
+        density = mass = 0.0
+    if not (density > 0 and mass > 0):
         raise ElementError(f"no bulk structure or density data for element {el!r}")
     volume = mass / (density * _AVOGADRO_PER_A3)  # A^3 per atom
     a_fcc = (4.0 * volume) ** (1.0 / 3.0)

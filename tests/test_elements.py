@@ -85,6 +85,12 @@ def test_nearest_neighbour_distance_unknown() -> None:
         nearest_neighbour_distance("Zz")
     with pytest.raises(ElementError, match="Og"):
         nearest_neighbour_distance("Og")  # no bulk data at all
+    with pytest.raises(ElementError, match="He"):
+        nearest_neighbour_distance("He")  # no solid reference state
+    with pytest.raises(ElementError, match="'S'"):
+        nearest_neighbour_distance("S")  # molecular crystal: no close-packed estimate
+    assert nearest_neighbour_distance("O") == pytest.approx(1.21, abs=0.01)  # O2 bond
+    assert nearest_neighbour_distance("Si") == pytest.approx(2.35, abs=0.01)  # diamond
 
 
 def test_is_metal() -> None:
