@@ -285,11 +285,12 @@ def test_written_file_reads_in_srfit(tmp_path: Path) -> None:
     )
     parser = pdfparser.PDFParser()
     parser.parseFile(str(out))
-    r, g, dr, dg = parser._banks[0]
+    r, g, dr, dg = parser.getData(0)
     np.testing.assert_allclose(r, R)
     np.testing.assert_allclose(dg, 0.01)
     assert dr is None  # dr = 0 is read as "no dr"
-    assert parser._meta["qmax"] == 25.0 and parser._meta["qdamp"] == 0.04
+    meta = parser.getMetaData()
+    assert meta["qmax"] == 25.0 and meta["qdamp"] == 0.04
 
 
 def test_write_refuses_overwrite_and_bad_input(tmp_path: Path) -> None:
