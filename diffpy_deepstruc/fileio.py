@@ -39,6 +39,8 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
         When the file exists and ``overwrite`` is False.
     """
     p = Path(path)
+    if p.is_dir():
+        raise OutputExistsError(f"{p}: is a folder; give a file name")
     if p.exists() and not overwrite:
         raise OutputExistsError(f"{p}: file exists; pass overwrite=True (--force) to replace it")
     return p
