@@ -44,6 +44,13 @@ def _model_dir(kind: str, given: str | None) -> Path | None:
 
 def map_numbers(table: latent.LatentMap) -> dict:
     out = {}
+    if table.zq is not None:
+        out["knn5_posterior"] = latent.knn_type_accuracy(table, k=5, latent="posterior")
+        try:
+            s = latent.stacking_spearman(table, latent="posterior")
+            out["stacking_posterior"] = {"rho": s["rho"], "pvalue": s["pvalue"], "n": s["n"]}
+        except Exception as exc:  # noqa: BLE001
+            out["stacking_posterior"] = {"error": str(exc)}
     for k in (1, 5, 10):
         out[f"knn{k}"] = latent.knn_type_accuracy(table, k=k)
     out["knn5_unseen_shapes"] = latent.knn_type_accuracy(table, k=5, unseen_shapes=True)
@@ -123,6 +130,7 @@ def main() -> None:
     ap.add_argument("--figures", default=None, help="write the README figures here")
     ap.add_argument("--json", default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--cache", default=None, help="cache folder for the encoded catalog")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -137,7 +145,8 @@ def main() -> None:
         f = d / latent.MAP_NAME
         t0 = time.time()
         if args.make_map or not f.is_file():
-            table = latent.compute_latent_map(models[kind], args.catalog, progress=True)
+            table = latent.compute_latent_map(models[kind], args.catalog, progress=True,
+                                              posterior=True, cache_dir=args.cache)
             latent.save_latent_map(table, f, overwrite=True)
             print(f"{kind}: wrote {f} ({len(table)} structures, {time.time() - t0:.0f} s)")
         tables[kind] = latent.load_latent_map(f)
@@ -147,10 +156,13 @@ def main() -> None:
         report[f"{kind}_map"] = nums
         print(f"\n### {kind.upper()} latent map ({len(table)} structures)\n")
         print("| measure | value | n |\n|---|---|---|")
-        for k in ("knn1", "knn5", "knn10", "knn5_unseen_shapes", "knn5_with_stacking"):
+        for k in ("knn1", "knn5", "knn10", "knn5_unseen_shapes", "knn5_with_stacking",
+                  "knn5_posterior"):
+            if k not in nums:
+                continue
             print(f"| {k} type accuracy (test vs train) | {nums[k]['accuracy']:.3f} | "
                   f"{nums[k]['n_test']} |")
-        for k in ("stacking", "stacking_test"):
+        for k in ("stacking", "stacking_test", "stacking_posterior"):
             s = nums.get(k, {})
             if "rho" in s:
                 print(f"| {k} Spearman(position fcc->hcp, hcp fraction) | {s['rho']:.3f} | "

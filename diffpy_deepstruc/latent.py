@@ -314,6 +314,9 @@ class LatentMap:
     meta : dict
         Provenance: model kind and weights SHA-256, catalog SHA-256, how the points were
         made.
+    zq : float ``[M, D]`` or None
+        Posterior means q(z | structure, PDF) of the same rows (NaN for data), when
+        computed (``compute_latent_map(..., posterior=True)``; CSV columns ``q1 ..``).
     """
 
     z: np.ndarray
@@ -327,9 +330,12 @@ class LatentMap:
     shape: np.ndarray
     pdf: np.ndarray
     meta: dict = field(default_factory=dict)
+    zq: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.z = np.asarray(self.z, float).reshape(len(self.index), -1)
+        if self.zq is not None:
+            self.zq = np.asarray(self.zq, float).reshape(self.z.shape)
         for name in ("label", "type", "element", "split", "shape"):
             setattr(self, name, np.asarray(getattr(self, name), dtype=object))
         self.index = np.asarray(self.index, np.int64)
@@ -346,6 +352,17 @@ class LatentMap:
     def __len__(self) -> int:
         return len(self.index)
 
+    def latent(self, which: str = "prior") -> np.ndarray:
+        """``z`` (``"prior"``) or ``zq`` (``"posterior"``) ``[M, D]``."""
+        if which == "prior":
+            return self.z
+        if which == "posterior":
+            if self.zq is None:
+                raise ParameterError("this map holds no posterior means (compute it with "
+                                     "posterior=True)")
+            return self.zq
+        raise ParameterError(f"latent must be 'prior' or 'posterior', not {which!r}")
+
     @property
     def points(self) -> np.ndarray:
         """The first two latent coordinates ``[M, 2]`` (what the map shows)."""
@@ -357,7 +374,8 @@ class LatentMap:
         return LatentMap(z=self.z[m], label=self.label[m], index=self.index[m],
                          type=self.type[m], element=self.element[m], n_atoms=self.n_atoms[m],
                          hcp_fraction=self.hcp_fraction[m], split=self.split[m],
-                         shape=self.shape[m], pdf=self.pdf[m], meta=dict(self.meta))
+                         shape=self.shape[m], pdf=self.pdf[m], meta=dict(self.meta),
+                         zq=None if self.zq is None else self.zq[m])
 
     def catalog_rows(self) -> LatentMap:
         """Without the placed data."""
@@ -382,6 +400,7 @@ class LatentMap:
             shape=np.concatenate([self.shape, np.array([""] * n, object)]),
             pdf=np.concatenate([self.pdf, -np.ones(n, np.int64)]),
             meta=dict(self.meta),
+            zq=None if self.zq is None else np.concatenate([self.zq, np.full(z.shape, np.nan)]),
         )
 
 
@@ -442,13 +461,18 @@ def _model_split(meta: dict, types: np.ndarray, same_catalog: bool) -> np.ndarra
 
 
 def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
-                       batch_size: int = 512, progress: bool = False) -> LatentMap:
+                       batch_size: int = 512, progress: bool = False,
+                       posterior: bool = False,
+                       cache_dir: str | os.PathLike | None = None) -> LatentMap:
     """Place every catalog structure on the latent map.
 
     Each structure is encoded through its *least-noisy* simulated PDF (``noise`` column
     of ``/pdfs/params``; the first PDF when there is none) at the prior mean
     p(z | PDF).  When ``catalog_path`` is the catalog the model was trained on (same
-    SHA-256), each row carries the model's train/val/test split.
+    SHA-256), each row carries the model's train/val/test split.  With ``posterior``
+    the posterior means q(z | structure, PDF) of the same PDFs are added (``zq``; the
+    structures are encoded by :func:`~diffpy_deepstruc.training.prepare_data`, cached
+    in ``cache_dir``).
 
     Raises
     ------
@@ -527,6 +551,10 @@ def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
     z = np.zeros((len(keep), ds.model.config.latent))
     for a in range(0, len(keep), batch_size):
         z[a:a + batch_size] = _encode_inputs(ds, x[keep[a:a + batch_size]])[0]
+    zq = None
+    if posterior:
+        zq = _posterior_means(ds, catalog_path, keep, x[keep], batch_size, cache_dir,
+                              progress)
     split = _model_split(meta, types, same)[keep]
     shapes = np.array([_shape_id(t, b) for t, b in zip(types[keep], builders[keep],
                                                         strict=True)], dtype=object)
@@ -539,6 +567,8 @@ def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
         "catalog_sha256": sha,
         "same_catalog_as_model": bool(same),
         "latent": "prior mean p(z|PDF) of each structure's least-noise PDF",
+        "posterior": "q columns: posterior mean q(z|structure,PDF), same PDF" if posterior
+        else "not computed",
         "n_structures": int(m),
         "skipped_structures": int(m - len(keep)),
     }
@@ -547,7 +577,31 @@ def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
     return LatentMap(z=z, label=np.array([str(i) for i in keep], object), index=keep,
                      type=types[keep], element=elements[keep], n_atoms=natoms[keep],
                      hcp_fraction=hcp[keep], split=split, shape=shapes, pdf=chosen[keep],
-                     meta=info)
+                     meta=info, zq=zq)
+
+
+def _posterior_means(ds, catalog_path, rows, x, batch_size, cache_dir, progress):
+    """q(z | structure, PDF) means ``[len(rows), D]`` of catalog structures ``rows``
+    with preprocessed inputs ``x``."""
+    from .training import batch_targets, prepare_data
+
+    rep = ds.meta["representation"]
+    data = prepare_data(catalog_path, ds.preprocess_config, int(rep["n_satellites"]),
+                        cache_dir=cache_dir, progress=progress)
+    if data.n_max != ds.model.config.n_max:
+        raise CatalogError(f"{catalog_path}: n_max {data.n_max} differs from the model's "
+                           f"{ds.model.config.n_max}")
+    sats = torch.tensor(ds.satellites, dtype=torch.float32)
+    out = np.zeros((len(rows), ds.model.config.latent))
+    for a in range(0, len(rows), batch_size):
+        sh = data.shape_of[rows[a:a + batch_size]]
+        coords = torch.from_numpy(np.ascontiguousarray(data.shape_coords[sh], np.float32))
+        natoms = torch.from_numpy(data.shape_natoms[sh])
+        sat, _, mask = batch_targets(coords, natoms, sats)
+        with torch.no_grad():
+            c = ds.model.condition(torch.from_numpy(x[a:a + batch_size]))
+            out[a:a + batch_size] = ds.model.posterior(sat, mask, c)[0].numpy()
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -564,11 +618,13 @@ def save_latent_map(table: LatentMap, path: str | os.PathLike, overwrite: bool =
         buf.write(f"# {k}: {json.dumps(v)}\n")
     d = table.z.shape[1]
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*MAP_COLUMNS, *(f"z{i + 1}" for i in range(d))])
+    qcols = [] if table.zq is None else [f"q{i + 1}" for i in range(d)]
+    w.writerow([*MAP_COLUMNS, *(f"z{i + 1}" for i in range(d)), *qcols])
     for k in range(len(table)):
+        q = [] if table.zq is None else [_fmt(v) for v in table.zq[k]]
         w.writerow([table.label[k], table.index[k], table.type[k], table.element[k],
                     table.n_atoms[k], _fmt(table.hcp_fraction[k]), table.split[k],
-                    table.shape[k], table.pdf[k], *(f"{v:.6g}" for v in table.z[k])])
+                    table.shape[k], table.pdf[k], *(f"{v:.6g}" for v in table.z[k]), *q])
     return atomic_write_text(path, buf.getvalue(), overwrite=overwrite)
 
 
@@ -599,6 +655,7 @@ def load_latent_map(path: str | os.PathLike) -> LatentMap:
     rows = list(csv.DictReader(body))
     header = next(csv.reader(body[:1]), [])
     zcols = [c for c in header if c.startswith("z") and c[1:].isdigit()]
+    qcols = [c for c in header if c.startswith("q") and c[1:].isdigit()]
     missing = [c for c in ("label", "type", "z1") if c not in header]
     if missing or not zcols:
         raise ParameterError(f"{p}: not a latent map (missing columns {missing or ['z1']})")
@@ -608,13 +665,17 @@ def load_latent_map(path: str | os.PathLike) -> LatentMap:
 
     try:
         z = np.array([[float(r[c]) for c in zcols] for r in rows], float)
+        zq = None
+        if len(qcols) == len(zcols):
+            zq = np.array([[float(r[c]) if r[c] != "" else np.nan for c in qcols]
+                           for r in rows], float).reshape(len(rows), len(qcols))
         return LatentMap(
             z=z.reshape(len(rows), len(zcols)),
             label=col("label", str, ""), index=col("index", int, -1), type=col("type", str, ""),
             element=col("element", str, ""), n_atoms=col("n_atoms", int, 0),
             hcp_fraction=col("hcp_fraction", float, float("nan")),
             split=col("split", str, ""), shape=col("shape", str, ""), pdf=col("pdf", int, -1),
-            meta=meta)
+            meta=meta, zq=zq)
     except (ValueError, TypeError, KeyError) as exc:
         raise ParameterError(f"{p}: unreadable latent map ({exc})") from None
 
@@ -693,7 +754,7 @@ def shipped_map_or_none(model: Any) -> tuple[np.ndarray, list[str]] | None:
 # ----------------------------------------------------------------------- the numbers
 def knn_type_accuracy(table: LatentMap, k: int = 5, *, train: str = "train",
                       test: str = "test", exclude: tuple[str, ...] = ("stacking",),
-                      unseen_shapes: bool = False) -> dict[str, Any]:
+                      unseen_shapes: bool = False, latent: str = "prior") -> dict[str, Any]:
     """Structure type recovered by a k-nearest-neighbour vote on latent points.
 
     Parameters
@@ -710,6 +771,8 @@ def knn_type_accuracy(table: LatentMap, k: int = 5, *, train: str = "train",
     unseen_shapes : bool
         Drop, for each scored point, the reference points of the same geometry (the
         same shape in another metal): accuracy on shapes the reference never saw.
+    latent : {"prior", "posterior"}
+        Which latent means (the map's ``z``, or ``zq`` when computed).
 
     Returns
     -------
@@ -725,10 +788,11 @@ def knn_type_accuracy(table: LatentMap, k: int = 5, *, train: str = "train",
     if len(tr) == 0 or len(te) == 0:
         raise ParameterError(f"the map has no {train!r} or no {test!r} points "
                              f"({len(tr)} / {len(te)}); is the split recorded?")
-    zt, ttr = table.z[tr], table.type[tr].astype(str)
+    zall = table.latent(latent)
+    zt, ttr = zall[tr], table.type[tr].astype(str)
     pred = []
     for i in te:
-        d = np.sqrt(((zt - table.z[i]) ** 2).sum(1))
+        d = np.sqrt(((zt - zall[i]) ** 2).sum(1))
         if unseen_shapes:
             d = np.where(table.shape[tr] == table.shape[i], np.inf, d)
         nb = np.argsort(d, kind="stable")[:k]
@@ -748,11 +812,13 @@ def knn_type_accuracy(table: LatentMap, k: int = 5, *, train: str = "train",
         confusion[t] = {p: int((pred[s] == p).sum()) for p in sorted(set(pred[s]))}
     return {"accuracy": float(ok.mean()), "n_train": int(len(tr)), "n_test": int(len(te)),
             "k": k, "excluded": list(exclude), "unseen_shapes": bool(unseen_shapes),
+            "latent": latent,
             "per_type": per_type, "confusion": confusion}
 
 
 def stacking_spearman(table: LatentMap, *, split: str | None = None,
-                      centroid_split: str | None = None) -> dict[str, Any]:
+                      centroid_split: str | None = None, latent: str = "prior"
+                      ) -> dict[str, Any]:
     """Do stacking-faulted particles sit along the fcc -> hcp direction by hcp fraction?
 
     The position of a stacking-faulted point is its projection onto the line from the
@@ -767,6 +833,8 @@ def stacking_spearman(table: LatentMap, *, split: str | None = None,
         Only stacking points of this split (default all).
     centroid_split : str, optional
         Only fcc/hcp points of this split for the centroids (default all).
+    latent : {"prior", "posterior"}
+        Which latent means.
 
     Returns
     -------
@@ -789,9 +857,10 @@ def stacking_spearman(table: LatentMap, *, split: str | None = None,
     if st.sum() < 3:
         raise ParameterError(f"need at least 3 stacking-faulted points with an hcp fraction "
                              f"(found {int(st.sum())})")
-    c0, c1 = table.z[fcc].mean(0), table.z[hcp].mean(0)
+    zall = table.latent(latent)
+    c0, c1 = zall[fcc].mean(0), zall[hcp].mean(0)
     u = c1 - c0
-    pos = (table.z[st] - c0) @ u / max(float(u @ u), 1e-12)
+    pos = (zall[st] - c0) @ u / max(float(u @ u), 1e-12)
     frac = table.hcp_fraction[st]
     if np.ptp(frac) == 0 or np.ptp(pos) == 0:
         rho, p = float("nan"), float("nan")

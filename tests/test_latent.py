@@ -50,7 +50,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_map(tiny):
     model, cat, _, _ = tiny
-    return latent.compute_latent_map(DeepStruc.load(model), cat)
+    return latent.compute_latent_map(DeepStruc.load(model), cat, posterior=True)
 
 
 def _gr(path, pdf):
@@ -144,6 +144,12 @@ def test_compute_map_rows_and_split(tiny, tiny_map):
         r, g = h5["r"][()], h5["pdfs/g"][int(t.pdf[5])]
     assert np.allclose(latent.encode(model, (r, g))[0], t.z[5], atol=1e-5)
     del noise
+    # posterior means: q(z | structure, PDF), finite, not the prior means
+    assert t.zq.shape == t.z.shape and np.all(np.isfinite(t.zq))
+    assert not np.allclose(t.zq, t.z)
+    assert latent.knn_type_accuracy(t, k=1, latent="posterior")["latent"] == "posterior"
+    with pytest.raises(ParameterError, match="no posterior"):
+        latent.knn_type_accuracy(latent.compute_latent_map(model, cat), latent="posterior")
 
 
 def test_least_noise_pdf_is_used(tmp_path, tiny):
@@ -173,12 +179,14 @@ def test_save_load_round_trip(tmp_path, tiny_map):
     for name in ("label", "index", "type", "element", "n_atoms", "split", "shape", "pdf"):
         assert list(getattr(u, name)) == list(getattr(t, name)), name
     assert u.hcp_fraction[3] == pytest.approx(0.4) and np.isnan(u.hcp_fraction[0])
+    assert np.allclose(u.zq[:-1], t.zq[:-1], atol=1e-5) and np.all(np.isnan(u.zq[-1]))
     assert u.meta["model_sha256"] == t.meta["model_sha256"]
     assert u.type[-1] == "data" and u.split[-1] == "data" and u.index[-1] == -1
     assert len(u.catalog_rows()) == len(t) - 1
     with open(f) as fh:
         header = next(r for r in csv.reader(fh) if not r[0].startswith("#"))
-    assert header[-2:] == ["z1", "z2"] and "hcp_fraction" in header and "split" in header
+    assert header[-4:] == ["z1", "z2", "q1", "q2"]
+    assert "hcp_fraction" in header and "split" in header
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ParameterError, match="not a latent map"):
         latent.load_latent_map(tmp_path / "bad.csv")
