@@ -60,6 +60,8 @@ def map_numbers(table: latent.LatentMap) -> dict:
         out["stacking"] = {"rho": s["rho"], "pvalue": s["pvalue"], "n": s["n"]}
         s = latent.stacking_spearman(table, split="test")
         out["stacking_test"] = {"rho": s["rho"], "pvalue": s["pvalue"], "n": s["n"]}
+        s = latent.stacking_spearman(table, reference="stacking")
+        out["stacking_ref_stacking"] = {"rho": s["rho"], "pvalue": s["pvalue"], "n": s["n"]}
     except Exception as exc:  # noqa: BLE001 - reported, not fatal
         out["stacking"] = {"error": str(exc)}
     return out
@@ -162,7 +164,7 @@ def main() -> None:
                 continue
             print(f"| {k} type accuracy (test vs train) | {nums[k]['accuracy']:.3f} | "
                   f"{nums[k]['n_test']} |")
-        for k in ("stacking", "stacking_test", "stacking_posterior"):
+        for k in ("stacking", "stacking_test", "stacking_ref_stacking", "stacking_posterior"):
             s = nums.get(k, {})
             if "rho" in s:
                 print(f"| {k} Spearman(position fcc->hcp, hcp fraction) | {s['rho']:.3f} | "

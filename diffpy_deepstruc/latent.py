@@ -817,8 +817,8 @@ def knn_type_accuracy(table: LatentMap, k: int = 5, *, train: str = "train",
 
 
 def stacking_spearman(table: LatentMap, *, split: str | None = None,
-                      centroid_split: str | None = None, latent: str = "prior"
-                      ) -> dict[str, Any]:
+                      centroid_split: str | None = None, latent: str = "prior",
+                      reference: str = "types") -> dict[str, Any]:
     """Do stacking-faulted particles sit along the fcc -> hcp direction by hcp fraction?
 
     The position of a stacking-faulted point is its projection onto the line from the
@@ -835,6 +835,11 @@ def stacking_spearman(table: LatentMap, *, split: str | None = None,
         Only fcc/hcp points of this split for the centroids (default all).
     latent : {"prior", "posterior"}
         Which latent means.
+    reference : {"types", "stacking"}
+        Ends of the direction: the centroids of the ``fcc`` and ``hcp`` type points
+        (default), or of the stacking-faulted points with hcp fraction 0 and 1 (the same
+        builder family at both ends, so size and shape mix cancel); those end points
+        are then not scored (only 0 < fraction < 1).
 
     Returns
     -------
@@ -850,10 +855,17 @@ def stacking_spearman(table: LatentMap, *, split: str | None = None,
         s = types == t
         return s & (table.split == sp) if sp else s
 
-    fcc, hcp = pick("fcc", centroid_split), pick("hcp", centroid_split)
+    st = pick("stacking", split) & np.isfinite(table.hcp_fraction)
+    if reference == "types":
+        fcc, hcp = pick("fcc", centroid_split), pick("hcp", centroid_split)
+    elif reference == "stacking":
+        allst = pick("stacking", centroid_split)
+        fcc, hcp = allst & (table.hcp_fraction == 0), allst & (table.hcp_fraction == 1)
+        st &= (table.hcp_fraction > 0) & (table.hcp_fraction < 1)
+    else:
+        raise ParameterError(f"reference must be 'types' or 'stacking', not {reference!r}")
     if not fcc.any() or not hcp.any():
         raise ParameterError("the map needs fcc and hcp points for the fcc -> hcp direction")
-    st = pick("stacking", split) & np.isfinite(table.hcp_fraction)
     if st.sum() < 3:
         raise ParameterError(f"need at least 3 stacking-faulted points with an hcp fraction "
                              f"(found {int(st.sum())})")

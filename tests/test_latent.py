@@ -276,6 +276,15 @@ def test_stacking_spearman():
     assert latent.stacking_spearman(rev)["rho"] < -0.95
     with pytest.raises(ParameterError, match="fcc and hcp"):
         latent.stacking_spearman(t.select(t.type != "hcp"))
+    # ends from the stacking family itself (fractions 0 and 1), scored on the rest
+    frac = t.hcp_fraction.copy()
+    ends = np.flatnonzero(np.isfinite(frac))[[0, -1]]
+    frac[ends] = [0.0, 1.0]
+    u = LatentMap(**{**t.__dict__, "hcp_fraction": frac})
+    res = latent.stacking_spearman(u, reference="stacking")
+    assert res["n"] == 28 and res["rho"] > 0.95
+    with pytest.raises(ParameterError, match="reference"):
+        latent.stacking_spearman(u, reference="x")
 
 
 # ------------------------------------------------------------------------------ CLI
