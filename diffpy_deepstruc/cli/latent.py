@@ -126,7 +126,7 @@ def _run_map(args) -> int:
                     overwrite=args.force)
     print(f"{len(cat)} structures from {source}" + (f", {len(labels)} data" if labels else ""))
     for lab, z in data.items():
-        print(f"  {lab}: z = ({z[0]:.3f}, {z[1]:.3f})")
+        print(f"  {lab}: z = ({z[0]:.4g}, {z[1]:.4g})")
     print(f"map written to {png} and {csv_path}")
     return 0
 
@@ -173,7 +173,7 @@ def _run_interpolate(args) -> int:
     print(f"{ds.kind}: {len(rows)} steps, {n_valid} physically valid "
           f"(no two atoms closer than 0.8 x {nn:.3f} A)")
     for r in rows:
-        print(f"  t={r['t']:.2f}  z=({r['z1']:.3f}, {r['z2']:.3f})  {r['n_atoms']:3d} atoms  "
+        print(f"  t={r['t']:.2f}  z=({r['z1']:.4g}, {r['z2']:.4g})  {r['n_atoms']:3d} atoms  "
               f"dmin/nn={r['min_dist_over_nn']:.2f}  {'valid' if r['valid'] else 'INVALID'}")
     print(f"written to {out}/ (step_XX.xyz, interpolation.csv, interpolation.png)")
     return 0
