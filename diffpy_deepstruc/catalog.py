@@ -727,7 +727,7 @@ def _run_dask(jobs, submit_args, scheduler):
         futures = [
             client.submit(_simulate_block, *submit_args(job), pure=False) for job in jobs
         ]
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             yield fut.result()
     finally:
         for fut in futures:
