@@ -1,0 +1,194 @@
+"""``deepstruc solve``: measured PDF -> ranked, refined candidate structures."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import ParameterError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Declare the ``solve`` sub-command."""
+    p = subparsers.add_parser(
+        "solve",
+        help="sample candidate structures for a PDF, refine them with srfit, rank by Rw",
+        description=(
+            "Sample N candidate structures from the generative model for a measured PDF, "
+            "refine each with a diffpy.srfit recipe (scale, isotropic expansion, Uiso, "
+            "delta2 free; Qdamp/Qbroad fixed) and rank them by Rw."
+        ),
+    )
+    p.add_argument(
+        "data",
+        nargs="+",
+        help="PDF file (.gr); several files or a folder solve a series into -o",
+    )
+    p.add_argument("-n", type=_positive_int, default=20, help="candidates to sample (20)")
+    p.add_argument("-o", "--outdir", help="output folder (default: <data stem>_deepstruc)")
+    p.add_argument("--element", help="the metal (default: from the file's composition)")
+    p.add_argument("--rmin", type=_finite_float, help="fit range start, A (1.5)")
+    p.add_argument("--rmax", type=_finite_float, help="fit range end, A (min(30, data))")
+    p.add_argument("--qmin", type=_finite_float, help="Qmin, 1/A (default: header, else 0)")
+    p.add_argument("--qmax", type=_finite_float, help="Qmax, 1/A (default: header)")
+    p.add_argument(
+        "--qdamp", type=_finite_float, help="Qdamp, 1/A (default: header, else 0)"
+    )
+    p.add_argument(
+        "--qbroad", type=_finite_float, help="Qbroad, 1/A (default: header, else 0)"
+    )
+    p.add_argument("--model", help="checkpoint folder (default: the shipped model)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="refinements in parallel (default: all cores)",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="series: run on an existing Dask scheduler (tcp://host:8786)",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing result")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``deepstruc solve``."""
+    from pathlib import Path
+
+    from ..generator import DeepStruc
+    from ..latent import shipped_map_or_none
+    from ..pdfdata import load_pdf
+    from ..ranking import prepare_outdir, solve, write_solution
+
+    if args.force and args.resume:
+        raise ParameterError("--force and --resume exclude each other")
+    if len(args.data) > 1 or Path(args.data[0]).is_dir():
+        return _run_series(args)
+    if args.scheduler:
+        raise ParameterError("--scheduler is for a series (several files or a folder)")
+    data = args.data[0]
+    pdf = load_pdf(data)
+    outdir = Path(args.outdir or f"{Path(data).stem}_deepstruc")
+    prepare_outdir(outdir, force=args.force, resume=args.resume)
+    model = DeepStruc.load(args.model) if args.model else DeepStruc.pretrained()
+    result = solve(
+        pdf,
+        n=args.n,
+        element=args.element,
+        model=model,
+        seed=args.seed,
+        qmin=args.qmin,
+        qmax=args.qmax,
+        qdamp=args.qdamp,
+        qbroad=args.qbroad,
+        rmin=args.rmin,
+        rmax=args.rmax,
+        workers=args.workers,
+        outdir=outdir,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    write_solution(result, outdir, latent_map=shipped_map_or_none(model), overwrite=True)
+    s = result.settings
+    assumed = [k for k, v in s.sources.items() if v == "default" and k.startswith("q")]
+    print(
+        f"{pdf.source}: {result.element}, fit {s.rmin:g}-{s.rmax:g} A, "
+        f"Qmin {s.qmin:g}, Qmax {s.qmax:g}, Qdamp {s.qdamp:g}, Qbroad {s.qbroad:g}"
+    )
+    if assumed:
+        print(f"  assumed (not in header, not given): {', '.join(assumed)}")
+    print(
+        f"  {result.n_sampled} sampled, {len(result.candidates)} after merging duplicates; "
+        f"{result.timings['total']:.1f} s"
+    )
+    print(f"  {'rank':>4} {'Rw':>8} {'atoms':>5} {'NN (A)':>7}  file")
+    from ..ranking import nearest_neighbour_distance
+
+    for k, c in enumerate(result.candidates[:10], start=1):
+        print(
+            f"  {k:>4} {c.rw:8.4f} {c.n_atoms:>5} "
+            f"{nearest_neighbour_distance(c.structure):7.3f}  candidate_{k:02d}.xyz"
+        )
+    print(f"results in {outdir}/ (ranking.csv, summary.json, fit_XX.png, latent.png)")
+    return 0
+
+
+def _run_series(args: argparse.Namespace) -> int:
+    """Solve several PDFs (``deepstruc solve a.gr b.gr ...`` or a folder)."""
+    from pathlib import Path
+
+    from ..batch import find_pdf_files, solve_series
+    from ..errors import OutputExistsError
+
+    if not args.outdir:
+        raise ParameterError("a series needs an output folder: -o OUTDIR")
+    out = Path(args.outdir)
+    files = find_pdf_files(args.data)
+    if (out / "series.csv").exists() and not (args.force or args.resume):
+        raise OutputExistsError(
+            f"{out} already holds a series result; --resume continues it, --force redoes it"
+        )
+    options = {
+        "n": args.n,
+        "element": args.element,
+        "seed": args.seed,
+        "qmin": args.qmin,
+        "qmax": args.qmax,
+        "qdamp": args.qdamp,
+        "qbroad": args.qbroad,
+        "rmin": args.rmin,
+        "rmax": args.rmax,
+        "model": args.model,
+        "force": args.force,
+    }
+
+    def show(row):
+        print(
+            f"  {Path(row['file']).name}: {row['status']}"
+            + (
+                f", Rw {row['best_rw']}, {row['n_atoms']} atoms"
+                if str(row["status"]).startswith("ok")
+                else ""
+            )
+        )
+
+    print(f"solving {len(files)} PDFs into {out}/")
+    rows = solve_series(
+        files,
+        out,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.no_progress,
+        on_row=show,
+        **options,
+    )
+    n_ok = sum(str(r["status"]).startswith("ok") for r in rows)
+    print(f"{n_ok}/{len(rows)} solved; table {out}/series.csv, plot {out}/series.png")
+    return 0 if n_ok == len(rows) else 1
