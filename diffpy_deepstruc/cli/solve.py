@@ -6,28 +6,7 @@ import argparse
 import os
 
 from ..errors import ParameterError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _finite_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
+from ._args import finite_float, non_negative_float, positive_int
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -46,24 +25,26 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         nargs="+",
         help="PDF file (.gr); several files or a folder solve a series into -o",
     )
-    p.add_argument("-n", type=_positive_int, default=20, help="candidates to sample (20)")
+    p.add_argument("-n", type=positive_int, default=20, help="candidates to sample (20)")
     p.add_argument("-o", "--outdir", help="output folder (default: <data stem>_deepstruc)")
     p.add_argument("--element", help="the metal (default: from the file's composition)")
-    p.add_argument("--rmin", type=_finite_float, help="fit range start, A (1.5)")
-    p.add_argument("--rmax", type=_finite_float, help="fit range end, A (min(30, data))")
-    p.add_argument("--qmin", type=_finite_float, help="Qmin, 1/A (default: header, else 0)")
-    p.add_argument("--qmax", type=_finite_float, help="Qmax, 1/A (default: header)")
+    p.add_argument("--rmin", type=finite_float, help="fit range start, A (1.5)")
+    p.add_argument("--rmax", type=finite_float, help="fit range end, A (min(30, data))")
     p.add_argument(
-        "--qdamp", type=_finite_float, help="Qdamp, 1/A (default: header, else 0)"
+        "--qmin", type=non_negative_float, help="Qmin, 1/A (default: header, else 0)"
+    )
+    p.add_argument("--qmax", type=non_negative_float, help="Qmax, 1/A (default: header)")
+    p.add_argument(
+        "--qdamp", type=finite_float, help="Qdamp, 1/A (default: header, else 0)"
     )
     p.add_argument(
-        "--qbroad", type=_finite_float, help="Qbroad, 1/A (default: header, else 0)"
+        "--qbroad", type=finite_float, help="Qbroad, 1/A (default: header, else 0)"
     )
     p.add_argument("--model", help="checkpoint folder (default: the shipped model)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
     p.add_argument(
         "--workers",
-        type=_positive_int,
+        type=positive_int,
         default=os.cpu_count() or 1,
         help="refinements in parallel (default: all cores)",
     )
