@@ -91,7 +91,7 @@ class ModelConfig:
     cond_dim: int = 128
     hidden: int = 160
     atom_dim: int = 64
-    decoder_layers: int = 3
+    decoder_layers: int = 2
     adm_dim: int = 6
     extra: dict = field(default_factory=dict)
 
@@ -151,7 +151,8 @@ def pairwise_distances(emb: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
 
 
 class GatedConv1d(nn.Module):
-    """Gated 1-D convolution: ``a * sigmoid(b)`` (GLU), stride 2, then LayerNorm-free.
+    """Gated 1-D convolution: ``a * sigmoid(b)`` (GLU), stride 2, then a per-sample
+    GroupNorm (one group) so the signal does not fade through the stack.
 
     Input ``[B, C_in, L]`` -> output ``[B, C_out, ceil(L / 2)]``.
     """
@@ -159,9 +160,10 @@ class GatedConv1d(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel: int = 5, stride: int = 2) -> None:
         super().__init__()
         self.conv = nn.Conv1d(c_in, 2 * c_out, kernel, stride=stride, padding=kernel // 2)
+        self.norm = nn.GroupNorm(1, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.glu(self.conv(x), dim=1)
+        return self.norm(F.glu(self.conv(x), dim=1))
 
 
 def _conv_len(n: int, kernel: int, stride: int = 2) -> int:
@@ -185,7 +187,6 @@ class PDFEncoder(nn.Module):
         self.flat = c_in * n
         self.head = nn.Sequential(
             nn.Linear(self.flat, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.cond_dim),
-            nn.LayerNorm(cfg.cond_dim),
         )
 
     def forward(self, pdf: torch.Tensor) -> torch.Tensor:

@@ -109,12 +109,14 @@ class TrainConfig:
         Stop after this many minutes (0: no limit); the best checkpoint is kept.
     max_val_pdfs : int
         Validation PDFs used per epoch (a fixed seeded subset; 0 = all).
+    adm_rows : int
+        aDM rows (random real atoms) per structure in the training loss (0 = all).
     """
 
     kind: str = "cvae"
     latent: int = 2
     epochs: int = 40
-    batch_size: int = 64
+    batch_size: int = 32
     lr: float = 2e-3
     lr_final: float = 0.05
     weight_decay: float = 1e-5
@@ -126,10 +128,11 @@ class TrainConfig:
     anneal_epochs: int = 5
     weights: dict = field(default_factory=lambda: {"sat": 1.0, "adm": 1.0, "sort": 0.5,
                                                    "mask": 0.2, "scale": 0.2})
-    threads: int = 2
+    threads: int = 1
     device: str = "cpu"
     time_limit: float = 0.0
     max_val_pdfs: int = 4096
+    adm_rows: int = 32
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -433,11 +436,13 @@ def compute_losses(
     log_scale: torch.Tensor,
     beta: float,
     weights: dict[str, float],
+    adm_rows: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Loss terms (scalars) and their weighted total ``loss``.
 
     * ``sat``: MSE of the atom-satellite distances over real atoms (canonical order);
-    * ``adm``: MSE of the aDM over real atom pairs;
+    * ``adm``: MSE of the aDM over real atom pairs (``adm_rows > 0``: over the rows of
+      that many randomly drawn real atoms, an unbiased estimate at a fraction of the cost);
     * ``sort``: permutation-invariant MSE -- each satellite's distances, sorted over the
       real atoms, against the sorted targets (insensitive to which slot holds which atom);
     * ``mask``: binary cross-entropy of the atom mask over all slots;
@@ -453,9 +458,24 @@ def compute_losses(
     ps = torch.where(mask.unsqueeze(-1), pred_sat, torch.full_like(pred_sat, big))
     ts = torch.where(mask.unsqueeze(-1), sat, torch.full_like(sat, big))
     sort_err = ((ps.sort(dim=1).values - ts.sort(dim=1).values) ** 2).sum((1, 2)) / (n_real * S)
-    pred_adm = pairwise_distances(out["emb"])
-    pm = m.unsqueeze(1) * m.unsqueeze(2)
-    adm_err = ((pred_adm - adm) ** 2 * pm).sum((1, 2)) / pm.sum((1, 2)).clamp_min(1.0)
+    emb = out["emb"]
+    if adm_rows and adm_rows < emb.shape[1]:
+        # a random subset of real atoms' rows of the aDM (all columns): same expectation,
+        # a fraction of the cost
+        B, N = m.shape
+        gen = torch.rand(B, adm_rows, device=emb.device)
+        rows = (gen * n_real.unsqueeze(1)).long().clamp_max(N - 1)  # [B, R]
+        e_r = torch.gather(emb, 1, rows.unsqueeze(-1).expand(-1, -1, emb.shape[-1]))
+        d2 = ((e_r.unsqueeze(2) - emb.unsqueeze(1)) ** 2).sum(-1)  # [B, R, N]
+        pred_rows = torch.sqrt(d2 + 1e-8) - 1e-4
+        tgt_rows = torch.gather(adm, 1, rows.unsqueeze(-1).expand(-1, -1, N))
+        pm = m.unsqueeze(1).expand(-1, adm_rows, -1)
+        pm = pm * (torch.arange(N, device=emb.device).view(1, 1, N) != rows.unsqueeze(-1))
+        adm_err = ((pred_rows - tgt_rows) ** 2 * pm).sum((1, 2)) / pm.sum((1, 2)).clamp_min(1.0)
+    else:
+        pred_adm = pairwise_distances(emb)
+        pm = m.unsqueeze(1) * m.unsqueeze(2)
+        adm_err = ((pred_adm - adm) ** 2 * pm).sum((1, 2)) / pm.sum((1, 2)).clamp_min(1.0)
     mask_err = F.binary_cross_entropy_with_logits(out["mask_logit"], m, reduction="none").mean(1)
     target_ls = (log_scale - model.log_scale_mean) / model.log_scale_std
     scale_err = (out["log_scale"] - target_ls) ** 2
@@ -483,6 +503,17 @@ class _Batcher:
         self.pdf = torch.from_numpy(data.pdf)
         self.coords = torch.from_numpy(data.shape_coords)
         self.natoms = torch.from_numpy(data.shape_natoms)
+        # targets of every distinct shape, computed once (float32)
+        sat, adm, mask = [], [], []
+        for a in range(0, len(self.coords), 64):
+            t = batch_targets(self.coords[a:a + 64], self.natoms[a:a + 64], satellites.cpu())
+            sat.append(t[0])
+            adm.append(t[1])
+            mask.append(t[2])
+        n, s_ = self.coords.shape[1], satellites.shape[0]
+        self.sat = torch.cat(sat) if sat else torch.zeros(0, n, s_)
+        self.adm = torch.cat(adm) if adm else torch.zeros(0, n, n)
+        self.mask = torch.cat(mask) if mask else torch.zeros(0, n, dtype=torch.bool)
         self.shape = torch.from_numpy(data.shape_of[data.pdf_structure])
         self.log_scale = torch.from_numpy(scale_target(data).astype(np.float32))
 
@@ -490,9 +521,9 @@ class _Batcher:
         rows_t = torch.from_numpy(rows)
         sh = self.shape[rows_t]
         pdf = self.pdf[rows_t].to(self.device)
-        coords = self.coords[sh].to(self.device)
-        natoms = self.natoms[sh].to(self.device)
-        sat, adm, mask = batch_targets(coords, natoms, self.sats)
+        sat = self.sat[sh].to(self.device)
+        adm = self.adm[sh].to(self.device)
+        mask = self.mask[sh].to(self.device)
         return pdf, sat, adm, mask, self.log_scale[rows_t].to(self.device)
 
 
@@ -774,7 +805,8 @@ def train(
             rows = perm[a:a + cfg.batch_size]
             pdf, sat, adm, mask, ls = batcher.get(rows)
             out = model(pdf, sat, mask, sample=True)
-            t = compute_losses(model, out, sat, adm, mask, ls, beta, cfg.weights)
+            t = compute_losses(model, out, sat, adm, mask, ls, beta, cfg.weights,
+                               adm_rows=cfg.adm_rows)
             opt.zero_grad(set_to_none=True)
             t["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
