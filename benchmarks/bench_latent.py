@@ -198,6 +198,20 @@ def main() -> None:
         print(f"\nreport written to {args.json}")
 
 
+def _shrink_png(path: Path, limit_kb: int = 290) -> Path:
+    """Re-save a PNG with an adaptive palette (README figures stay small)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.load()
+    for colors in (256, 128, 64):
+        q = im.convert("RGB").quantize(colors=colors)
+        q.save(path, optimize=True)
+        if path.stat().st_size < limit_kb * 1024:
+            break
+    return path
+
+
 def make_figures(out: Path, models, tables, args) -> None:
     import h5py
 
@@ -218,6 +232,7 @@ def make_figures(out: Path, models, tables, args) -> None:
         p = plot_latent_map(cat.points, list(cat.type), out / f"latent_map_{kind}.png",
                             data=data, title=f"DeepStruc {kind.upper()} latent space",
                             overwrite=True)
+        _shrink_png(p)
         print(f"wrote {p} ({p.stat().st_size // 1024} KB)")
     # one interpolation strip per model: fcc -> icosahedron of one metal, test split
     t = tables["cvae"]
@@ -247,6 +262,7 @@ def make_figures(out: Path, models, tables, args) -> None:
                                title=f"{kind.upper()}: {el}{t.n_atoms[i]} fcc -> "
                                f"{el}{t.n_atoms[j]} icosahedron ((!) = atoms closer "
                                "than 0.8 nn)", overwrite=True)
+        _shrink_png(p)
         print(f"wrote {p} ({p.stat().st_size // 1024} KB)")
 
 
