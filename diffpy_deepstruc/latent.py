@@ -460,6 +460,24 @@ def _model_split(meta: dict, types: np.ndarray, same_catalog: bool) -> np.ndarra
     return out
 
 
+def _read_rows(gds, rows: np.ndarray, block: int = 4096) -> np.ndarray:
+    """Rows ``rows`` (unique) of an HDF5 dataset: a block scan when many are wanted
+    (chunked / compressed catalogs read each chunk once), else a sorted point read."""
+    out = np.empty((len(rows), gds.shape[1]), np.float32)
+    srt = np.argsort(rows)
+    if len(rows) * 8 < gds.shape[0] or len(rows) < 256:
+        for a in range(0, len(rows), 2048):
+            sl = srt[a:a + 2048]
+            out[sl] = gds[rows[sl].tolist()]  # increasing rows, as h5py needs
+        return out
+    pos = np.searchsorted(rows[srt], np.arange(0, gds.shape[0] + block, block))
+    for b, a in enumerate(range(0, gds.shape[0], block)):
+        sl = srt[pos[b]:pos[b + 1]]
+        if len(sl):
+            out[sl] = gds[a:a + block][rows[sl] - a]
+    return out
+
+
 def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
                        batch_size: int = 512, progress: bool = False,
                        posterior: bool = False,
@@ -530,11 +548,7 @@ def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
         pending = list(it)
         while pending:
             rows = np.array([order[first[i] + rank[i]] for i in pending], np.int64)
-            srt = np.argsort(rows)
-            g = np.empty((len(rows), gds.shape[1]), np.float32)
-            for a in range(0, len(rows), 2048):
-                sl = srt[a:a + 2048]
-                g[sl] = gds[rows[sl].tolist()]  # increasing rows, as h5py needs
+            g = _read_rows(gds, rows)
             retry = []
             for j, i in enumerate(pending):
                 try:
