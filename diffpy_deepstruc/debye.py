@@ -580,13 +580,18 @@ class _Batch:
         return len(np.unique(np.maximum(s, 0.0)))
 
 
-def _debye_F(batch: _Batch, p: PDFParameters, method: str
+def _debye_F(batch: _Batch, p: PDFParameters, method: str, range_steps=None
              ) -> list[tuple[_Plan, list[int], torch.Tensor]]:
-    """Normalised F(Q) of every cluster, grouped by calculation plan."""
+    """Normalised F(Q) of every cluster, grouped by calculation plan.
+
+    ``range_steps(p, umax) -> (lo, hi)`` gives the extended range in r-steps (default
+    :func:`_range_steps`, a fresh srreal calculator).
+    """
     dev = batch.device
+    range_steps = range_steps or _range_steps
     groups: dict[tuple[int, int], list[int]] = {}
     for c, u in enumerate(batch.uiso):
-        groups.setdefault(_range_steps(p, float(u.max())), []).append(c)
+        groups.setdefault(range_steps(p, float(u.max())), []).append(c)
     out = []
     ntypes = len(batch.elements)
     for (lo, hi), members in groups.items():
@@ -1097,13 +1102,18 @@ def pdf_batch(clusters: Sequence[tuple], params: PDFParameters | Mapping | None 
             "pdf_batch expects a sequence of (xyz, elements, uiso) tuples; "
             "wrap a single cluster in a list"
         )
-    clusters = list(clusters)
+    return _pdf_calc(list(clusters), p, dev, method)
+
+
+def _pdf_calc(clusters: list, p: PDFParameters, dev: torch.device, method: str,
+              range_steps=None) -> tuple[np.ndarray, np.ndarray]:
+    """pdf_batch without argument checks; ``range_steps`` as in :func:`_debye_F`."""
     r = p.r_grid()
     if not clusters:
         return r, np.zeros((0, len(r)))
     batch = _Batch(clusters, dev)
     G = torch.empty(len(clusters), len(r), dtype=torch.float64, device=dev)
-    for plan, members, F in _debye_F(batch, p, method):
+    for plan, members, F in _debye_F(batch, p, method, range_steps):
         idx = torch.as_tensor(members, dtype=torch.long, device=dev)
         G[idx] = plan.to_G(F)
     return r, G.cpu().numpy()
