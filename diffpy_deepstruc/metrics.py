@@ -20,6 +20,7 @@ PDF Pearson (what a user can pick without knowing the answer).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections import defaultdict
@@ -154,8 +155,13 @@ def evaluate(
         g_cat = np.stack([h5["pdfs/g"][j] for j in pdf_rows]) if pdf_rows else None
         pds = h5["pdfs/params"]
         cols = pds.attrs.get("columns", "qmin,qmax,qdamp,qbroad,delta2,uiso,scale,noise")
-        cols = cols.decode() if isinstance(cols, bytes) else str(cols)
-        cols = [c.strip() for c in cols.split(",")]
+        cols = cols.decode() if isinstance(cols, bytes) else cols
+        if isinstance(cols, str):
+            try:
+                cols = json.loads(cols)
+            except json.JSONDecodeError:
+                cols = cols.split(",")
+        cols = [str(c).strip() for c in cols]
         params = np.stack([pds[j] for j in pdf_rows])
         xyz_all = h5["structures/xyz"]
         natoms = h5["structures/natoms"][()]

@@ -79,6 +79,12 @@ class ModelConfig:
         Residual per-slot blocks in the decoder.
     adm_dim : int
         Size K of the per-atom embedding whose distances give the aDM.
+    decoder : {"dense", "slot"}
+        ``"dense"``: an MLP on ``[z, c]`` whose last linear layer writes every slot's
+        outputs (fast to train); ``"slot"``: a shared per-slot MLP on learned slot
+        embeddings (fewer parameters, slower to train).
+    dense_hidden : int
+        Width of the dense decoder's MLP.
     """
 
     kind: str = "cvae"
@@ -93,9 +99,13 @@ class ModelConfig:
     atom_dim: int = 64
     decoder_layers: int = 2
     adm_dim: int = 6
+    decoder: str = "dense"
+    dense_hidden: int = 512
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.decoder not in ("dense", "slot"):
+            raise ParameterError(f"decoder must be 'dense' or 'slot', not {self.decoder!r}")
         if self.kind not in ("cvae", "dae"):
             raise ParameterError(f"model kind must be 'cvae' or 'dae', not {self.kind!r}")
         for name in ("n_points", "n_max", "n_satellites", "latent", "cond_dim", "hidden",
@@ -184,14 +194,15 @@ class PDFEncoder(nn.Module):
             layers.append(GatedConv1d(c_in, c, cfg.kernel))
             c_in, n = c, _conv_len(n, cfg.kernel)
         self.convs = nn.Sequential(*layers)
-        self.flat = c_in * n
+        # the raw PDF joins the convolution features (a short path for coarse trends)
+        self.flat = c_in * n + cfg.n_points
         self.head = nn.Sequential(
             nn.Linear(self.flat, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.cond_dim),
         )
 
     def forward(self, pdf: torch.Tensor) -> torch.Tensor:
         h = self.convs(pdf.unsqueeze(1))
-        return self.head(h.flatten(1))
+        return self.head(torch.cat([h.flatten(1), pdf], dim=1))
 
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
@@ -264,6 +275,31 @@ class SlotDecoder(nn.Module):
         }
 
 
+class DenseDecoder(nn.Module):
+    """p(distances | z, PDF) as one MLP: ``[z, c]`` -> hidden -> every slot's outputs.
+
+    Inputs ``z [B, D]``, ``c [B, C]`` -> same dict as :class:`SlotDecoder`.  The last layer
+    is ``hidden x N (1 + S + K)``: each slot reads its own linear function of the code,
+    while the aDM still comes from K-dimensional per-atom embeddings (no N x N head).
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        h = cfg.dense_hidden
+        self.n, self.s, self.k = cfg.n_max, cfg.n_satellites, cfg.adm_dim
+        self.mlp = nn.Sequential(nn.Linear(cfg.latent + cfg.cond_dim, h), nn.SiLU(),
+                                 nn.Linear(h, h), nn.SiLU())
+        self.out = nn.Linear(h, self.n * (1 + self.s + self.k))
+
+    def forward(self, z: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
+        o = self.out(self.mlp(torch.cat([z, c], dim=-1))).view(-1, self.n, 1 + self.s + self.k)
+        return {
+            "mask_logit": o[..., 0],
+            "sat_dist": F.softplus(o[..., 1:1 + self.s] + 1.0),
+            "emb": o[..., 1 + self.s:],
+        }
+
+
 class DeepStrucNet(nn.Module):
     """Common body of :class:`CVAE` and :class:`DAE`.
 
@@ -280,7 +316,7 @@ class DeepStrucNet(nn.Module):
         self.pdf_encoder = PDFEncoder(config)
         self.prior_net = _mlp(config.cond_dim, config.hidden, 2 * config.latent)
         self.posterior_net = SetEncoder(config)
-        self.decoder = SlotDecoder(config)
+        self.decoder = DenseDecoder(config) if config.decoder == "dense" else SlotDecoder(config)
         self.scale_head = _mlp(config.cond_dim, config.hidden, 1)
         self.register_buffer("log_scale_mean", torch.zeros(()))
         self.register_buffer("log_scale_std", torch.ones(()))
@@ -323,14 +359,14 @@ class DeepStrucNet(nn.Module):
         -------
         dict
             decoder outputs (see :meth:`decode`) plus ``z``, ``mu_q``, ``logvar_q``,
-            ``mu_p``, ``logvar_p`` (all ``[B, D]``).
+            ``mu_p``, ``logvar_p`` (all ``[B, D]``) and the condition ``c [B, C]``.
         """
         c = self.condition(pdf)
         mu_q, logvar_q = self.posterior(sat_dist, mask, c)
         mu_p, logvar_p = self.prior(c)
         z = self._latent(mu_q, logvar_q, sample)
         out = self.decode(z, c)
-        out.update(z=z, mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p)
+        out.update(z=z, mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p, c=c)
         return out
 
     def _latent(self, mu, logvar, sample):  # pragma: no cover - overridden

@@ -111,11 +111,17 @@ class TrainConfig:
         Validation PDFs used per epoch (a fixed seeded subset; 0 = all).
     adm_rows : int
         aDM rows (random real atoms) per structure in the training loss (0 = all).
+    prior_weight : float
+        Weight of the reconstruction from the prior mean (the inference path); keeps
+        the PDF condition informative instead of letting the posterior carry everything.
+    match : bool
+        Permutation-robust loss: compare atoms after the optimal assignment
+        (:func:`match_atoms`) instead of in canonical slot order.
     """
 
     kind: str = "cvae"
     latent: int = 2
-    epochs: int = 40
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 2e-3
     lr_final: float = 0.05
@@ -123,16 +129,18 @@ class TrainConfig:
     seed: int = 0
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     split_by: str = "structure"
-    patience: int = 6
+    patience: int = 3
     beta: float = 1e-3
-    anneal_epochs: int = 5
+    anneal_epochs: int = 2
     weights: dict = field(default_factory=lambda: {"sat": 1.0, "adm": 1.0, "sort": 0.5,
-                                                   "mask": 0.2, "scale": 0.2})
+                                                   "mask": 1.0, "scale": 1.0})
     threads: int = 1
     device: str = "cpu"
     time_limit: float = 0.0
-    max_val_pdfs: int = 4096
+    max_val_pdfs: int = 2048
     adm_rows: int = 32
+    prior_weight: float = 1.0
+    match: bool = True
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -427,29 +435,46 @@ def _kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
                   / logvar_p.exp() - 1.0).sum(-1)
 
 
-def compute_losses(
-    model: DeepStrucNet,
-    out: dict[str, torch.Tensor],
-    sat: torch.Tensor,
-    adm: torch.Tensor,
-    mask: torch.Tensor,
-    log_scale: torch.Tensor,
-    beta: float,
-    weights: dict[str, float],
-    adm_rows: int = 0,
-) -> dict[str, torch.Tensor]:
-    """Loss terms (scalars) and their weighted total ``loss``.
+def match_atoms(pred_sat: torch.Tensor, sat: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
+    """Optimal one-to-one assignment of predicted to true atoms (Hungarian).
 
-    * ``sat``: MSE of the atom-satellite distances over real atoms (canonical order);
-    * ``adm``: MSE of the aDM over real atom pairs (``adm_rows > 0``: over the rows of
-      that many randomly drawn real atoms, an unbiased estimate at a fraction of the cost);
-    * ``sort``: permutation-invariant MSE -- each satellite's distances, sorted over the
-      real atoms, against the sorted targets (insensitive to which slot holds which atom);
-    * ``mask``: binary cross-entropy of the atom mask over all slots;
-    * ``scale``: MSE of the standardised log scale;
-    * ``latent``: KL(q || p) (CVAE) or |mu_q - mu_p|^2 (DAE), weighted by ``beta``.
+    For each structure, the first ``n`` predicted slots are matched to the ``n`` true
+    atoms by :func:`scipy.optimize.linear_sum_assignment` on the squared differences of
+    their satellite distances (a proxy for squared positions).
+
+    Returns
+    -------
+    perm : long ``[B, N]``
+        ``perm[b, k]`` is the true atom assigned to slot ``k`` (identity past ``n``).
     """
+    from scipy.optimize import linear_sum_assignment
+
+    B, N, _ = sat.shape
+    perm = torch.arange(N).repeat(B, 1)
+    with torch.no_grad():
+        cost_all = torch.cdist(pred_sat.detach().float().cpu(), sat.detach().float().cpu())
+    for b in range(B):
+        n = int(natoms[b])
+        if n < 2:
+            continue
+        _, col = linear_sum_assignment(cost_all[b, :n, :n].numpy() ** 2)
+        perm[b, :n] = torch.from_numpy(col)
+    return perm.to(sat.device)
+
+
+def _permute_targets(sat, adm, perm):
+    sat_p = torch.gather(sat, 1, perm.unsqueeze(-1).expand_as(sat))
+    adm_p = torch.gather(adm, 1, perm.unsqueeze(-1).expand_as(adm))
+    adm_p = torch.gather(adm_p, 2, perm.unsqueeze(1).expand_as(adm))
+    return sat_p, adm_p
+
+
+def _recon_terms(model, out, sat, adm, mask, log_scale, adm_rows: int = 0,
+                 match: bool = False):
     m = mask.to(sat.dtype)
+    if match:
+        perm = match_atoms(out["sat_dist"], sat, mask.sum(1))
+        sat, adm = _permute_targets(sat, adm, perm)
     n_real = m.sum(1).clamp_min(1.0)
     S = sat.shape[-1]
     pred_sat = out["sat_dist"]
@@ -479,13 +504,51 @@ def compute_losses(
     mask_err = F.binary_cross_entropy_with_logits(out["mask_logit"], m, reduction="none").mean(1)
     target_ls = (log_scale - model.log_scale_mean) / model.log_scale_std
     scale_err = (out["log_scale"] - target_ls) ** 2
+    return {"sat": err.mean(), "adm": adm_err.mean(), "sort": sort_err.mean(),
+            "mask": mask_err.mean(), "scale": scale_err.mean()}
+
+
+def compute_losses(
+    model: DeepStrucNet,
+    out: dict[str, torch.Tensor],
+    sat: torch.Tensor,
+    adm: torch.Tensor,
+    mask: torch.Tensor,
+    log_scale: torch.Tensor,
+    beta: float,
+    weights: dict[str, float],
+    adm_rows: int = 0,
+    out_prior: dict[str, torch.Tensor] | None = None,
+    prior_weight: float = 0.0,
+    match: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Loss terms (scalars) and their weighted total ``loss``.
+
+    * ``sat``: MSE of the atom-satellite distances over real atoms, in canonical order,
+      or (``match=True``, the default in training) after the optimal assignment of the
+      predicted to the true atoms (:func:`match_atoms`) -- the permutation-robust loss;
+    * ``adm``: MSE of the aDM over real atom pairs (``adm_rows > 0``: over the rows of
+      that many randomly drawn real atoms, an unbiased estimate at a fraction of the cost);
+    * ``sort``: permutation-invariant MSE -- each satellite's distances, sorted over the
+      real atoms, against the sorted targets (insensitive to which slot holds which atom);
+    * ``mask``: binary cross-entropy of the atom mask over all slots;
+    * ``scale``: MSE of the standardised log scale;
+    * ``latent``: KL(q || p) (CVAE) or |mu_q - mu_p|^2 (DAE), weighted by ``beta``;
+    * ``prior``: the weighted reconstruction terms again for ``out_prior`` (the decoder
+      run on the *prior mean*, as at inference), times ``prior_weight``.
+    """
+    terms = _recon_terms(model, out, sat, adm, mask, log_scale, adm_rows, match)
     if model.kind == "dae":
         lat = ((out["mu_q"] - out["mu_p"]) ** 2).sum(-1)
     else:
         lat = _kl(out["mu_q"], out["logvar_q"], out["mu_p"], out["logvar_p"])
-    terms = {"sat": err.mean(), "adm": adm_err.mean(), "sort": sort_err.mean(),
-             "mask": mask_err.mean(), "scale": scale_err.mean(), "latent": lat.mean()}
-    total = sum(weights.get(k, 0.0) * terms[k] for k in ("sat", "adm", "sort", "mask", "scale"))
+    terms["latent"] = lat.mean()
+    keys = ("sat", "adm", "sort", "mask", "scale")
+    total = sum(weights.get(k, 0.0) * terms[k] for k in keys)
+    if out_prior is not None and prior_weight > 0:
+        tp = _recon_terms(model, out_prior, sat, adm, mask, log_scale, adm_rows, match)
+        terms["prior"] = sum(weights.get(k, 0.0) * tp[k] for k in keys)
+        total = total + prior_weight * terms["prior"]
     terms["loss"] = total + beta * terms["latent"]
     return terms
 
@@ -560,7 +623,8 @@ def _evaluate(model, batcher: _Batcher, rows: np.ndarray, cfg: TrainConfig, bs: 
             mu_p, logvar_p = model.prior(c)
             out = model.decode(mu_p, c)
             out.update(mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p)
-            t = compute_losses(model, out, sat, adm, mask, ls, cfg.beta, cfg.weights)
+            t = compute_losses(model, out, sat, adm, mask, ls, cfg.beta, cfg.weights,
+                               match=cfg.match)
             nb = pdf.shape[0]
             for k, v in t.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * nb
@@ -805,8 +869,10 @@ def train(
             rows = perm[a:a + cfg.batch_size]
             pdf, sat, adm, mask, ls = batcher.get(rows)
             out = model(pdf, sat, mask, sample=True)
+            out_p = model.decode(out["mu_p"], out["c"]) if cfg.prior_weight > 0 else None
             t = compute_losses(model, out, sat, adm, mask, ls, beta, cfg.weights,
-                               adm_rows=cfg.adm_rows)
+                               adm_rows=cfg.adm_rows, out_prior=out_p,
+                               prior_weight=cfg.prior_weight, match=cfg.match)
             opt.zero_grad(set_to_none=True)
             t["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

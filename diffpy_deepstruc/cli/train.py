@@ -18,14 +18,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="model folder to write")
     p.add_argument("--model", choices=("cvae", "dae"), default="cvae")
     p.add_argument("--latent", type=int, default=2, help="latent dimensions (default 2)")
-    p.add_argument("--epochs", type=int, default=40, help="maximum epochs (default 40)")
+    p.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and split")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default 1: robust on shared CPUs)")
-    p.add_argument("--patience", type=int, default=6, help="early-stopping patience (epochs)")
+    p.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
     p.add_argument("--beta", type=float, default=1e-3,
                    help="final KL (CVAE) / latent-L2 (DAE) weight")
     p.add_argument("--split-by", choices=("structure", "shape"), default="structure",
