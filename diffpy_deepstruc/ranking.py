@@ -283,7 +283,13 @@ class RefinedCandidate:
 
 def _refine_job(payload: dict[str, Any]) -> dict[str, Any]:
     """Worker entry point: refine one candidate (picklable in, JSON-safe out)."""
+    import torch
+
     from .structures import arrays_to_structure
+
+    # one thread per refinement: parallelism comes from the worker processes, and
+    # torch's thread pool on a loaded machine slows the small Debye sums 3-50x
+    torch.set_num_threads(1)
 
     s = arrays_to_structure(
         np.asarray(payload["xyz"]), payload["elements"], np.asarray(payload["uiso"])
@@ -771,7 +777,7 @@ def write_solution(
                 "n_atoms": c.n_atoms,
                 "scale": p.get("scale"),
                 "zoomscale": p.get("zoomscale"),
-                "uiso": p.get("uiso"),
+                "uiso": p.get("Uiso"),
                 "delta2": p.get("delta2"),
                 "nn_distance": round(nearest_neighbour_distance(c.structure), 4),
                 "z1": z[0],

@@ -49,11 +49,25 @@ __all__ = [
     "make_generator",
     "make_recipe",
     "refine_recipe",
+    "refined_structure",
+    "VARIABLE_BOUNDS",
 ]
 
 #: Variables of :func:`make_recipe` and the ones refined by default.
 RECIPE_VARIABLES = ("scale", "zoomscale", "Uiso", "delta2", "delta1", "qdamp", "qbroad")
 DEFAULT_REFINED = ("scale", "zoomscale", "Uiso", "delta2")
+#: Physical bounds of the recipe variables, used by :func:`refine_recipe` (a negative
+#: Uiso or a collapsed cluster is never a solution): scale >= 0, zoomscale within
+#: +-30 %, 0 <= Uiso <= 0.1 A^2, 0 <= delta2 <= 10 A^2, delta1 >= 0, qdamp/qbroad >= 0.
+VARIABLE_BOUNDS: dict[str, tuple[float, float]] = {
+    "scale": (0.0, np.inf),
+    "zoomscale": (0.7, 1.3),
+    "Uiso": (0.0, 0.1),
+    "delta2": (0.0, 10.0),
+    "delta1": (0.0, np.inf),
+    "qdamp": (0.0, np.inf),
+    "qbroad": (0.0, np.inf),
+}
 
 # The path of the torch engine is chosen once per structure (see _pick_method): the
 # exact path for clusters with few unique distances, the grid path otherwise.
@@ -97,17 +111,25 @@ class _DebyeCalculator:
 
     def params(self) -> debye.PDFParameters:
         return debye.PDFParameters(
-            rmin=self.rmin, rmax=self.rmax, rstep=self.rstep, qmin=self.qmin,
-            qmax=self.qmax, qdamp=self.qdamp, qbroad=self.qbroad, delta1=self.delta1,
-            delta2=self.delta2, scale=self.scale,
+            rmin=self.rmin,
+            rmax=self.rmax,
+            rstep=self.rstep,
+            qmin=self.qmin,
+            qmax=self.qmax,
+            qdamp=self.qdamp,
+            qbroad=self.qbroad,
+            delta1=self.delta1,
+            delta2=self.delta2,
+            scale=self.scale,
         )
 
     def __call__(self, stru) -> tuple[np.ndarray, np.ndarray]:
         xyz, els, uiso = debye._structure_arrays(stru)
         method = self.method or self._pick_method(xyz)
         dev = debye._resolve_device(self.device)
-        r, G = debye._pdf_calc([(xyz, els, uiso)], self.params(), dev, method,
-                               range_steps=self._range_steps)
+        r, G = debye._pdf_calc(
+            [(xyz, els, uiso)], self.params(), dev, method, range_steps=self._range_steps
+        )
         return r, G[0]
 
     def _range_steps(self, p: debye.PDFParameters, umax: float) -> tuple[int, int]:
@@ -172,7 +194,9 @@ class DebyeProfileGenerator(ProfileGenerator):
     def __init__(self, name: str = "pdf", device=None, method: str | None = None):
         ProfileGenerator.__init__(self, name)
         if method is not None and method not in ("auto", "exact", "grid"):
-            raise ParameterError(f"method must be 'auto', 'exact' or 'grid', got {method!r}")
+            raise ParameterError(
+                f"method must be 'auto', 'exact' or 'grid', got {method!r}"
+            )
         self._phase = None
         self.stru = None
         self.meta = {}
@@ -298,7 +322,9 @@ def make_generator(name: str = "pdf", backend: str = "auto", **kwargs):
         Passed to :class:`DebyeProfileGenerator` (``device``, ``method``).
     """
     if backend not in ("auto", "srreal", "torch"):
-        raise ParameterError(f"backend must be 'auto', 'srreal' or 'torch', got {backend!r}")
+        raise ParameterError(
+            f"backend must be 'auto', 'srreal' or 'torch', got {backend!r}"
+        )
     if backend != "torch" and debye.srreal_available():
         from diffpy.srfit.pdf import DebyePDFGenerator
 
@@ -377,18 +403,34 @@ def _positive(name: str, value, allow_zero: bool = True) -> float:
     except (TypeError, ValueError) as exc:
         raise ParameterError(f"{name} must be a number, got {value!r}") from exc
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ParameterError(f"{name} must be a finite number {'>=' if allow_zero else '>'} 0,"
-                             f" got {value!r}")
+        raise ParameterError(
+            f"{name} must be a finite number {'>=' if allow_zero else '>'} 0, got {value!r}"
+        )
     return v
 
 
-def make_recipe(structure, r, g=None, *, qmin: float | None = None,
-                qmax: float | None = None, qdamp: float | None = None,
-                qbroad: float | None = None, rmin: float = 1.5, rmax: float | None = None,
-                dg=None, scale: float = 1.0, zoomscale: float = 1.0,
-                uiso: float | None = None, delta2: float = 2.0, delta1: float = 0.0,
-                refine: Sequence[str] = DEFAULT_REFINED, backend: str = "auto",
-                name: str = "cluster", verbose: int = 0) -> FitRecipe:
+def make_recipe(
+    structure,
+    r,
+    g=None,
+    *,
+    qmin: float | None = None,
+    qmax: float | None = None,
+    qdamp: float | None = None,
+    qbroad: float | None = None,
+    rmin: float = 1.5,
+    rmax: float | None = None,
+    dg=None,
+    scale: float = 1.0,
+    zoomscale: float = 1.0,
+    uiso: float | None = None,
+    delta2: float = 2.0,
+    delta1: float = 0.0,
+    refine: Sequence[str] = DEFAULT_REFINED,
+    backend: str = "auto",
+    name: str = "cluster",
+    verbose: int = 0,
+) -> FitRecipe:
     """An srfit recipe that fits a cluster's Debye PDF to measured data.
 
     Parameters
@@ -448,13 +490,20 @@ def make_recipe(structure, r, g=None, *, qmin: float | None = None,
         )
     unknown = sorted(set(refine) - set(RECIPE_VARIABLES))
     if unknown:
-        raise ParameterError(f"unknown variables to refine {unknown}; choose among "
-                             f"{', '.join(RECIPE_VARIABLES)}")
+        raise ParameterError(
+            f"unknown variables to refine {unknown}; choose among "
+            f"{', '.join(RECIPE_VARIABLES)}"
+        )
     if uiso is None:
         u = np.array([a.Uisoequiv for a in stru])
         uiso = float(u.mean()) if u.mean() > 0 else 0.005
-    for label, v in (("scale", scale), ("zoomscale", zoomscale), ("uiso", uiso),
-                     ("delta2", delta2), ("delta1", delta1)):
+    for label, v in (
+        ("scale", scale),
+        ("zoomscale", zoomscale),
+        ("uiso", uiso),
+        ("delta2", delta2),
+        ("delta1", delta1),
+    ):
         if not math.isfinite(float(v)):
             raise ParameterError(f"starting {label} must be finite, got {v!r}")
     if float(zoomscale) <= 0:
@@ -494,6 +543,8 @@ def make_recipe(structure, r, g=None, *, qmin: float | None = None,
     recipe.addVar(gen.delta1, float(delta1), name="delta1")
     recipe.addVar(gen.qdamp, qdamp, name="qdamp")
     recipe.addVar(gen.qbroad, qbroad, name="qbroad")
+    for vname, (lb, ub) in VARIABLE_BOUNDS.items():
+        getattr(recipe, vname).boundRange(lb, ub)
     recipe.fix("all")
     if refine:
         recipe.free(*refine)
@@ -534,13 +585,22 @@ class RefinementResult:
     seconds: float = 0.0
 
 
-def refine_recipe(recipe: FitRecipe, *, max_nfev: int | None = None, ftol: float = 1e-8,
-                  xtol: float = 1e-8, gtol: float = 1e-8, method: str = "trf",
-                  ) -> RefinementResult:
+def refine_recipe(
+    recipe: FitRecipe,
+    *,
+    max_nfev: int | None = None,
+    ftol: float = 1e-8,
+    xtol: float = 1e-8,
+    gtol: float = 1e-8,
+    method: str = "trf",
+) -> RefinementResult:
     """Refine the free variables of ``recipe`` with ``scipy.optimize.least_squares``.
 
     As in srfit's examples: ``least_squares(recipe.residual, recipe.values,
-    x_scale="jac")``.  The recipe is left at the solution.
+    x_scale="jac")``.  When that solution lies outside a variable's bounds
+    (:data:`VARIABLE_BOUNDS` for the recipe's own variables, ``boundRange`` for any a
+    script adds), the fit is repeated within the bounds from the clipped start.  The
+    recipe is left at the solution.
     """
     from scipy.optimize import least_squares
 
@@ -548,17 +608,34 @@ def refine_recipe(recipe: FitRecipe, *, max_nfev: int | None = None, ftol: float
     names = list(recipe.getNames())
     if not names:
         raise ParameterError("the recipe has no free variables to refine")
-    sol = least_squares(recipe.residual, recipe.values, x_scale="jac", method=method,
-                        max_nfev=max_nfev, ftol=ftol, xtol=xtol, gtol=gtol)
+    lb, ub = recipe.getBounds2()
+    x0 = np.asarray(recipe.values, dtype=float)
+    opts = dict(
+        x_scale="jac", method=method, max_nfev=max_nfev, ftol=ftol, xtol=xtol, gtol=gtol
+    )
+    # unbounded first, as srfit's examples fit; only when that optimum leaves the
+    # physical bounds (negative Uiso...) is the fit redone within them
+    sol = least_squares(recipe.residual, x0, **opts)
+    if np.any(sol.x < lb) or np.any(sol.x > ub):
+        start = np.clip(x0, lb, ub)
+        sol = least_squares(recipe.residual, start, bounds=(lb, ub), **opts)
     recipe.residual(sol.x)  # leave the recipe at the solution
-    res = FitResults(recipe)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # a variable pinned at a bound makes srfit's covariance singular: its
+        # uncertainty is then reported as inf/nan instead of warning
+        res = FitResults(recipe)
     unc = {n: float(u) for n, u in zip(res.varnames, res.varunc, strict=False)}
     values = {n: float(v) for n, v in zip(res.varnames, res.varvals, strict=False)}
     for n, v in zip(res.fixednames or [], res.fixedvals or [], strict=False):
         values[n] = float(v)
     return RefinementResult(
-        rw=float(res.rw), values=values, uncertainties=unc, fit_results=res,
-        success=bool(sol.success), message=str(sol.message), nfev=int(sol.nfev),
+        rw=float(res.rw),
+        values=values,
+        uncertainties=unc,
+        fit_results=res,
+        success=bool(sol.success),
+        message=str(sol.message),
+        nfev=int(sol.nfev),
         seconds=time.perf_counter() - t0,
     )
 
@@ -590,6 +667,37 @@ class FitOutcome:
     result: RefinementResult = field(repr=False)
 
 
+def refined_structure(recipe: FitRecipe, name: str = "cluster"):
+    """The recipe's current cluster as a new unit-lattice Structure.
+
+    The expansion (zoomscale, applied through the lattice) is carried into the
+    Cartesian coordinates and every atom keeps its current Uiso, so the result is a
+    plain cluster that any diffpy program reads.
+
+    Parameters
+    ----------
+    recipe : FitRecipe
+        A recipe from :func:`make_recipe` (possibly extended and refined further).
+    name : str
+        Name of its FitContribution.
+
+    Returns
+    -------
+    diffpy.structure.Structure
+    """
+    from diffpy.structure import Atom, Lattice, Structure
+
+    phase = getattr(recipe, name).G.phase
+    refined = Structure(
+        lattice=Lattice(1, 1, 1, 90, 90, 90), title=getattr(phase.stru, "title", "") or ""
+    )
+    for a, x in zip(phase.stru, phase.stru.xyz_cartn, strict=True):
+        atom = Atom(a.element, xyz=[float(v) for v in x])
+        atom.Uisoequiv = float(a.Uisoequiv)
+        refined.append(atom, copy=False)
+    return refined
+
+
 def fit_structure(structure, r, g=None, **kwargs) -> FitOutcome:
     """Build the recipe (:func:`make_recipe`), refine it, return the refined cluster.
 
@@ -601,15 +709,13 @@ def fit_structure(structure, r, g=None, **kwargs) -> FitOutcome:
     recipe = make_recipe(structure, r, g, **kwargs)
     result = refine_recipe(recipe, max_nfev=max_nfev)
     contribution = getattr(recipe, name)
-    phase = contribution.G.phase
-    from diffpy.structure import Atom, Lattice, Structure
-
-    refined = Structure(lattice=Lattice(1, 1, 1, 90, 90, 90),
-                        title=getattr(phase.stru, "title", "") or "")
-    for a, x in zip(phase.stru, phase.stru.xyz_cartn, strict=True):
-        atom = Atom(a.element, xyz=[float(v) for v in x])
-        atom.Uisoequiv = float(a.Uisoequiv)
-        refined.append(atom, copy=False)
+    refined = refined_structure(recipe, name)
     prof = contribution.profile
-    return FitOutcome(structure=refined, rw=result.rw, parameters=dict(result.values),
-                      r=np.array(prof.x), g_calc=np.array(prof.ycalc), result=result)
+    return FitOutcome(
+        structure=refined,
+        rw=result.rw,
+        parameters=dict(result.values),
+        r=np.array(prof.x),
+        g_calc=np.array(prof.ycalc),
+        result=result,
+    )

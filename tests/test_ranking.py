@@ -28,8 +28,14 @@ def test_settings_from_header_then_arguments():
     pdf = _pdf({"qmin": 0.8, "qmax": 26.0, "qdamp": 0.03})
     s = resolve_settings(pdf)
     assert (s.qmin, s.qmax, s.qdamp, s.qbroad) == (0.8, 26.0, 0.03, 0.0)
-    assert s.sources == {"qmin": "header", "qmax": "header", "qdamp": "header",
-                         "qbroad": "default", "rmin": "default", "rmax": "default"}
+    assert s.sources == {
+        "qmin": "header",
+        "qmax": "header",
+        "qdamp": "header",
+        "qbroad": "default",
+        "rmin": "default",
+        "rmax": "default",
+    }
     assert (s.rmin, s.rmax) == (1.5, 30.0)
     s = resolve_settings(pdf, qmax=20.0, rmax=25.0)
     assert s.qmax == 20.0 and s.sources["qmax"] == "argument" and s.rmax == 25.0
@@ -66,8 +72,17 @@ def test_element_from_argument_or_composition():
 
 def _cand(atoms, index, rw):
     s = atoms_to_structure(atoms)
-    return RefinedCandidate(index=index, structure=s, rw=rw, parameters={}, n_atoms=len(s),
-                            latent=[0.0, 0.0], residual=0.0, r=np.zeros(1), g_calc=np.zeros(1))
+    return RefinedCandidate(
+        index=index,
+        structure=s,
+        rw=rw,
+        parameters={},
+        n_atoms=len(s),
+        latent=[0.0, 0.0],
+        residual=0.0,
+        r=np.zeros(1),
+        g_calc=np.zeros(1),
+    )
 
 
 def test_merge_keeps_best_of_identical_structures_in_any_orientation():
@@ -105,3 +120,20 @@ def test_outdir_is_never_silently_replaced(tmp_path):
         prepare_outdir(out)
     prepare_outdir(out, resume=True)
     assert (out / "partial").is_dir()
+
+
+def test_refinement_stays_physical_when_the_data_want_a_negative_uiso(srreal_dir):
+    """Data sharper than the fixed instrument allows: Uiso is held at its bound 0."""
+    from diffpy_deepstruc.debye import PDFParameters, pdf_from_arrays
+    from diffpy_deepstruc.refine import fit_structure
+    from diffpy_deepstruc.structures import read_structure, structure_arrays
+
+    s = read_structure(srreal_dir / "Au55_icosahedron.xyz")
+    xyz, el, _ = structure_arrays(s)
+    p = PDFParameters(rmax=20.0, qdamp=0.01, delta2=0.0)
+    r, g = pdf_from_arrays(xyz, el, 0.0005, p, backend="torch")
+    fit = fit_structure(
+        s, r, g, qmin=p.qmin, qmax=p.qmax, qdamp=0.09, qbroad=0.0, rmin=1.5, rmax=20.0
+    )
+    assert fit.parameters["Uiso"] >= 0.0
+    assert all(a.Uisoequiv >= 0 for a in fit.structure)
