@@ -78,7 +78,7 @@ class PreprocessConfig:
     rstep: float = 0.03
     min_rmax: float = 6.0
     max_data_step: float = 0.25
-    nn_window: tuple[float, float] = (1.6, 4.0)
+    nn_window: tuple[float, float] = (1.6, 4.6)
     normalize: str = "maxabs"
 
     def __post_init__(self) -> None:
@@ -124,7 +124,7 @@ class PreprocessConfig:
         return cls(**d)
 
 
-def nn_peak_position(r: np.ndarray, g: np.ndarray, window: tuple[float, float] = (1.6, 4.0),
+def nn_peak_position(r: np.ndarray, g: np.ndarray, window: tuple[float, float] = (1.6, 4.6),
                      threshold: float = 0.3) -> float | None:
     """Position (A) of the first strong peak of G(r): the nearest-neighbour distance.
 
