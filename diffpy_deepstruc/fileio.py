@@ -18,6 +18,13 @@ from typing import IO
 from .errors import OutputExistsError
 
 
+def _umask() -> int:
+    """The process umask (read without changing it for longer than a call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """Return ``path`` as a Path, refusing an existing file unless ``overwrite``.
 
@@ -75,6 +82,8 @@ def atomic_write(
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     try:
+        # mkstemp creates 0600 files; give the result the permissions of a normal file
+        os.chmod(tmp, 0o666 & ~_umask())
         if mode == "w":
             fh = os.fdopen(fd, "w", encoding=encoding or "utf-8", newline="\n")
         else:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -57,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             from diffpy_deepstruc.cli import main as cli_main
 
             gr = args.out / f"{name}.gr"
-            argv_sim = ["simulate", str(xyz), "-o", str(gr), "--uiso", "0.005"]
+            # relative paths: the header records the structure file as given
+            os.chdir(args.out)
+            argv_sim = ["simulate", xyz.name, "-o", gr.name, "--uiso", "0.005"]
             if args.force:
                 argv_sim.append("--force")
             status = cli_main(argv_sim)
