@@ -1,15 +1,27 @@
 """Solve a series of PDFs: many files, in parallel locally or on a Dask cluster.
 
 Each PDF is solved by :func:`diffpy_deepstruc.ranking.solve` into its own folder
-``OUTDIR/<file stem>/``; a file whose folder already holds a finished ``summary.json``
-is not solved again, so an interrupted series resumes where it stopped.  The series
-table ``OUTDIR/series.csv`` (one row per PDF: best Rw, atom count, nearest-neighbour
-distance, latent point, status) and the plot ``OUTDIR/series.png`` are written at the
-end.  A PDF that fails (bad file, unknown element...) gets ``status = error: ...`` in
-the table and does not stop the others.
+``OUTDIR/<file stem>/``.  Results are never lost:
 
-Scaling out uses an *existing* engine: ``scheduler="tcp://host:8786"`` submits one task
-per PDF to that Dask distributed scheduler; without it a local process pool is used.
+- every PDF's result folder is complete on its own (``summary.json`` is written last,
+  atomically), and a PDF interrupted half-way keeps its finished candidates in
+  ``OUTDIR/<stem>/partial/``;
+- the series table ``OUTDIR/series.csv`` is rewritten (atomically) after every finished
+  PDF, unfinished ones marked ``pending``;
+- running the same series again (``deepstruc solve ... --resume``) skips every PDF whose
+  folder holds a finished ``summary.json`` made with the same options, and resumes the
+  interrupted ones from their ``partial/`` candidates.
+
+The table has one row per PDF: best Rw, atom count, nearest-neighbour distance, latent
+point, status.  The plot ``OUTDIR/series.png`` is drawn at the end.  A PDF that fails (bad
+file, unknown element, even an unexpected exception in a worker) gets
+``status = error: ...`` in the table and does not stop the others.
+
+Scaling out uses an *existing* engine: ``scheduler="tcp://host:8786"`` (or a
+``dask.distributed.Client``) submits one task per PDF to that Dask cluster; without it
+a local process pool of ``workers`` processes is used.  Paths are made absolute before
+they are sent, so workers need the same file system view (a shared folder), not the
+same working directory.
 """
 
 from __future__ import annotations
@@ -24,10 +36,17 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from .errors import DeepStrucError, ParameterError, PDFDataError
+from .errors import DeepStrucError, OutputExistsError, ParameterError, PDFDataError
 from .fileio import atomic_write_text
 
-__all__ = ["SERIES_COLUMNS", "find_pdf_files", "solve_file", "solve_series"]
+__all__ = [
+    "SERIES_COLUMNS",
+    "check_series_outdir",
+    "find_pdf_files",
+    "read_series",
+    "solve_file",
+    "solve_series",
+]
 
 SERIES_COLUMNS: tuple[str, ...] = (
     "file",
@@ -46,9 +65,14 @@ SERIES_COLUMNS: tuple[str, ...] = (
 #: File suffixes taken from a folder.
 PDF_SUFFIXES: tuple[str, ...] = (".gr",)
 
+#: Status of a PDF not finished yet (in the table written while the series runs).
+PENDING = "pending"
+
 
 def find_pdf_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders into a sorted, de-duplicated list of ``.gr`` files.
+    """Expand files and folders into a de-duplicated list of ``.gr`` files.
+
+    Files keep the order given; a folder contributes its ``*.gr`` files sorted by name.
 
     Parameters
     ----------
@@ -58,17 +82,27 @@ def find_pdf_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     Returns
     -------
     list of Path
+        Absolute paths.
 
     Raises
     ------
     PDFDataError
-        When an input does not exist or a folder holds no ``.gr`` file.
+        When an input does not exist, or a folder holds no ``.gr`` file.
+    ParameterError
+        When no input is given, or two inputs share a file name (their result folders
+        would collide).
     """
+    if isinstance(inputs, str | os.PathLike):
+        inputs = [inputs]
+    if not inputs:
+        raise ParameterError("no PDF files given")
     files: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.suffix.lower() in PDF_SUFFIXES)
+            found = sorted(
+                f for f in p.iterdir() if f.suffix.lower() in PDF_SUFFIXES and f.is_file()
+            )
             if not found:
                 raise PDFDataError(f"{p}: folder holds no .gr file")
             files.extend(found)
@@ -87,11 +121,87 @@ def find_pdf_files(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return unique
 
 
+def check_series_outdir(
+    outdir: str | os.PathLike, *, force: bool = False, resume: bool = False
+) -> Path:
+    """Refuse an output folder that holds something other than a series to continue.
+
+    Nothing is created or removed.
+
+    Raises
+    ------
+    OutputExistsError
+        ``outdir`` is a file; or it holds a series (``series.csv``) and neither
+        ``resume`` nor ``force`` is given; or it holds other files and ``force`` is not
+        given.
+    """
+    out = Path(outdir)
+    if not out.exists():
+        return out
+    if not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is not a folder; choose another -o")
+    if force:
+        return out
+    if (out / "series.csv").exists():
+        if not resume:
+            raise OutputExistsError(
+                f"{out} already holds a series result; --resume continues it, "
+                "--force redoes it"
+            )
+        return out
+    content = sorted(p.name for p in out.iterdir())
+    if content and not resume:
+        raise OutputExistsError(
+            f"{out} is not empty ({', '.join(content[:4])}{'...' if len(content) > 4 else ''}"
+            "); choose another -o, or pass --force to solve into it anyway"
+        )
+    return out
+
+
+# one model per worker process, loaded once for all the PDFs it solves
+_MODELS: dict[tuple[str | None, float], Any] = {}
+
+
+def _model(path: str | None) -> Any:
+    from .generator import DeepStruc
+
+    try:
+        key = (path, Path(path, "model.safetensors").stat().st_mtime if path else 0.0)
+    except OSError:
+        key = (path, -1.0)  # DeepStruc.load says what is wrong
+    if key not in _MODELS:
+        _MODELS.clear()
+        _MODELS[key] = DeepStruc.load(path) if path else DeepStruc.pretrained()
+    return _MODELS[key]
+
+
+def _same_run(summary: dict[str, Any], opts: dict[str, Any]) -> str | None:
+    """Why an earlier ``summary.json`` does not answer these options (None: it does)."""
+    why = []
+    if int(summary.get("seed", -1)) != int(opts.get("seed", 0)):
+        why.append(f"seed {summary.get('seed')} != {opts.get('seed', 0)}")
+    if int(summary.get("n_sampled", -1)) != int(opts.get("n", 20)):
+        why.append(f"n {summary.get('n_sampled')} != {opts.get('n', 20)}")
+    el = opts.get("element")
+    if el is not None:
+        from .elements import normalize_element
+
+        if summary.get("element") != normalize_element(el):
+            why.append(f"element {summary.get('element')} != {el}")
+    st = summary.get("settings") or {}
+    for k in ("qmin", "qmax", "qdamp", "qbroad", "rmin", "rmax"):
+        v = opts.get(k)
+        if v is not None and st.get(k) is not None and abs(float(st[k]) - float(v)) > 1e-12:
+            why.append(f"{k} {st[k]} != {v}")
+    return "; ".join(why) or None
+
+
 def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any]:
     """Solve one PDF into ``outdir`` and return its series-table row.
 
-    Runs in a worker (process or Dask); every documented error becomes a row with
-    ``status = "error: ..."`` instead of an exception.
+    Runs in a worker (process or Dask); every error becomes a row with
+    ``status = "error: ..."`` instead of an exception (documented errors with their
+    message, anything else prefixed with its type), so one bad PDF never stops a series.
 
     Parameters
     ----------
@@ -102,15 +212,15 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
     options : dict
         Keyword arguments of :func:`~diffpy_deepstruc.ranking.solve` (``n``,
         ``element``, ``seed``, ``qmax``...) plus ``model`` (a checkpoint folder or None
-        for the shipped model) and ``force``.
+        for the shipped model), ``force`` and ``threads`` (torch threads in this worker).
 
     Returns
     -------
     dict
         The row (keys :data:`SERIES_COLUMNS`).
     """
-    from .generator import DeepStruc
     from .latent import shipped_map_or_none
+    from .pdfdata import load_pdf
     from .ranking import nearest_neighbour_distance, prepare_outdir, solve, write_solution
 
     t0 = time.perf_counter()
@@ -119,13 +229,30 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
     opts = dict(options)
     model_path = opts.pop("model", None)
     force = bool(opts.pop("force", False))
+    threads = opts.pop("threads", None)
     summary = Path(outdir) / "summary.json"
     try:
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
         if summary.is_file() and not force:
-            return _row_from_summary(row, summary)
-        prepare_outdir(outdir, force=force, resume=True)
-        model = DeepStruc.load(model_path) if model_path else DeepStruc.pretrained()
-        res = solve(path, model=model, outdir=outdir, resume=True, workers=1, **opts)
+            try:
+                earlier = json.loads(summary.read_text())
+            except (OSError, ValueError):
+                earlier = None  # damaged: solved again below
+            if isinstance(earlier, dict):
+                why = _same_run(earlier, opts)
+                if why is not None:
+                    raise OutputExistsError(
+                        f"{outdir} holds a result made with other options ({why}); "
+                        "pass --force to redo it"
+                    )
+                return _row_from_summary(row, earlier)
+        pdf = load_pdf(path)  # a bad file fails before its folder is made
+        model = _model(model_path)
+        prepare_outdir(outdir, force=True, resume=True)  # keeps partial/ (same-run only)
+        res = solve(pdf, model=model, outdir=outdir, resume=True, workers=1, **opts)
         write_solution(res, outdir, latent_map=shipped_map_or_none(model), overwrite=True)
         best = res.best
         row.update(
@@ -134,19 +261,20 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
             best_rw=round(best.rw, 6),
             n_atoms=best.n_atoms,
             nn_distance=round(nearest_neighbour_distance(best.structure), 4),
-            z1=best.latent[0],
+            z1=best.latent[0] if best.latent else "",
             z2=best.latent[1] if len(best.latent) > 1 else "",
             n_ranked=len(res.candidates),
         )
     except DeepStrucError as exc:
         row["status"] = f"error: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one PDF must not stop the series
+        row["status"] = f"error: {type(exc).__name__}: {exc}"
     row["seconds"] = round(time.perf_counter() - t0, 3)
     return row
 
 
-def _row_from_summary(row: dict[str, Any], summary: Path) -> dict[str, Any]:
+def _row_from_summary(row: dict[str, Any], d: dict[str, Any]) -> dict[str, Any]:
     """The row of an already finished PDF (resume)."""
-    d = json.loads(summary.read_text())
     best = d["ranking"][0] if d.get("ranking") else {}
     row.update(
         status="ok (earlier run)",
@@ -167,7 +295,7 @@ def solve_series(
     outdir: str | os.PathLike,
     *,
     workers: int = 1,
-    scheduler: str | None = None,
+    scheduler: Any = None,
     progress: bool = False,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     **options: Any,
@@ -181,56 +309,85 @@ def solve_series(
     outdir : path
         Output folder; each PDF gets ``outdir/<stem>/``.
     workers : int
-        Local processes (ignored with ``scheduler``).
-    scheduler : str, optional
-        Address of an existing Dask distributed scheduler.
+        Local processes (ignored with ``scheduler``); at most one per PDF is started.
+    scheduler : str or dask.distributed.Client, optional
+        Address of an existing Dask distributed scheduler, or a client of one.
     progress : bool
         Show a progress bar.
     on_row : callable, optional
         Called with each finished row (e.g. to print it).
     **options
-        Passed to :func:`solve_file`.
+        Passed to :func:`solve_file` (``model`` is made an absolute path).
 
     Returns
     -------
     list of dict
-        The rows, in input order.
+        The rows, in input order (also in ``outdir/series.csv``).
+
+    Raises
+    ------
+    ParameterError
+        Bad ``workers`` or an unreachable scheduler.
+    PDFDataError
+        A missing input (see :func:`find_pdf_files`).
     """
     from tqdm.auto import tqdm
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ParameterError(f"workers must be a positive integer, got {workers!r}")
     files = find_pdf_files(inputs)
-    if workers < 1:
-        raise ParameterError(f"workers must be a positive integer, got {workers}")
-    out = Path(outdir)
+    out = Path(outdir).resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputExistsError(f"{out} exists and is not a folder")
+    if options.get("model"):
+        options["model"] = str(Path(options["model"]).resolve())
     out.mkdir(parents=True, exist_ok=True)
     tasks = [(str(f), str(out / f.stem)) for f in files]
-    rows: dict[str, dict[str, Any]] = {}
+    rows: dict[str, dict[str, Any]] = {
+        p: {**dict.fromkeys(SERIES_COLUMNS, ""), "file": p, "status": PENDING, "outdir": s}
+        for p, s in tasks
+    }
     bar = tqdm(total=len(tasks), desc="PDFs", unit="pdf", disable=not progress)
 
     def _done(row: dict[str, Any]) -> None:
         rows[row["file"]] = row
+        _write_table([rows[p] for p, _ in tasks], out)
         bar.update()
         if on_row is not None:
             on_row(row)
 
-    if scheduler is not None:
-        _run_dask(tasks, options, scheduler, _done)
-    elif workers == 1 or len(tasks) == 1:
-        for path, sub in tasks:
-            _done(solve_file(path, sub, options))
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futs = [pool.submit(solve_file, path, sub, options) for path, sub in tasks]
-            for fut in as_completed(futs):
-                _done(fut.result())
-    bar.close()
+    def _failed(path: str, sub: str, exc: BaseException) -> dict[str, Any]:
+        row = {**dict.fromkeys(SERIES_COLUMNS, ""), "file": path, "outdir": sub}
+        row["status"] = f"error: worker failed: {type(exc).__name__}: {exc}"
+        return row
+
+    _write_table([rows[p] for p, _ in tasks], out)
+    try:
+        if scheduler is not None:
+            _run_dask(tasks, options, scheduler, _done, _failed)
+        elif workers == 1 or len(tasks) == 1:
+            for path, sub in tasks:
+                _done(solve_file(path, sub, options))
+        else:
+            opts = {**options, "threads": 1}
+            n_proc = min(workers, len(tasks))
+            with ProcessPoolExecutor(max_workers=n_proc) as pool:
+                futs = {pool.submit(solve_file, p, s, opts): (p, s) for p, s in tasks}
+                for fut in as_completed(futs):
+                    try:
+                        row = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a crashed worker process
+                        row = _failed(*futs[fut], exc)
+                    _done(row)
+    finally:
+        bar.close()
     ordered = [rows[path] for path, _ in tasks]
     _write_series(ordered, out)
     return ordered
 
 
-def _run_dask(tasks, options, scheduler: str, done: Callable) -> None:
-    """Submit one task per PDF to an existing Dask scheduler."""
+def _run_dask(tasks, options, scheduler: Any, done: Callable, failed: Callable) -> None:
+    """Submit one task per PDF to an existing Dask cluster."""
     try:
         from dask.distributed import Client
         from dask.distributed import as_completed as dask_completed
@@ -238,35 +395,70 @@ def _run_dask(tasks, options, scheduler: str, done: Callable) -> None:
         raise ParameterError(
             "--scheduler needs dask.distributed: pip install 'diffpy.deepstruc[dask]'"
         ) from exc
+    own = not isinstance(scheduler, Client)
+    if own:
+        if not isinstance(scheduler, str) or not scheduler.strip():
+            raise ParameterError(f"expected a Dask scheduler address, got {scheduler!r}")
+        try:
+            client = Client(scheduler, timeout=10, set_as_default=False)
+        except (OSError, TimeoutError, ValueError, TypeError) as exc:
+            raise ParameterError(
+                f"cannot reach the Dask scheduler at {scheduler}: {exc}"
+            ) from None
+    else:
+        client = scheduler
+    opts = {**options, "threads": 1}
+    futs = {}
     try:
-        client = Client(scheduler, timeout=10)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ParameterError(
-            f"cannot reach the Dask scheduler at {scheduler}: {exc}"
-        ) from exc
-    try:
-        futs = [client.submit(solve_file, p, s, options, pure=False) for p, s in tasks]
-        for fut in dask_completed(futs):
-            done(fut.result())
+        for p, s in tasks:
+            futs[client.submit(solve_file, p, s, opts, pure=False)] = (p, s)
+        for fut in dask_completed(list(futs)):
+            try:
+                row = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a lost or crashed worker
+                row = failed(*futs[fut], exc)
+            done(row)
     finally:
-        client.close()
+        pending = [f for f in futs if not f.done()]
+        if pending:
+            client.cancel(pending)
+        if own:
+            client.close()
+
+
+def _write_table(rows: list[dict[str, Any]], out: Path) -> None:
+    """``series.csv``: all rows (unfinished ones ``pending``), written atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(SERIES_COLUMNS), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "series.csv", buf.getvalue(), overwrite=True)
+
+
+def read_series(path: str | os.PathLike) -> list[dict[str, str]]:
+    """Read a ``series.csv`` back (a folder means its ``series.csv``)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "series.csv"
+    with open(p, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def _write_series(rows: list[dict[str, Any]], out: Path) -> None:
     """``series.csv`` (all rows) and ``series.png`` (finished rows)."""
     from .plots import plot_series
 
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(SERIES_COLUMNS), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
-    atomic_write_text(out / "series.csv", buf.getvalue(), overwrite=True)
-    ok = [r for r in rows if str(r["status"]).startswith("ok")]
+    _write_table(rows, out)
+    ok = []
+    for r in rows:
+        if not str(r["status"]).startswith("ok"):
+            continue
+        try:
+            ok.append((Path(r["file"]).stem, float(r["best_rw"]), int(r["n_atoms"])))
+        except (TypeError, ValueError):
+            continue
     if ok:
-        plot_series(
-            [Path(r["file"]).stem for r in ok],
-            [float(r["best_rw"]) for r in ok],
-            [int(r["n_atoms"]) for r in ok],
-            out / "series.png",
-            overwrite=True,
-        )
+        names, rw, natoms = zip(*ok, strict=True)
+        plot_series(list(names), list(rw), list(natoms), out / "series.png", overwrite=True)
+    elif (out / "series.png").exists():
+        (out / "series.png").unlink()

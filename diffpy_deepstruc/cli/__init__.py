@@ -4,7 +4,11 @@ Each sub-command lives in its own module of this package and exposes two functio
 ``add_parser(subparsers)`` (declares the arguments) and ``run(args) -> int`` (calls the
 library and prints).  The CLI holds no logic of its own: parsing, calling, printing.
 Errors of the documented family (:class:`diffpy_deepstruc.errors.DeepStrucError`) are
-printed as ``deepstruc: error: ...`` and exit with status 2.
+printed as ``deepstruc: error: ...`` and exit with status 2; so are operating-system
+errors on the files named (``OSError``: a folder that cannot be created, permission
+denied, disk full), which are about the user's environment, not the input's content.
+Usage errors (unknown option, a value of the wrong type) exit with status 2 through
+argparse; Ctrl-C exits with status 130 (finished work is kept, see ``--resume``).
 """
 
 from __future__ import annotations
@@ -49,6 +53,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_message(exc: OSError) -> str:
+    """``path: reason`` for an OSError (``[Errno 13] Permission denied: 'x'`` -> ``x:
+    Permission denied``)."""
+    if exc.filename is not None and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}"
+    return str(exc) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepstruc`` console script."""
     parser = build_parser()
@@ -57,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except DeepStrucError as exc:
         print(f"deepstruc: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"deepstruc: error: {_os_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("deepstruc: interrupted", file=sys.stderr)

@@ -14,6 +14,8 @@ import sys
 
 from ..catalog import CatalogConfig, SimulationRanges, build_catalog, format_stats
 from ..clusters import STRUCTURE_TYPES
+from ..errors import ElementError, ParameterError
+from ._args import path_arg, word
 
 
 def _words(values: list[str] | None) -> list[str] | None:
@@ -38,7 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         ),
     )
     p.add_argument(
-        "-o", "--output", required=True, metavar="CATALOG.h5", help="file to write"
+        "-o",
+        "--output",
+        required=True,
+        type=path_arg,
+        metavar="CATALOG.h5",
+        help="file to write",
     )
     p.add_argument(
         "--nmax", type=int, default=200, metavar="N", help="most atoms per cluster (200)"
@@ -87,6 +94,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--scheduler",
         default=None,
+        type=word,
         metavar="ADDRESS",
         help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)",
     )
@@ -106,8 +114,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def _check_metals(elements: list[str] | None) -> None:
+    """Refuse non-metals early: the catalog holds metal nanoparticles."""
+    from ..elements import is_metal, normalize_element
+
+    for sym in elements or []:
+        el = normalize_element(sym)
+        if not is_metal(el):
+            raise ElementError(
+                f"--elements: {el} is not a metal; the catalog holds metal nanoparticles"
+            )
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the catalog and print its statistics."""
+    _check_metals(_words(args.elements))
     ranges = SimulationRanges(noise=(0.0, 0.0)) if args.no_noise else SimulationRanges()
     config = CatalogConfig(
         elements=_words(args.elements),
@@ -124,16 +145,24 @@ def run(args: argparse.Namespace) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    report = build_catalog(
-        args.output,
-        config,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        block_size=args.block_size,
-        overwrite=args.force,
-        progress=not args.quiet,
-        log=None if args.quiet else log,
-    )
+    try:
+        report = build_catalog(
+            args.output,
+            config,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            block_size=args.block_size,
+            overwrite=args.force,
+            progress=not args.quiet,
+            log=None if args.quiet else log,
+        )
+    except (OSError, TimeoutError) as exc:
+        if args.scheduler is None:
+            raise
+        raise ParameterError(
+            f"cannot use the Dask scheduler at {args.scheduler}: {exc}; the finished "
+            "blocks are kept and the same command resumes the build"
+        ) from None
     print(format_stats(report.stats or {}))
     print(
         f"wrote {report.path}: {report.n_structures} structures, {report.n_pdfs} PDFs "

@@ -23,6 +23,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ParameterError
 from ..fileio import check_writable
+from ._args import path_arg
 
 #: Options that map one-to-one onto ``debye.PDFParameters`` fields.
 PARAMETER_OPTIONS: tuple[tuple[str, str], ...] = (
@@ -52,9 +53,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
             "A step 0.01, Qmin 0.7, Qmax 25, Qdamp 0.04, delta2 2)."
         ),
     )
-    p.add_argument("structure", metavar="STRUCTURE", help="structure file")
+    p.add_argument("structure", metavar="STRUCTURE", type=path_arg, help="structure file")
     p.add_argument(
-        "-o", "--output", required=True, metavar="OUT.gr", help="PDF file to write"
+        "-o",
+        "--output",
+        required=True,
+        type=path_arg,
+        metavar="OUT.gr",
+        help="PDF file to write",
     )
     for name, text in PARAMETER_OPTIONS:
         p.add_argument(f"--{name}", type=float, default=None, metavar="X", help=text)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from ..errors import ParameterError
-from ._args import finite_float, non_negative_float, positive_int
+from ._args import int_range, non_negative_float, path_arg, seed_int, word
+
+#: Upper bounds of -n and --workers (a typo like -n 2000000 would exhaust memory).
+MAX_CANDIDATES: int = 10_000
+MAX_WORKERS: int = 512
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,34 +28,52 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "data",
         nargs="+",
+        type=path_arg,
         help="PDF file (.gr); several files or a folder solve a series into -o",
     )
-    p.add_argument("-n", type=positive_int, default=20, help="candidates to sample (20)")
-    p.add_argument("-o", "--outdir", help="output folder (default: <data stem>_deepstruc)")
-    p.add_argument("--element", help="the metal (default: from the file's composition)")
-    p.add_argument("--rmin", type=finite_float, help="fit range start, A (1.5)")
-    p.add_argument("--rmax", type=finite_float, help="fit range end, A (min(30, data))")
+    p.add_argument(
+        "-n",
+        type=int_range(1, MAX_CANDIDATES),
+        default=20,
+        help="candidates to sample (20)",
+    )
+    p.add_argument(
+        "-o",
+        "--outdir",
+        type=path_arg,
+        help="output folder (default: <data stem>_deepstruc)",
+    )
+    p.add_argument(
+        "--element", type=word, help="the metal (default: from the file's composition)"
+    )
+    p.add_argument("--rmin", type=non_negative_float, help="fit range start, A (1.5)")
+    p.add_argument(
+        "--rmax", type=non_negative_float, help="fit range end, A (min(30, data))"
+    )
     p.add_argument(
         "--qmin", type=non_negative_float, help="Qmin, 1/A (default: header, else 0)"
     )
     p.add_argument("--qmax", type=non_negative_float, help="Qmax, 1/A (default: header)")
     p.add_argument(
-        "--qdamp", type=finite_float, help="Qdamp, 1/A (default: header, else 0)"
+        "--qdamp", type=non_negative_float, help="Qdamp, 1/A (default: header, else 0)"
     )
     p.add_argument(
-        "--qbroad", type=finite_float, help="Qbroad, 1/A (default: header, else 0)"
+        "--qbroad", type=non_negative_float, help="Qbroad, 1/A (default: header, else 0)"
     )
-    p.add_argument("--model", help="checkpoint folder (default: the shipped model)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (0)")
+    p.add_argument(
+        "--model", type=path_arg, help="checkpoint folder (default: the shipped model)"
+    )
+    p.add_argument("--seed", type=seed_int, default=0, help="sampling seed (0)")
     p.add_argument(
         "--workers",
-        type=positive_int,
+        type=int_range(1, MAX_WORKERS),
         default=os.cpu_count() or 1,
         help="refinements in parallel (default: all cores)",
     )
     p.add_argument(
         "--scheduler",
         metavar="ADDRESS",
+        type=word,
         help="series: run on an existing Dask scheduler (tcp://host:8786)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing result")
@@ -59,11 +82,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _load_model(path: str | None):
+    from ..generator import DeepStruc
+
+    return DeepStruc.load(path) if path else DeepStruc.pretrained()
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``deepstruc solve``."""
     from pathlib import Path
 
-    from ..generator import DeepStruc
     from ..latent import shipped_map_or_none
     from ..pdfdata import load_pdf
     from ..ranking import prepare_outdir, solve, write_solution
@@ -73,29 +101,43 @@ def run(args: argparse.Namespace) -> int:
     if len(args.data) > 1 or Path(args.data[0]).is_dir():
         return _run_series(args)
     if args.scheduler:
-        raise ParameterError("--scheduler is for a series (several files or a folder)")
+        raise ParameterError(
+            "--scheduler is for a series (several files or a folder); a single PDF is "
+            "solved here, its refinements in --workers local processes"
+        )
     data = args.data[0]
     pdf = load_pdf(data)
     outdir = Path(args.outdir or f"{Path(data).stem}_deepstruc")
+    # the cheap checks first: nothing is created or removed before they all pass
+    _check_outdir_only(outdir, args.force, args.resume)
+    model = _load_model(args.model)
     prepare_outdir(outdir, force=args.force, resume=args.resume)
-    model = DeepStruc.load(args.model) if args.model else DeepStruc.pretrained()
-    result = solve(
-        pdf,
-        n=args.n,
-        element=args.element,
-        model=model,
-        seed=args.seed,
-        qmin=args.qmin,
-        qmax=args.qmax,
-        qdamp=args.qdamp,
-        qbroad=args.qbroad,
-        rmin=args.rmin,
-        rmax=args.rmax,
-        workers=args.workers,
-        outdir=outdir,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
+    try:
+        result = solve(
+            pdf,
+            n=args.n,
+            element=args.element,
+            model=model,
+            seed=args.seed,
+            qmin=args.qmin,
+            qmax=args.qmax,
+            qdamp=args.qdamp,
+            qbroad=args.qbroad,
+            rmin=args.rmin,
+            rmax=args.rmax,
+            workers=min(args.workers, args.n),
+            outdir=outdir,
+            resume=args.resume,
+            progress=not args.no_progress,
+        )
+    except KeyboardInterrupt:
+        kept = len(list((outdir / "partial").glob("candidate_*.json")))
+        print(
+            f"deepstruc: interrupted; {kept} finished candidate(s) kept in "
+            f"{outdir / 'partial'}; run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        raise
     write_solution(result, outdir, latent_map=shipped_map_or_none(model), overwrite=True)
     s = result.settings
     assumed = [k for k, v in s.sources.items() if v == "default" and k.startswith("q")]
@@ -121,21 +163,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_outdir_only(outdir, force: bool, resume: bool) -> None:
+    """Refuse an unusable output folder before any work (nothing is created)."""
+    from ..errors import OutputExistsError
+
+    if outdir.exists() and not outdir.is_dir():
+        raise OutputExistsError(f"{outdir} exists and is not a folder; choose another -o")
+    if resume and not force and (outdir / "summary.json").is_file():
+        raise OutputExistsError(
+            f"{outdir} holds a finished result (summary.json); nothing to resume -- "
+            "pass --force to redo it or choose another -o"
+        )
+
+
 def _run_series(args: argparse.Namespace) -> int:
     """Solve several PDFs (``deepstruc solve a.gr b.gr ...`` or a folder)."""
     from pathlib import Path
 
-    from ..batch import find_pdf_files, solve_series
-    from ..errors import OutputExistsError
+    from ..batch import check_series_outdir, find_pdf_files, solve_series
 
     if not args.outdir:
         raise ParameterError("a series needs an output folder: -o OUTDIR")
     out = Path(args.outdir)
     files = find_pdf_files(args.data)
-    if (out / "series.csv").exists() and not (args.force or args.resume):
-        raise OutputExistsError(
-            f"{out} already holds a series result; --resume continues it, --force redoes it"
-        )
+    check_series_outdir(out, force=args.force, resume=args.resume)
+    if args.model:
+        _load_model(args.model)  # a bad checkpoint fails here, not once per PDF
     options = {
         "n": args.n,
         "element": args.element,
@@ -146,7 +199,7 @@ def _run_series(args: argparse.Namespace) -> int:
         "qbroad": args.qbroad,
         "rmin": args.rmin,
         "rmax": args.rmax,
-        "model": args.model,
+        "model": str(Path(args.model).resolve()) if args.model else None,
         "force": args.force,
     }
 
@@ -157,19 +210,28 @@ def _run_series(args: argparse.Namespace) -> int:
                 f", Rw {row['best_rw']}, {row['n_atoms']} atoms"
                 if str(row["status"]).startswith("ok")
                 else ""
-            )
+            ),
+            flush=True,
         )
 
-    print(f"solving {len(files)} PDFs into {out}/")
-    rows = solve_series(
-        files,
-        out,
-        workers=args.workers,
-        scheduler=args.scheduler,
-        progress=not args.no_progress,
-        on_row=show,
-        **options,
-    )
+    print(f"solving {len(files)} PDFs into {out}/", flush=True)
+    try:
+        rows = solve_series(
+            files,
+            out,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            progress=not args.no_progress,
+            on_row=show,
+            **options,
+        )
+    except KeyboardInterrupt:
+        print(
+            f"deepstruc: interrupted; finished PDFs are kept in {out}/ (series.csv lists "
+            "them); run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        raise
     n_ok = sum(str(r["status"]).startswith("ok") for r in rows)
     print(f"{n_ok}/{len(rows)} solved; table {out}/series.csv, plot {out}/series.png")
     return 0 if n_ok == len(rows) else 1
