@@ -65,6 +65,9 @@ SERIES_COLUMNS: tuple[str, ...] = (
 #: File suffixes taken from a folder.
 PDF_SUFFIXES: tuple[str, ...] = (".gr",)
 
+#: Seconds to wait for a Dask scheduler to answer.
+CONNECT_TIMEOUT: float = 10.0
+
 #: Status of a PDF not finished yet (in the table written while the series runs).
 PENDING = "pending"
 
@@ -400,7 +403,7 @@ def _run_dask(tasks, options, scheduler: Any, done: Callable, failed: Callable) 
         if not isinstance(scheduler, str) or not scheduler.strip():
             raise ParameterError(f"expected a Dask scheduler address, got {scheduler!r}")
         try:
-            client = Client(scheduler, timeout=10, set_as_default=False)
+            client = Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
         except (OSError, TimeoutError, ValueError, TypeError) as exc:
             raise ParameterError(
                 f"cannot reach the Dask scheduler at {scheduler}: {exc}"
