@@ -11,7 +11,9 @@ scored against the true structure and the input PDF:
   1.6x larger for isotropic errors), reported too;
 * ``pdf_mse`` and ``pdf_pearson``: the candidate's G(r), computed with the Debye engine
   and the *same* parameters as the input (Qmin, Qmax, Qdamp, Qbroad, delta2, Uiso from
-  the catalog), against the input, both preprocessed (model r-grid, max |G| = 1).
+  the catalog), against the input G (noise included), on the catalog r-grid from 1.5 A
+  up, each divided by its max |G| (MSE) -- Pearson is scale-free.  ``true_pdf_pearson``
+  (the true structure through the same calculation) is the ceiling the noise allows.
 
 Aggregates: the prior-mean candidate; the best of ``n`` by MAE (oracle: uses the truth,
 DeepStruc's best-of-N; ``count_exact`` is then "any of the n"); the best of ``n`` by
@@ -30,16 +32,25 @@ import numpy as np
 
 from .errors import CatalogError, ParameterError
 
-__all__ = ["coordinate_mae", "pdf_agreement", "evaluate", "summarize"]
+__all__ = ["coordinate_mae", "pdf_agreement", "evaluate", "summarize", "COMPARE_RMIN"]
+
+#: PDFs are compared (MSE, Pearson) on the catalog r-grid from this r (A) up.
+COMPARE_RMIN = 1.5
 
 
-def coordinate_mae(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+def coordinate_mae(pred: np.ndarray, true: np.ndarray, same_frame: bool = False
+                   ) -> dict[str, float]:
     """Coordinate errors after assignment, rotation and isotropic scale.
 
     Parameters
     ----------
     pred, true : ``[n, 3]``, ``[m, 3]`` Cartesian coordinates (A); ``n`` may differ from
         ``m`` (``min(n, m)`` atoms are matched).
+    same_frame : bool
+        Both are already (about) in the same frame -- e.g. the canonical frame of
+        :mod:`~diffpy_deepstruc.representation`, as decoded structures are: start the
+        assignment/superposition iterations there only (faster); otherwise principal-axes
+        starts are tried too.
 
     Returns
     -------
@@ -52,7 +63,8 @@ def coordinate_mae(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     true = np.asarray(true, float)
     if len(pred) < 1 or len(true) < 1:
         raise ParameterError("coordinate_mae needs at least one atom on each side")
-    a = assign_and_align(pred, true, allow_scale=True)
+    a = assign_and_align(pred, true, allow_scale=True, try_principal_axes=not same_frame,
+                         max_iter=20 if same_frame else 50)
     diff = a.aligned[a.index_a] - true[a.index_b]
     return {"mae": float(np.abs(diff).mean()),
             "position_mae": float(np.linalg.norm(diff, axis=1).mean()),
@@ -108,7 +120,6 @@ def evaluate(
     from .checkpoint import sha256_file
     from .debye import PDFParameters, pdf_batch
     from .generator import DeepStruc
-    from .preprocess import BatchResampler
     from .representation import encode
 
     ds = generator or DeepStruc.load(model_dir)
@@ -120,7 +131,6 @@ def evaluate(
     if meta.get("catalog", {}).get("sha256") != sha:
         raise CatalogError(f"{catalog}: not the catalog this model was trained on (SHA-256 "
                            f"differs); its split is not defined there")
-    pre = ds.preprocess_config
     with h5py.File(catalog, "r") as h5:
         M = h5["structures/natoms"].shape[0]
         if split == "train":
@@ -168,9 +178,9 @@ def evaluate(
         truths = {int(s): xyz_all[int(s)][: int(natoms[int(s)])].astype(float) for s in rows}
     if g_cat is None:
         raise CatalogError(f"no PDFs for the {split} structures")
-    res = BatchResampler(r_cat, pre)
-    x_in = res(g_cat)
-    r_model = pre.r_grid()
+    # PDFs are compared in Angstrom on the catalog's own r-grid, from COMPARE_RMIN up
+    step = float(np.median(np.diff(r_cat)))
+    keep = r_cat >= COMPARE_RMIN
 
     per_pdf = []
     it = list(zip(pdf_rows, rows, strict=True))
@@ -188,7 +198,8 @@ def evaluate(
         pdf_in = (r_cat, g_cat[k])
         z = ds.sample_latent(pdf_in, samples, seed=seed + k, include_mean=True)
         dec = ds.decode_unit(z, pdf_in)
-        pp = PDFParameters(rmin=pre.rmin, rmax=pre.rmax + 0.5 * pre.rstep, rstep=pre.rstep,
+        pp = PDFParameters(rmin=float(r_cat[0]), rmax=float(r_cat[-1]) + 0.5 * step,
+                           rstep=step,
                            qmin=par.get("qmin", 0.7), qmax=par.get("qmax", 25.0),
                            qdamp=par.get("qdamp", 0.04), qbroad=par.get("qbroad", 0.0),
                            delta2=par.get("delta2", 2.0))
@@ -196,11 +207,14 @@ def evaluate(
         clusters = [(d["xyz"] * d["scale"], [el] * len(d["xyz"]), np.full(len(d["xyz"]), uiso))
                     for d in dec]
         clusters.append((true_xyz, [el] * len(true_xyz), np.full(len(true_xyz), uiso)))
-        _, G = pdf_batch(clusters, pp)
-        ref = x_in[k][: G.shape[1]]
+        r_calc, G = pdf_batch(clusters, pp)
+        if len(r_calc) != len(r_cat) or not np.allclose(r_calc, r_cat, atol=1e-6):
+            G = np.stack([np.interp(r_cat, r_calc, gg) for gg in G])
+        G = G[:, keep]
+        ref = g_cat[k][keep]
         cand = []
         for d, gm in zip(dec, G[:-1], strict=True):
-            m = coordinate_mae(d["xyz"] * d["scale"], true_c)
+            m = coordinate_mae(d["xyz"] * d["scale"], true_c, same_frame=True)
             mse, pr = pdf_agreement(ref, gm)
             cand.append({"n_atoms": d["n_atoms"], "count_exact": d["n_atoms"] == rep.n_atoms,
                          "mae": m["mae"], "position_mae": m["position_mae"],
@@ -210,7 +224,6 @@ def evaluate(
         per_pdf.append({"structure": int(srow), "pdf": int(prow), "type": str(types[srow]),
                         "element": el, "n_atoms": int(rep.n_atoms), "candidates": cand,
                         "true_pdf_pearson": pr_true})
-    _ = r_model
     report = summarize(per_pdf)
     report.update(model=str(model_dir) if model_dir else None, kind=ds.kind, split=split,
                   samples=samples, n_pdfs=len(per_pdf), subset=subset,
