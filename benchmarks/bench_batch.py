@@ -161,7 +161,7 @@ def main() -> None:
         res["dask_ok"] = sum(r["status"] == "ok" for r in dask_rows)
         res["same_table"] = stable(local) == stable(dask_rows)
 
-    print(f"| series | PDFs | candidates/PDF | workers | wall (s) | per PDF (s) | solved |")
+    print("| series | PDFs | candidates/PDF | workers | wall (s) | per PDF (s) | solved |")
     print("|---|---|---|---|---|---|---|")
     for key in ("local", "dask"):
         if f"{key}_s" in res:
