@@ -13,20 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
-
-
-def read_xyz(path: Path) -> tuple[np.ndarray, list[str]]:
-    """Coordinates and elements of a plain XYZ file."""
-    lines = path.read_text().splitlines()
-    n = int(lines[0])
-    rows = [ln.split() for ln in lines[2 : 2 + n]]
-    return np.array([[float(v) for v in r[1:4]] for r in rows]), [r[0] for r in rows]
+sys.path.insert(0, str(REPO / "tests"))
+from _helpers import read_xyz  # noqa: E402
 
 
 def solve_case(case: dict, ref: Path, n: int, workers: int, model) -> dict:

@@ -17,59 +17,24 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
-from ase.cluster import (
-    BodyCenteredCubic,
-    Decahedron,
-    FaceCenteredCubic,
-    HexagonalClosedPacked,
-    Icosahedron,
-    Octahedron,
-    SimpleCubic,
-)
 
-from diffpy_deepstruc.representation import encode
-from diffpy_deepstruc.trilateration import aligned_rmsd, multilaterate, trilaterate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _helpers import cluster_xyz  # noqa: E402
 
-_CUBIC = [(1, 0, 0), (1, 1, 0), (1, 1, 1)]
-_HEX = [(2, -1, -1, 0), (0, 1, -1, 0), (0, 0, 0, 1)]
-
-
-def stacked_particle(sequence: str = "ABCABAB", nn: float = 2.77, n_atoms: int = 200):
-    """Close-packed layers stacked in ``sequence``; the ``n_atoms`` sites nearest the centre."""
-    shift = {"A": 0.0, "B": 1.0, "C": 2.0}
-    h = nn * np.sqrt(2.0 / 3.0)
-    i, j = np.meshgrid(np.arange(-8, 9), np.arange(-8, 9), indexing="ij")
-    base = np.column_stack([(i + 0.5 * j).ravel(), (np.sqrt(3) / 2 * j).ravel()]) * nn
-    layers = []
-    for k, letter in enumerate(sequence):
-        off = shift[letter] * np.array([nn / 2, nn / (2 * np.sqrt(3))])
-        z = (k - (len(sequence) - 1) / 2) * h
-        layers.append(np.column_stack([base + off, np.full(len(base), z)]))
-    xyz = np.vstack(layers)
-    xyz -= xyz.mean(axis=0)
-    keep = np.argsort(np.linalg.norm(xyz, axis=1), kind="stable")[:n_atoms]
-    return xyz[np.sort(keep)]
+from diffpy_deepstruc.representation import encode  # noqa: E402
+from diffpy_deepstruc.trilateration import aligned_rmsd, multilaterate, trilaterate  # noqa: E402
 
 
 def clusters() -> dict[str, np.ndarray]:
-    """One cluster per type, 125 to 200 atoms."""
-    return {
-        "fcc": FaceCenteredCubic("Cu", _CUBIC, [4, 5, 4], latticeconstant=3.61).positions,
-        "bcc": BodyCenteredCubic(
-            "Fe", [(1, 0, 0), (1, 1, 0)], [4, 4], latticeconstant=2.87
-        ).positions,
-        "sc": SimpleCubic("Po", [(1, 0, 0)], [2], latticeconstant=3.35).positions,
-        "hcp": HexagonalClosedPacked(
-            "Co", _HEX, [5, 5, 3], latticeconstant=(2.507, 4.07)
-        ).positions,
-        "icosahedron": Icosahedron("Cu", 4, latticeconstant=3.61).positions,
-        "decahedron": Decahedron("Au", 3, 3, 1, latticeconstant=4.08).positions,
-        "octahedron": Octahedron("Pt", 6, 0, latticeconstant=3.92).positions,
-        "stacking ABCABAB": stacked_particle(),
-    }
+    """One cluster per type, 125 to 200 atoms (the test suite's set)."""
+    shapes = cluster_xyz()
+    shapes["stacking ABCABAB"] = shapes.pop("stacking")
+    return shapes
 
 
 def noisy(rep, sigma: float, rng: np.random.Generator):

@@ -18,13 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import read_xyz
 
 from diffpy_deepstruc import debye
 from diffpy_deepstruc.debye import PDFParameters
 from diffpy_deepstruc.errors import ElementError, ParameterError, StructureError
 
-_SHARED = Path(os.environ.get("DEEPSTRUC_SHARED",
-                              Path(__file__).resolve().parents[2] / "shared"))
+_SHARED = Path(
+    os.environ.get("DEEPSTRUC_SHARED", Path(__file__).resolve().parents[2] / "shared")
+)
 _INDEX = _SHARED / "reference" / "srreal" / "index.json"
 
 
@@ -42,17 +44,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def read_xyz(path: Path) -> tuple[np.ndarray, list[str]]:
-    lines = path.read_text().splitlines()
-    n = int(lines[0].split()[0])
-    els, xyz = [], []
-    for line in lines[2:2 + n]:
-        f = line.split()
-        els.append(f[0])
-        xyz.append([float(v) for v in f[1:4]])
-    return np.array(xyz), els
 
 
 def params_of(pset: dict) -> tuple[PDFParameters, float]:
@@ -129,13 +120,16 @@ def naive_pdf(xyz, els, uiso, p: PDFParameters):
     u = np.broadcast_to(np.asarray(uiso, dtype=float), (len(els),))
 
     def sharp(r):
-        return 0.0 if r < 2.2e-16 else 1 - p.delta1 / r - p.delta2 / r**2 + (p.qbroad * r) ** 2
+        return (
+            0.0 if r < 2.2e-16 else 1 - p.delta1 / r - p.delta2 / r**2 + (p.qbroad * r) ** 2
+        )
 
     umax = u.max()
     width = 2 * math.sqrt(2 * ln2) * math.sqrt(2 * umax) if umax > 0 else 0.0
     width *= math.sqrt(max(1.0, sharp(p.rmin), sharp(p.rmax)))
-    ext = min(10.0, 12 * math.pi / p.qmax
-              + math.sqrt(-math.log(3.33e-6) / (4 * ln2)) * width)
+    ext = min(
+        10.0, 12 * math.pi / p.qmax + math.sqrt(-math.log(3.33e-6) / (4 * ln2)) * width
+    )
 
     def lo_steps(x, dx):
         k = math.ceil(x / dx)
@@ -181,9 +175,21 @@ def _cluster(n=30, seed=0, spacing=2.7):
 
 NAIVE_CASES = {
     "defaults": (dict(), 0.005),
-    "delta1-qbroad-rmin": (dict(rmin=4.0, rmax=9.0, rstep=0.02, qmin=1.2, qmax=18,
-                                qdamp=0.02, qbroad=0.03, delta1=0.8, delta2=0.0,
-                                scale=0.7), 0.008),
+    "delta1-qbroad-rmin": (
+        dict(
+            rmin=4.0,
+            rmax=9.0,
+            rstep=0.02,
+            qmin=1.2,
+            qmax=18,
+            qdamp=0.02,
+            qbroad=0.03,
+            delta1=0.8,
+            delta2=0.0,
+            scale=0.7,
+        ),
+        0.008,
+    ),
     "kink-inside-shell": (dict(rmax=12, delta2=8.0, qmax=20), 0.006),  # clip at 2.83 A
     "cutoff-acts": (dict(rmax=12, qmax=30, delta2=0.0), 0.08),  # huge Uiso
     "cluster-beyond-rmax": (dict(rmax=5.0, rstep=0.05), 0.005),  # pairs > rcalchi drop
@@ -279,8 +285,12 @@ def test_grid_path_is_smooth_in_coordinates():
     p = PDFParameters(rmax=20)
     slopes = {}
     for method in ("exact", "grid"):
-        g = [debye.pdf_from_arrays(xyz * s, "Pt", 0.006, p, backend="torch",
-                                   method=method)[1] for s in (1.0, 1.0 + 1e-7)]
+        g = [
+            debye.pdf_from_arrays(xyz * s, "Pt", 0.006, p, backend="torch", method=method)[
+                1
+            ]
+            for s in (1.0, 1.0 + 1e-7)
+        ]
         slopes[method] = (g[1] - g[0]) / 1e-7
     ref = slopes["exact"]
     assert np.abs(slopes["grid"] - ref).max() <= 1e-4 * np.abs(ref).max()
@@ -300,8 +310,18 @@ def test_cuda_matches_cpu():
 
 def test_parameter_defaults_and_roundtrip():
     p = PDFParameters()
-    assert p.to_dict() == dict(rmin=0.0, rmax=30.0, rstep=0.01, qmin=0.7, qmax=25.0,
-                               qdamp=0.04, qbroad=0.0, delta1=0.0, delta2=2.0, scale=1.0)
+    assert p.to_dict() == dict(
+        rmin=0.0,
+        rmax=30.0,
+        rstep=0.01,
+        qmin=0.7,
+        qmax=25.0,
+        qdamp=0.04,
+        qbroad=0.0,
+        delta1=0.0,
+        delta2=2.0,
+        scale=1.0,
+    )
     assert PDFParameters.from_dict(p.to_dict()) == p
     assert p.validate() is p
     r = p.r_grid()
@@ -315,22 +335,25 @@ def test_parameter_defaults_and_roundtrip():
         p.rmax = 10  # frozen
 
 
-@pytest.mark.parametrize("kw, message", [
-    (dict(rstep=0), "rstep"),
-    (dict(rstep=-0.01), "rstep"),
-    (dict(rmin=5, rmax=5), "rmax"),
-    (dict(rmin=-1), "rmin"),
-    (dict(qmin=25, qmax=20), "qmax"),
-    (dict(qmin=-0.1), "qmin"),
-    (dict(qdamp=-0.01), "qdamp"),
-    (dict(qbroad=-1e-3), "qbroad"),
-    (dict(delta2=float("nan")), "finite"),
-    (dict(scale=float("inf")), "finite"),
-    (dict(rmax="30"), "real number"),
-    (dict(rmin=0.0, rmax=0.004, rstep=0.01), None),  # a single point is fine
-    (dict(rmin=0.001, rmax=0.004, rstep=0.01), "no point"),
-    (dict(rmax=1e6, rstep=1e-4), "points"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(rstep=0), "rstep"),
+        (dict(rstep=-0.01), "rstep"),
+        (dict(rmin=5, rmax=5), "rmax"),
+        (dict(rmin=-1), "rmin"),
+        (dict(qmin=25, qmax=20), "qmax"),
+        (dict(qmin=-0.1), "qmin"),
+        (dict(qdamp=-0.01), "qdamp"),
+        (dict(qbroad=-1e-3), "qbroad"),
+        (dict(delta2=float("nan")), "finite"),
+        (dict(scale=float("inf")), "finite"),
+        (dict(rmax="30"), "real number"),
+        (dict(rmin=0.0, rmax=0.004, rstep=0.01), None),  # a single point is fine
+        (dict(rmin=0.001, rmax=0.004, rstep=0.01), "no point"),
+        (dict(rmax=1e6, rstep=1e-4), "points"),
+    ],
+)
 def test_parameter_validation(kw, message):
     if message is None:
         assert len(PDFParameters(**kw).r_grid()) == 1

@@ -12,14 +12,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from _helpers import read_xyz
 from diffpy.srfit.fitbase import FitRecipe, FitResults, ProfileGenerator
 from diffpy.structure import Atom, Lattice, Structure
 
 from diffpy_deepstruc import debye, refine
 from diffpy_deepstruc.errors import ParameterError, PDFDataError, StructureError
 
-_SHARED = Path(os.environ.get("DEEPSTRUC_SHARED",
-                              Path(__file__).resolve().parents[2] / "shared"))
+_SHARED = Path(
+    os.environ.get("DEEPSTRUC_SHARED", Path(__file__).resolve().parents[2] / "shared")
+)
 _INDEX = _SHARED / "reference" / "srreal" / "index.json"
 
 
@@ -37,13 +39,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-def read_xyz(path: Path) -> tuple[np.ndarray, list[str]]:
-    lines = path.read_text().splitlines()
-    n = int(lines[0].split()[0])
-    rows = [line.split() for line in lines[2:2 + n]]
-    return np.array([[float(v) for v in f[1:4]] for f in rows]), [f[0] for f in rows]
 
 
 def cluster_structure(xyz, els, uiso=0.005) -> Structure:
@@ -73,15 +68,31 @@ def test_reproduces_srfit_reference_fit(model, srreal_dir, srreal_index):
     p = debye.PDFParameters.from_dict(pset)
     xyz, els = read_xyz(srreal_dir / model)
     truth = fit["truth"]
-    r, g = debye.pdf_from_arrays(xyz * truth["zoomscale"], els, truth["Uiso"],
-                                 p.replace(delta2=truth["delta2"]), backend="torch")
+    r, g = debye.pdf_from_arrays(
+        xyz * truth["zoomscale"],
+        els,
+        truth["Uiso"],
+        p.replace(delta2=truth["delta2"]),
+        backend="torch",
+    )
     assert uiso == truth["Uiso"]
     start = fit["start"]
     recipe = refine.make_recipe(
-        cluster_structure(xyz, els), r, g, qmin=p.qmin, qmax=p.qmax, qdamp=p.qdamp,
-        qbroad=p.qbroad, rmin=1.5, rmax=25.0, scale=start["scale"],
-        zoomscale=start["zoomscale"], uiso=start["uiso"], delta2=start["delta2"],
-        backend="torch")
+        cluster_structure(xyz, els),
+        r,
+        g,
+        qmin=p.qmin,
+        qmax=p.qmax,
+        qdamp=p.qdamp,
+        qbroad=p.qbroad,
+        rmin=1.5,
+        rmax=25.0,
+        scale=start["scale"],
+        zoomscale=start["zoomscale"],
+        uiso=start["uiso"],
+        delta2=start["delta2"],
+        backend="torch",
+    )
     res = refine.refine_recipe(recipe)
     assert res.success
     assert res.values["zoomscale"] == pytest.approx(1.02, abs=1e-4)
@@ -104,7 +115,8 @@ def test_generator_matches_engine_and_srfit_api():
     assert isinstance(gen, ProfileGenerator)
     # srreal's DebyePDFCalculator defaults
     assert {n: gen.get(n).value for n in gen._parnames} == dict(
-        delta1=0.0, delta2=0.0, qbroad=0.0, scale=1.0, qdamp=0.0)
+        delta1=0.0, delta2=0.0, qbroad=0.0, scale=1.0, qdamp=0.0
+    )
     assert gen.getQmin() == 0.0 and gen.getQmax() == 25.0
     gen.setStructure(cluster_structure(xyz, ["Pd"] * len(xyz)), name="phase")
     gen.setQmin(0.8)
@@ -116,8 +128,16 @@ def test_generator_matches_engine_and_srfit_api():
     r = np.arange(1.0, 12.0, 0.02)
     y = gen(r)
     # srfit's grid: rmin = r[0], rstep = span / (n-1), rmax = r[-1] + rstep/2
-    p = debye.PDFParameters(rmin=1.0, rmax=r[-1] + 0.01, rstep=(r[-1] - 1.0) / (len(r) - 1),
-                            qmin=0.8, qmax=22.0, qdamp=0.03, delta2=1.5, scale=0.7)
+    p = debye.PDFParameters(
+        rmin=1.0,
+        rmax=r[-1] + 0.01,
+        rstep=(r[-1] - 1.0) / (len(r) - 1),
+        qmin=0.8,
+        qmax=22.0,
+        qdamp=0.03,
+        delta2=1.5,
+        scale=0.7,
+    )
     r0, g0 = debye.pdf_from_arrays(xyz, "Pd", 0.005, p, backend="torch")
     np.testing.assert_allclose(y, np.interp(r, r0, g0), rtol=0, atol=1e-12)
     # structure parameters are srfit's DiffpyStructureParSet: Uiso, x, lattice...
@@ -132,8 +152,9 @@ def test_generator_matches_engine_and_srfit_api():
         gen.setScatteringType("N")
     assert gen.getScatteringType() == "X"
     with pytest.raises(ParameterError, match="isolated clusters"):
-        refine.DebyeProfileGenerator().setStructure(cluster_structure(xyz, ["Pd"] * 19),
-                                                    periodic=True)
+        refine.DebyeProfileGenerator().setStructure(
+            cluster_structure(xyz, ["Pd"] * 19), periodic=True
+        )
     with pytest.raises(StructureError, match="Structure"):
         refine.DebyeProfileGenerator().setStructure("not a structure")
 
@@ -154,8 +175,9 @@ def test_generator_keeps_extended_range_like_srreal():
 def test_make_generator_backends(monkeypatch):
     monkeypatch.setattr(debye, "srreal_available", lambda: False)
     assert isinstance(refine.make_generator("G"), refine.DebyeProfileGenerator)
-    assert isinstance(refine.make_generator("G", backend="torch"),
-                      refine.DebyeProfileGenerator)
+    assert isinstance(
+        refine.make_generator("G", backend="torch"), refine.DebyeProfileGenerator
+    )
     with pytest.raises(ParameterError, match="diffpy.srreal"):
         refine.make_generator("G", backend="srreal")
     with pytest.raises(ParameterError, match="backend"):
@@ -180,8 +202,9 @@ def test_make_generator_prefers_srfit_generator_with_srreal(monkeypatch):
     gen = refine.make_generator("G")
     assert type(gen) is DebyePDFGenerator
     assert isinstance(gen._calc, FakeCalculator)
-    assert isinstance(refine.make_generator("G", backend="torch"),
-                      refine.DebyeProfileGenerator)
+    assert isinstance(
+        refine.make_generator("G", backend="torch"), refine.DebyeProfileGenerator
+    )
 
 
 # the recipe ----------------------------------------------------------------------------
@@ -196,8 +219,9 @@ def test_make_recipe_variables_and_input_left_alone():
     xyz = small_cluster()
     stru = cluster_structure(xyz, ["Pt"] * len(xyz), uiso=0.004)
     r, g = _data(xyz)
-    recipe = refine.make_recipe(stru, r, g, qmin=0.8, qmax=22.0, qdamp=0.03,
-                                backend="torch")
+    recipe = refine.make_recipe(
+        stru, r, g, qmin=0.8, qmax=22.0, qdamp=0.03, backend="torch"
+    )
     assert isinstance(recipe, FitRecipe)
     assert list(recipe.getNames()) == list(refine.DEFAULT_REFINED)
     recipe.free("all")
@@ -226,14 +250,24 @@ def test_make_recipe_from_pdfdata_like_object():
 def test_fit_structure_recovers_expansion():
     xyz = small_cluster()
     r, g = _data(xyz, zoom=1.015, delta2=1.0)
-    out = refine.fit_structure(cluster_structure(xyz, ["Pt"] * 19), r, g, qmin=0.8,
-                               qmax=22.0, qdamp=0.03, rmin=1.5, uiso=0.008, delta2=1.5,
-                               backend="torch")
+    out = refine.fit_structure(
+        cluster_structure(xyz, ["Pt"] * 19),
+        r,
+        g,
+        qmin=0.8,
+        qmax=22.0,
+        qdamp=0.03,
+        rmin=1.5,
+        uiso=0.008,
+        delta2=1.5,
+        backend="torch",
+    )
     assert out.parameters["zoomscale"] == pytest.approx(1.015, abs=2e-4)
     assert out.rw < 0.02
     assert out.structure.lattice.abcABG() == (1, 1, 1, 90, 90, 90)
-    np.testing.assert_allclose(out.structure.xyz_cartn, xyz * out.parameters["zoomscale"],
-                               atol=1e-10)
+    np.testing.assert_allclose(
+        out.structure.xyz_cartn, xyz * out.parameters["zoomscale"], atol=1e-10
+    )
     assert out.structure[0].Uisoequiv == pytest.approx(out.parameters["Uiso"])
     assert out.r[0] >= 1.5 and len(out.g_calc) == len(out.r)
 
@@ -247,8 +281,9 @@ def test_make_recipe_errors():
     with pytest.raises(ParameterError, match="fit range"):
         refine.make_recipe(stru, r, g, qmax=22, rmin=20, rmax=30, backend="torch")
     with pytest.raises(ParameterError, match="unknown variables"):
-        refine.make_recipe(stru, r, g, qmax=22, refine=("scale", "spdiameter"),
-                           backend="torch")
+        refine.make_recipe(
+            stru, r, g, qmax=22, refine=("scale", "spdiameter"), backend="torch"
+        )
     with pytest.raises(ParameterError, match="qmax"):
         refine.make_recipe(stru, r, g, qmin=25, qmax=22, backend="torch")
     with pytest.raises(PDFDataError, match="increasing"):
@@ -260,5 +295,6 @@ def test_make_recipe_errors():
     with pytest.raises(StructureError, match="Structure"):
         refine.make_recipe(xyz, r, g, qmax=22, backend="torch")
     with pytest.raises(StructureError, match="two atoms"):
-        refine.make_recipe(cluster_structure(xyz[:1], ["Pt"]), r, g, qmax=22,
-                           backend="torch")
+        refine.make_recipe(
+            cluster_structure(xyz[:1], ["Pt"]), r, g, qmax=22, backend="torch"
+        )

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from ase.cluster import (
-    BodyCenteredCubic,
-    Decahedron,
-    FaceCenteredCubic,
-    HexagonalClosedPacked,
-    Icosahedron,
-    Octahedron,
-    SimpleCubic,
-)
+from _helpers import cluster_xyz
 
 from diffpy_deepstruc.errors import ParameterError, StructureError
 from diffpy_deepstruc.representation import (
@@ -24,50 +16,6 @@ from diffpy_deepstruc.representation import (
     satellite_positions,
     to_angstrom,
 )
-
-# --------------------------------------------------------------------------- clusters
-_CUBIC = [(1, 0, 0), (1, 1, 0), (1, 1, 1)]
-_HEX = [(2, -1, -1, 0), (0, 1, -1, 0), (0, 0, 0, 1)]
-
-
-def stacked_particle(sequence: str = "ABCABAB", nn: float = 2.77, n_atoms: int = 200):
-    """Close-packed layers stacked in ``sequence`` (a stacking fault), cut by a sphere.
-
-    The ``n_atoms`` sites nearest to the centre of the stack are kept.
-    """
-    shift = {"A": 0.0, "B": 1.0, "C": 2.0}
-    h = nn * np.sqrt(2.0 / 3.0)
-    m = 8
-    i, j = np.meshgrid(np.arange(-m, m + 1), np.arange(-m, m + 1), indexing="ij")
-    base = np.column_stack([(i + 0.5 * j).ravel(), (np.sqrt(3) / 2 * j).ravel()]) * nn
-    layers = []
-    for k, letter in enumerate(sequence):
-        off = shift[letter] * np.array([nn / 2, nn / (2 * np.sqrt(3))])
-        z = (k - (len(sequence) - 1) / 2) * h
-        layers.append(np.column_stack([base + off, np.full(len(base), z)]))
-    xyz = np.vstack(layers)
-    xyz -= xyz.mean(axis=0)
-    keep = np.argsort(np.linalg.norm(xyz, axis=1), kind="stable")[:n_atoms]
-    return xyz[np.sort(keep)]
-
-
-def cluster_xyz() -> dict[str, np.ndarray]:
-    """The seven ASE shapes (125 to 192 atoms) plus a 200-atom stacking-faulted particle."""
-    return {
-        "fcc": FaceCenteredCubic("Cu", _CUBIC, [4, 5, 4], latticeconstant=3.61).positions,
-        "bcc": BodyCenteredCubic(
-            "Fe", [(1, 0, 0), (1, 1, 0)], [4, 4], latticeconstant=2.87
-        ).positions,
-        "sc": SimpleCubic("Po", [(1, 0, 0)], [2], latticeconstant=3.35).positions,
-        "hcp": HexagonalClosedPacked(
-            "Co", _HEX, [5, 5, 3], latticeconstant=(2.507, 4.07)
-        ).positions,
-        "icosahedron": Icosahedron("Cu", 4, latticeconstant=3.61).positions,
-        "decahedron": Decahedron("Au", 3, 3, 1, latticeconstant=4.08).positions,
-        "octahedron": Octahedron("Pt", 6, 0, latticeconstant=3.92).positions,
-        "stacking": stacked_particle(),
-    }
-
 
 CLUSTERS = cluster_xyz()
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from bench_reference_solve import read_xyz, solve_case  # noqa: E402
+from _helpers import read_xyz  # noqa: E402
+from bench_reference_solve import solve_case  # noqa: E402
 
 CASES = [
     "Au55_icosahedron.xyz",
