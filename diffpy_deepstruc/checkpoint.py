@@ -45,6 +45,7 @@ __all__ = [
     "load_checkpoint",
     "read_config",
     "sha256_file",
+    "export_checkpoint",
 ]
 
 FORMAT = "diffpy-deepstruc-model"
@@ -77,6 +78,7 @@ def save_checkpoint(
     config: dict[str, Any],
     directory: str | os.PathLike,
     overwrite: bool = False,
+    half: bool = False,
 ) -> Path:
     """Write ``model`` and its config into ``directory``.
 
@@ -93,6 +95,9 @@ def save_checkpoint(
         Created if needed.
     overwrite : bool
         Replace an existing checkpoint.
+    half : bool
+        Store weight matrices (tensors of 2 or more dimensions) as float16, half the
+        size (the shipped model); they are cast back to float32 on loading.
 
     Returns
     -------
@@ -117,6 +122,9 @@ def save_checkpoint(
     if "preprocess" not in cfg or "representation" not in cfg:
         raise CheckpointError("checkpoint config needs 'preprocess' and 'representation'")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
+                 for k, v in state.items()}
     data = st_save(state, metadata={"format": FORMAT})
     cfg.update(
         format=FORMAT,
@@ -127,6 +135,7 @@ def save_checkpoint(
             "file": WEIGHTS_NAME,
             "sha256": hashlib.sha256(data).hexdigest(),
             "bytes": len(data),
+            "storage": "float16-matrices" if half else "float32",
             "tensors": _tensor_table(state),
         },
     )
@@ -230,7 +239,14 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
             f"{sats.shape}) does not match the model ({mcfg.n_max}, {mcfg.n_satellites})"
         )
     model = build_model(mcfg)
-    expected = _tensor_table(model.state_dict())
+    storage = w.get("storage", "float32")
+    if storage not in ("float32", "float16-matrices"):
+        raise CheckpointError(f"{d}: unknown weight storage {storage!r}")
+    ref = model.state_dict()
+    if storage == "float16-matrices":
+        ref = {k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
+               for k, v in ref.items()}
+    expected = _tensor_table(ref)
     got = _tensor_table(state)
     if w.get("tensors") != got:
         raise CheckpointError(f"{d}: the tensor table in {CONFIG_NAME} does not match "
@@ -248,7 +264,8 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
     for k, v in state.items():
         if not torch.isfinite(v).all():
             raise CheckpointError(f"{d}: tensor {k!r} contains NaN or infinite values")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                           for k, v in state.items()}, strict=True)
     model.to(device).eval()
     model.meta = cfg
     model.preprocess = pre
@@ -260,3 +277,15 @@ def check_overwrite(directory: str | os.PathLike, force: bool) -> None:
     d = Path(directory)
     if not force and ((d / CONFIG_NAME).exists() or (d / WEIGHTS_NAME).exists()):
         raise OutputExistsError(f"{d}: a model exists there; use --force to replace it")
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
+                      overwrite: bool = False) -> Path:
+    """Copy a validated checkpoint to ``dst`` (by default with float16 weight matrices,
+    as the model shipped in ``diffpy_deepstruc/pretrained``); the config is kept and the
+    weights digest recomputed."""
+    model = load_checkpoint(src)
+    conf = {k: v for k, v in model.meta.items()
+            if k not in ("format", "format_version", "package_version", "model", "weights")}
+    conf["exported_from"] = {"weights_sha256": model.meta["weights"]["sha256"]}
+    return save_checkpoint(model, conf, dst, overwrite=overwrite, half=half)

@@ -144,3 +144,20 @@ def test_other_weights_with_matching_digest_refused(tmp_path):
     with pytest.raises(CheckpointError):
         load_checkpoint(d)
     assert np.isfinite(1.0)
+
+
+def test_half_storage(tmp_path):
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(**MCFG)).eval()
+    full = save_checkpoint(m, _conf(), tmp_path / "full")
+    half = save_checkpoint(m, _conf(), tmp_path / "half", half=True)
+    assert (half / "model.safetensors").stat().st_size < 0.7 * (full / "model.safetensors").stat().st_size
+    m2 = load_checkpoint(half)
+    for (k, a), b in zip(m.state_dict().items(), m2.state_dict().values(), strict=True):
+        assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-2, atol=1e-3), k
+    # the float16 table cannot be passed off as float32 weights
+    cfg = json.loads((half / "config.json").read_text())
+    cfg["weights"]["storage"] = "float32"
+    (half / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(half)
