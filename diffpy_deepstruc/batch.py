@@ -192,7 +192,7 @@ def _same_run(summary: dict[str, Any], opts: dict[str, Any]) -> str | None:
         if summary.get("element") != normalize_element(el):
             why.append(f"element {summary.get('element')} != {el}")
     st = summary.get("settings") or {}
-    for k in ("qmin", "qmax", "qdamp", "qbroad", "rmin", "rmax"):
+    for k in ("qmin", "qmax", "qdamp", "qbroad", "rmin", "rmax", "rstep"):
         v = opts.get(k)
         if v is not None and st.get(k) is not None and abs(float(st[k]) - float(v)) > 1e-12:
             why.append(f"{k} {st[k]} != {v}")

@@ -35,8 +35,9 @@ def test_settings_from_header_then_arguments():
         "qbroad": "default",
         "rmin": "default",
         "rmax": "default",
+        "rstep": "default",
     }
-    assert (s.rmin, s.rmax) == (1.5, 30.0)
+    assert (s.rmin, s.rmax, s.rstep) == (1.5, 30.0, 0.05)  # 0.01 A data: resampled
     s = resolve_settings(pdf, qmax=20.0, rmax=25.0)
     assert s.qmax == 20.0 and s.sources["qmax"] == "argument" and s.rmax == 25.0
 
@@ -137,3 +138,17 @@ def test_refinement_stays_physical_when_the_data_want_a_negative_uiso(srreal_dir
     )
     assert fit.parameters["Uiso"] >= 0.0
     assert all(a.Uisoequiv >= 0 for a in fit.structure)
+
+
+def test_fit_grid_step():
+    pdf = _pdf({"qmax": 25.0})
+    assert resolve_settings(pdf, rstep=0.1).rstep == 0.1
+    with pytest.raises(ParameterError, match="finer than the data"):
+        resolve_settings(pdf, rstep=0.001)
+    coarse = PDFData(
+        r=np.arange(0.0, 30.0, 0.1),
+        g=np.sin(np.arange(0.0, 30.0, 0.1)),
+        metadata={"qmax": 25.0},
+    )
+    s = resolve_settings(coarse)
+    assert s.rstep is None and s.sources["rstep"] == "data"

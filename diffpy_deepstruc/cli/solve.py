@@ -51,6 +51,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--rmax", type=non_negative_float, help="fit range end, A (min(30, data))"
     )
     p.add_argument(
+        "--rstep",
+        type=non_negative_float,
+        help="fit-grid spacing, A (0.05; finer data are resampled by srfit)",
+    )
+    p.add_argument(
         "--qmin", type=non_negative_float, help="Qmin, 1/A (default: header, else 0)"
     )
     p.add_argument("--qmax", type=non_negative_float, help="Qmax, 1/A (default: header)")
@@ -125,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             qbroad=args.qbroad,
             rmin=args.rmin,
             rmax=args.rmax,
+            rstep=args.rstep,
             workers=min(args.workers, args.n),
             outdir=outdir,
             resume=args.resume,
@@ -199,6 +205,7 @@ def _run_series(args: argparse.Namespace) -> int:
         "qbroad": args.qbroad,
         "rmin": args.rmin,
         "rmax": args.rmax,
+        "rstep": args.rstep,
         "model": str(Path(args.model).resolve()) if args.model else None,
         "force": args.force,
     }
