@@ -721,7 +721,10 @@ def _run_dask(jobs, submit_args, scheduler):
     from dask.distributed import Client, as_completed
 
     own = not isinstance(scheduler, Client)
-    client = Client(scheduler, set_as_default=False) if own else scheduler
+    try:
+        client = Client(scheduler, set_as_default=False, timeout=10) if own else scheduler
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise CatalogError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
     futures = []
     try:
         futures = [

@@ -46,8 +46,13 @@ from ase.cluster.hexagonal import HexagonalClosedPackedFactory
 from ase.spacegroup import Spacegroup
 from scipy.spatial.distance import pdist
 
-from .elements import D_BLOCK_METALS, nearest_neighbour_distance, normalize_element
-from .errors import ParameterError
+from .elements import (
+    D_BLOCK_METALS,
+    is_metal,
+    nearest_neighbour_distance,
+    normalize_element,
+)
+from .errors import ElementError, ParameterError
 
 __all__ = [
     "STRUCTURE_TYPES",
@@ -767,7 +772,8 @@ def check_elements(elements: Iterable[str] | str | None) -> tuple[str, ...]:
     """Normalised element symbols, duplicates dropped, order kept.
 
     ``None`` gives :data:`diffpy_deepstruc.elements.D_BLOCK_METALS`; an unknown symbol
-    raises :class:`~diffpy_deepstruc.errors.ElementError`.
+    or a non-metal (the builders make monometallic metal particles) raises
+    :class:`~diffpy_deepstruc.errors.ElementError`.
     """
     if elements is None:
         return tuple(D_BLOCK_METALS)
@@ -776,6 +782,8 @@ def check_elements(elements: Iterable[str] | str | None) -> tuple[str, ...]:
     syms: list[str] = []
     for e in elements:
         s = normalize_element(e)
+        if not is_metal(s):
+            raise ElementError(f"{s} is not a metal; the catalog holds metal nanoparticles")
         if s not in syms:
             syms.append(s)
     if not syms:
