@@ -736,7 +736,8 @@ def train(
     preprocess : PreprocessConfig
     n_satellites : int
     resume : bool
-        Continue from ``directory/last`` (same catalog and configuration).
+        Continue from ``directory/last`` (same catalog and configuration; ``epochs``,
+        ``patience`` and ``time_limit`` may be raised to extend a finished run).
     force : bool
         Replace an existing model in ``directory``.
     progress : bool
@@ -928,7 +929,9 @@ def train(
 def _resume_key(d: dict[str, Any] | None) -> dict[str, Any] | None:
     if d is None:
         return None
-    return {k: v for k, v in d.items() if k not in ("time_limit", "device", "threads")}
+    # the epoch budget may grow on resume (extending a finished run); the rest must match
+    return {k: v for k, v in d.items()
+            if k not in ("time_limit", "device", "threads", "epochs", "patience")}
 
 
 def _finalize_and_save(model, base_config, out_dir, batcher, train_rows, epoch, best, cfg):
