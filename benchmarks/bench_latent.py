@@ -234,20 +234,29 @@ def make_figures(out: Path, models, tables, args) -> None:
                             overwrite=True)
         _shrink_png(p)
         print(f"wrote {p} ({p.stat().st_size // 1024} KB)")
-    # one interpolation strip per model: fcc -> icosahedron of one metal, test split
+    # one interpolation strip per model: fcc -> icosahedron of one metal (test split
+    # when it holds both, else any split), mid-sized
     t = tables["cvae"]
     types = t.type.astype(str)
-    test = t.split == "test"
 
-    def pick(ty, el):
-        c = np.flatnonzero(test & (types == ty) & (t.element == el))
-        c = c[np.argsort(t.n_atoms[c])]
+    def pick(ty, el, sel):
+        c = np.flatnonzero(sel & (types == ty) & (t.element == el))
+        c = c[np.argsort(t.n_atoms[c], kind="stable")]
         return int(c[len(c) // 2]) if len(c) else None
 
-    el = "Pt" if np.any(t.element == "Pt") else str(t.element[0])
-    i, j = pick("fcc", el), pick("icosahedron", el)
+    i = j = None
+    metals = ["Pt"] + sorted(set(map(str, t.element)) - {"Pt"})
+    for sel in (t.split == "test", np.ones(len(t), bool)):
+        for el in metals:
+            i, j = pick("fcc", el, sel), pick("icosahedron", el, sel)
+            if i is not None and j is not None:
+                break
+        if i is not None and j is not None:
+            break
     if i is None or j is None:
         return
+    print(f"interpolation strip: rows {t.index[i]} -> {t.index[j]} ({el}, splits "
+          f"{t.split[i]}, {t.split[j]})")
     with h5py.File(args.catalog, "r") as h5:
         r = h5["r"][()]
         a, b = h5["pdfs/g"][int(t.pdf[i])].astype(float), h5["pdfs/g"][int(t.pdf[j])].astype(float)
