@@ -67,6 +67,30 @@ def map_numbers(table: latent.LatentMap) -> dict:
     return out
 
 
+def reference_knn(model, catalog, table: latent.LatentMap) -> dict:
+    """kNN type accuracy on the model's PDF condition vector ``c`` and on the
+    preprocessed PDF itself, same split and PDFs: where the type information is."""
+    import h5py
+
+    from diffpy_deepstruc.latent import _input, _read_rows
+
+    t = table.catalog_rows()
+    with h5py.File(catalog, "r") as h5:
+        r = h5["r"][()]
+        g = _read_rows(h5["pdfs/g"], t.pdf.astype(np.int64))
+    x = np.stack([_input(model, (r, gi)) for gi in g])
+    with torch.no_grad():
+        c = torch.cat([model.model.condition(torch.from_numpy(x[a:a + 1024]))
+                       for a in range(0, len(x), 1024)]).numpy()
+    out = {}
+    for name, feat in (("condition", c), ("pdf_input", x)):
+        u = latent.LatentMap(**{**t.__dict__, "z": feat, "zq": None})
+        out[name] = {"knn5": latent.knn_type_accuracy(u, k=5)["accuracy"],
+                     "knn5_unseen_shapes": latent.knn_type_accuracy(
+                         u, k=5, unseen_shapes=True)["accuracy"]}
+    return out
+
+
 def pick_pairs(table: latent.LatentMap, n: int, seed: int, split: str = "test"):
     rng = np.random.default_rng(seed)
     types = table.type.astype(str)
@@ -169,6 +193,13 @@ def main() -> None:
             if "rho" in s:
                 print(f"| {k} Spearman(position fcc->hcp, hcp fraction) | {s['rho']:.3f} | "
                       f"{s['n']} |")
+        ref = reference_knn(models[kind], args.catalog, table)
+        nums["reference"] = ref
+        print(f"\nreference, kNN k=5 on what the latent is computed from: condition c "
+              f"{ref['condition']['knn5']:.3f} (unseen shapes "
+              f"{ref['condition']['knn5_unseen_shapes']:.3f}), preprocessed PDF "
+              f"{ref['pdf_input']['knn5']:.3f} (unseen shapes "
+              f"{ref['pdf_input']['knn5_unseen_shapes']:.3f})")
         print("\nper type (kNN k=5): " + ", ".join(
             f"{t} {v['accuracy']:.2f} ({v['count']})" for t, v in nums["knn5"]["per_type"].items()))
 
