@@ -250,6 +250,9 @@ class RefinedCandidate:
         Fit range and the refined model's G(r) on it.
     merged : list of int
         Indices of near-duplicate candidates folded into this one.
+    source : str
+        ``"model"`` for a network sample, ``"library: <type> <n> <builder>"`` for a
+        shape-library candidate (see :mod:`diffpy_deepstruc.library`).
     """
 
     index: int
@@ -262,6 +265,7 @@ class RefinedCandidate:
     r: np.ndarray
     g_calc: np.ndarray
     merged: list[int] = field(default_factory=list)
+    source: str = "model"
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict (structure as element + xyz lists)."""
@@ -276,6 +280,7 @@ class RefinedCandidate:
             "latent": list(map(float, self.latent)),
             "residual": self.residual,
             "merged": self.merged,
+            "source": self.source,
             "elements": list(elements),
             "xyz": np.asarray(xyz).tolist(),
             "uiso": np.asarray(uiso).tolist(),
@@ -300,6 +305,7 @@ class RefinedCandidate:
             r=np.asarray(d["r"], dtype=float),
             g_calc=np.asarray(d["g_calc"], dtype=float),
             merged=[int(i) for i in d.get("merged", [])],
+            source=str(d.get("source", "model")),
         )
 
 
@@ -327,6 +333,7 @@ def _refine_job(payload: dict[str, Any]) -> dict[str, Any]:
         latent=payload["latent"],
         residual=payload["residual"],
     )
+    cand.source = payload.get("source", "model")
     return cand.to_json()
 
 
@@ -386,6 +393,80 @@ def refine_candidate(
         r=np.asarray(fit.r),
         g_calc=np.asarray(fit.g_calc),
     )
+
+
+def library_candidates(
+    library: Any,
+    candidates: Sequence[Any],
+    pdf: PDFData,
+    settings: FitSettings,
+    element: str,
+    *,
+    k: int = 5,
+    size_tolerance: float = 0.15,
+) -> list[tuple[Any, str]]:
+    """Library shapes of the sampled sizes that best match the data.
+
+    The shapes whose atom count lies within ``size_tolerance`` of any sampled
+    candidate's are scaled so that their first-neighbour shell sits at the data's first
+    peak (else at the samples' median nearest-neighbour distance), their Debye PDFs are
+    computed at the data's instrument settings, and the ``k`` with the highest Pearson correlation with the
+    data over the fit range are returned.
+
+    Parameters
+    ----------
+    library : ShapeLibrary
+        The shapes (:mod:`diffpy_deepstruc.library`).
+    candidates : sequence of generator.Candidate
+        The network's samples (their atom counts set the size window).
+    pdf : PDFData
+        The data.
+    settings : FitSettings
+        Instrument settings and fit range.
+    element : str
+        The metal.
+    k : int
+        Number of shapes.
+    size_tolerance : float
+        Relative atom-count window around the sampled sizes.
+
+    Returns
+    -------
+    list of (Structure, label)
+    """
+    from .debye import PDFParameters
+    from .generator import nn_peak_position
+    from .structures import arrays_to_structure
+
+    idx = library.within_sizes([c.n_atoms for c in candidates], size_tolerance)
+    if idx.size == 0:
+        return []
+    peak = nn_peak_position(pdf.r, pdf.g)
+    if peak is None:
+        peak = float(
+            np.median([nearest_neighbour_distance(c.structure) for c in candidates])
+        )
+    sel = (pdf.r >= settings.rmin) & (pdf.r <= settings.rmax)
+    params = PDFParameters(
+        rmin=settings.rmin,
+        rmax=settings.rmax + 0.05,
+        rstep=0.05,
+        qmin=settings.qmin,
+        qmax=settings.qmax,
+        qdamp=settings.qdamp,
+        qbroad=settings.qbroad,
+        delta2=2.0,
+    )
+    best = library.screen(idx, pdf.r[sel], pdf.g[sel], params, peak, k=k)
+    return [
+        (
+            arrays_to_structure(
+                library.shape(i, nn), element, 0.005, title=library.label(i)
+            ),
+            library.label(i),
+        )
+        for i, _, nn in best
+    ]
 
 
 def _sorted_distances(structure: Any) -> np.ndarray:
@@ -528,6 +609,8 @@ def solve(
     resume: bool = False,
     progress: bool = False,
     merge_tol: float = 0.05,
+    library: Any = "shipped",
+    library_k: int = 5,
 ) -> SolveResult:
     """Sample ``n`` candidates for a PDF, refine each with srfit and rank them by Rw.
 
@@ -555,6 +638,12 @@ def solve(
         Show a progress bar.
     merge_tol : float
         Near-duplicate tolerance, see :func:`merge_near_duplicates`.
+    library : ShapeLibrary, "shipped" or None
+        Shape library whose best ``library_k`` shapes of the sampled sizes (screened by
+        PDF correlation, see :func:`library_candidates`) are refined beside the samples;
+        ``"shipped"``: the one beside the pretrained model (if any); None: samples only.
+    library_k : int
+        Number of library candidates.
 
     Returns
     -------
@@ -589,12 +678,22 @@ def solve(
     )
     ds = model if model is not None else DeepStruc.pretrained()
     model_id = str((ds.meta.get("weights") or {}).get("sha256", ds.kind))
-    run_key = _run_key(pdf, sym, settings, int(n), int(seed), model_id)
+    lib_id = "none" if library is None or library_k <= 0 else f"{library!s:.40}/{library_k}"
+    run_key = _run_key(pdf, sym, settings, int(n), int(seed), f"{model_id}/{lib_id}")
     pdir = _partial_dir(outdir)
     done = _load_partial(pdir, run_key) if resume else {}
 
     cands = ds.generate(pdf, n=int(n), element=sym, seed=int(seed))
     t_sample = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    if isinstance(library, str) and library == "shipped":
+        from .library import pretrained_library
+
+        library = pretrained_library()
+    extra = []
+    if library is not None and library_k > 0:
+        extra = library_candidates(library, cands, pdf, settings, sym, k=int(library_k))
+    t_library = time.perf_counter() - t1
 
     jobs = []
     for c in cands:
@@ -613,6 +712,27 @@ def solve(
                 "index": c.index,
                 "latent": c.latent.tolist(),
                 "residual": c.residual,
+                "source": "model",
+            }
+        )
+    for j, (structure, label) in enumerate(extra):
+        index = int(n) + j
+        if index in done:
+            continue
+        xyz, elements, uiso = structure_arrays(structure)
+        jobs.append(
+            {
+                "xyz": xyz.tolist(),
+                "elements": list(elements),
+                "uiso": uiso.tolist(),
+                "settings": settings.to_dict(),
+                "r": pdf.r.tolist(),
+                "g": pdf.g.tolist(),
+                "dg": None if pdf.dg is None else pdf.dg.tolist(),
+                "index": index,
+                "latent": [float("nan")] * len(cands[0].latent),
+                "residual": float("nan"),
+                "source": f"library: {label}",
             }
         )
 
@@ -629,7 +749,7 @@ def solve(
 
     t1 = time.perf_counter()
     bar = tqdm(
-        total=len(cands),
+        total=len(cands) + len(extra),
         initial=len(done),
         desc="refining",
         unit="cand",
@@ -652,6 +772,7 @@ def solve(
     ranked = merge_near_duplicates(refined, tol=merge_tol)
     timings = {
         "sampling": t_sample,
+        "library": t_library,
         "refinement": t_refine,
         "total": time.perf_counter() - t0,
     }
@@ -679,6 +800,7 @@ RANKING_COLUMNS: tuple[str, ...] = (
     "z1",
     "z2",
     "sample",
+    "source",
     "merged",
     "xyz",
     "stru",
@@ -816,6 +938,7 @@ def write_solution(
                 "z1": z[0],
                 "z2": z[1],
                 "sample": c.index,
+                "source": c.source,
                 "merged": " ".join(str(i) for i in sorted(c.merged)),
                 "xyz": f"{stem}.xyz",
                 "stru": f"{stem}.stru",

@@ -29,6 +29,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "evaluate",
     "solve",
     "latent",
+    "library",
 )
 
 

@@ -81,6 +81,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=word,
         help="series: run on an existing Dask scheduler (tcp://host:8786)",
     )
+    p.add_argument(
+        "--library-k",
+        type=int,
+        default=5,
+        metavar="K",
+        help="also refine the K shape-library structures of the sampled sizes that best "
+        "match the data (5; 0: only the model's samples)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing result")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -131,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             rmin=args.rmin,
             rmax=args.rmax,
             rstep=args.rstep,
+            library_k=max(0, args.library_k),
             workers=min(args.workers, args.n),
             outdir=outdir,
             resume=args.resume,
@@ -206,6 +215,7 @@ def _run_series(args: argparse.Namespace) -> int:
         "rmin": args.rmin,
         "rmax": args.rmax,
         "rstep": args.rstep,
+        "library_k": max(0, args.library_k),
         "model": str(Path(args.model).resolve()) if args.model else None,
         "force": args.force,
     }
