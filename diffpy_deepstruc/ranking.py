@@ -395,6 +395,27 @@ def refine_candidate(
     )
 
 
+def model_library(model: Any) -> Any:
+    """The shape library that comes with ``model`` (its training catalog's shapes).
+
+    Looked for as ``shapes.safetensors`` in the model's checkpoint folder or the folder
+    above it (the shipped CVAE and DAE share ``pretrained/shapes.safetensors``); the
+    folder is found as for the model's latent map
+    (:func:`diffpy_deepstruc.latent.model_map_path`).  None when there is none.
+    """
+    from .latent import model_map_path
+    from .library import load_shape_library
+
+    found = model_map_path(model)
+    if found is None:
+        return None
+    for folder in (found.parent, found.parent.parent):
+        f = folder / "shapes.safetensors"
+        if f.is_file():
+            return load_shape_library(f)
+    return None
+
+
 def library_candidates(
     library: Any,
     candidates: Sequence[Any],
@@ -641,7 +662,8 @@ def solve(
     library : ShapeLibrary, "shipped" or None
         Shape library whose best ``library_k`` shapes of the sampled sizes (screened by
         PDF correlation, see :func:`library_candidates`) are refined beside the samples;
-        ``"shipped"``: the one beside the pretrained model (if any); None: samples only.
+        ``"shipped"``: the one that comes with the model (:func:`model_library`), if
+        any; None: samples only.
     library_k : int
         Number of library candidates.
 
@@ -687,9 +709,7 @@ def solve(
     t_sample = time.perf_counter() - t0
     t1 = time.perf_counter()
     if isinstance(library, str) and library == "shipped":
-        from .library import pretrained_library
-
-        library = pretrained_library()
+        library = model_library(ds)
     extra = []
     if library is not None and library_k > 0:
         extra = library_candidates(library, cands, pdf, settings, sym, k=int(library_k))
