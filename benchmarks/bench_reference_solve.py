@@ -44,7 +44,6 @@ def solve_case(case: dict, ref: Path, n: int, workers: int, model) -> dict:
             qdamp=0.04,
             qbroad=0.0,
             rmin=1.5,
-            rmax=30.0,
             workers=workers,
         )
     except DeepStrucError as exc:

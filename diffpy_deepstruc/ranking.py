@@ -157,6 +157,11 @@ def resolve_settings(
         raise ParameterError(
             f"rmin ({values['rmin']}) must be below rmax ({values['rmax']})"
         )
+    step = float(np.median(np.diff(pdf.r)))
+    if hi < values["rmax"] <= hi + 1.01 * step:
+        values["rmax"] = hi  # "30" on data that end one step short of 30
+    if lo - 1.01 * step <= values["rmin"] < lo:
+        values["rmin"] = lo
     if values["rmin"] < lo - 1e-9 or values["rmax"] > hi + 1e-9:
         raise ParameterError(
             f"fit range {values['rmin']}-{values['rmax']} A lies outside the data "

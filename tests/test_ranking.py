@@ -152,3 +152,10 @@ def test_fit_grid_step():
     )
     s = resolve_settings(coarse)
     assert s.rstep is None and s.sources["rstep"] == "data"
+
+
+def test_fit_range_end_one_step_past_the_data_is_clipped():
+    pdf = _pdf({"qmax": 25.0}, rmax=29.99)
+    assert resolve_settings(pdf, rmax=30.0).rmax == pytest.approx(29.99)
+    with pytest.raises(ParameterError, match="outside the data"):
+        resolve_settings(pdf, rmax=30.5)
