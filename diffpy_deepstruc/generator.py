@@ -166,7 +166,8 @@ class DeepStruc:
         config as ``model.meta``).
     trilateration : dict, optional
         Keyword arguments for :func:`~diffpy_deepstruc.trilateration.trilaterate`
-        (default ``maxiter=300``, pair weight ``w_pair = 3 / n_atoms``).
+        (default ``maxiter=300``, ``w_pair=1``: satellite and aDM terms weighted alike,
+        chosen on the validation split over 0, 3/n, 1 and 3).
     fit_scale : bool
         Refine each candidate's scale by lining up its pair distances with the input
         G(r) (:func:`fit_scale`); otherwise the nearest-neighbour-peak estimate is kept.
@@ -268,7 +269,7 @@ class DeepStruc:
             sat = out["sat_dist"][k].numpy().astype(float)[sel]
             adm = adm_all[k][np.ix_(sel, sel)]
             n = len(sel)
-            kw = {"maxiter": 300, "w_pair": 3.0 / n, **self.trilateration}
+            kw = {"maxiter": 300, "w_pair": 1.0, **self.trilateration}
             tri = trilaterate(sat, adm, self.satellites, **kw)
             xyz = tri.xyz
             scale_net = float(out["scale"][k]) * (r1 if reduced else 1.0)
