@@ -495,6 +495,40 @@ def library_candidates(
     ]
 
 
+def group_near_duplicates(
+    structures: Sequence[Any], tol: float = 0.05
+) -> dict[int, list[int]]:
+    """Group structures that are the same within ``tol`` (see :func:`merge_near_duplicates`).
+
+    Parameters
+    ----------
+    structures : sequence of Structure
+        In priority order (the first of a group represents it).
+    tol : float
+        Mean absolute difference of sorted pair distances (A) below which two
+        structures with the same atom count are one.
+
+    Returns
+    -------
+    dict
+        Representative index -> indices it stands for (without itself).
+    """
+    groups: dict[int, list[int]] = {}
+    profiles: list[tuple[int, np.ndarray]] = []
+    for i, s in enumerate(structures):
+        d = _sorted_distances(s)
+        for j, dj in profiles:
+            if dj.shape == d.shape and (
+                d.size == 0 or float(np.mean(np.abs(d - dj))) < tol
+            ):
+                groups[j].append(i)
+                break
+        else:
+            profiles.append((i, d))
+            groups[i] = []
+    return groups
+
+
 def _sorted_distances(structure: Any) -> np.ndarray:
     from .structures import structure_arrays
 
@@ -720,9 +754,11 @@ def solve(
         extra = library_candidates(library, cands, pdf, settings, sym, k=int(library_k))
     t_library = time.perf_counter() - t1
 
+    # near-identical samples would refine to the same structure: refine one of each
+    absorbed = group_near_duplicates([c.structure for c in cands], tol=merge_tol)
     jobs = []
     for c in cands:
-        if c.index in done:
+        if c.index in done or c.index not in absorbed:
             continue
         xyz, elements, uiso = structure_arrays(c.structure)
         jobs.append(
@@ -774,7 +810,7 @@ def solve(
 
     t1 = time.perf_counter()
     bar = tqdm(
-        total=len(cands) + len(extra),
+        total=len(jobs) + len(done),
         initial=len(done),
         desc="refining",
         unit="cand",
@@ -794,6 +830,8 @@ def solve(
     t_refine = time.perf_counter() - t1
 
     refined = [RefinedCandidate.from_json(d) for d in results]
+    for c in refined:
+        c.merged.extend(absorbed.get(c.index, []))
     ranked = merge_near_duplicates(refined, tol=merge_tol)
     timings = {
         "sampling": t_sample,
