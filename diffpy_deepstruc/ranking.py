@@ -590,7 +590,7 @@ class SolveResult:
     pdf : PDFData
         The data.
     n_sampled : int
-        Number of candidates sampled before merging.
+        Number of candidates sampled by the model.
     timings : dict
         Seconds spent in ``sampling`` (network + trilateration), ``refinement`` and
         ``total``.
@@ -598,6 +598,8 @@ class SolveResult:
         Description of the model used.
     seed : int
         Sampling seed.
+    n_library : int
+        Number of shape-library candidates refined beside the samples.
     """
 
     candidates: list[RefinedCandidate]
@@ -608,6 +610,7 @@ class SolveResult:
     timings: dict[str, float]
     model: str
     seed: int
+    n_library: int = 0
 
     @property
     def best(self) -> RefinedCandidate:
@@ -848,6 +851,7 @@ def solve(
         timings=timings,
         model=f"{ds.kind} {model_id[:12]}",
         seed=int(seed),
+        n_library=len(extra),
     )
 
 
@@ -1036,6 +1040,7 @@ def write_solution(
         "model": result.model,
         "seed": result.seed,
         "n_sampled": result.n_sampled,
+        "n_library": result.n_library,
         "n_ranked": len(result.candidates),
         "settings": result.settings.to_dict(),
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},

@@ -163,16 +163,18 @@ def run(args: argparse.Namespace) -> int:
     if assumed:
         print(f"  assumed (not in header, not given): {', '.join(assumed)}")
     print(
-        f"  {result.n_sampled} sampled, {len(result.candidates)} after merging duplicates; "
+        f"  {result.n_sampled} sampled + {result.n_library} library shapes, "
+        f"{len(result.candidates)} after merging duplicates; "
         f"{result.timings['total']:.1f} s"
     )
-    print(f"  {'rank':>4} {'Rw':>8} {'atoms':>5} {'NN (A)':>7}  file")
+    print(f"  {'rank':>4} {'Rw':>8} {'atoms':>5} {'NN (A)':>7}  file  source")
     from ..ranking import nearest_neighbour_distance
 
     for k, c in enumerate(result.candidates[:10], start=1):
         print(
             f"  {k:>4} {c.rw:8.4f} {c.n_atoms:>5} "
-            f"{nearest_neighbour_distance(c.structure):7.3f}  candidate_{k:02d}.xyz"
+            f"{nearest_neighbour_distance(c.structure):7.3f}  candidate_{k:02d}.xyz  "
+            f"{c.source if c.source == 'model' else c.source.split('{')[0].strip()}"
         )
     print(f"results in {outdir}/ (ranking.csv, summary.json, fit_XX.png, latent.png)")
     return 0
