@@ -72,3 +72,13 @@ def test_shipped_library_loads():
     if lib is None:
         pytest.skip("no shape library shipped in diffpy_deepstruc/pretrained")
     assert len(lib) > 100 and set(lib.types) >= {"fcc", "icosahedron", "decahedron"}
+
+
+def test_shipped_model_finds_its_library():
+    from diffpy_deepstruc.generator import DeepStruc
+    from diffpy_deepstruc.ranking import model_library
+
+    if pretrained_library() is None:
+        pytest.skip("no shape library shipped in diffpy_deepstruc/pretrained")
+    for kind in ("cvae", "dae"):
+        assert model_library(DeepStruc.pretrained(kind)) is not None
