@@ -48,6 +48,11 @@ __all__ = [
 #: Default fit range (A).  Below 1.5 A a metal PDF holds only termination ripples.
 DEFAULT_RMIN: float = 1.5
 DEFAULT_RMAX: float = 30.0
+#: Function evaluations allowed per candidate refinement in :func:`solve`.  A good
+#: starting model converges in fewer than 10; a badly distorted sample can take hundreds
+#: (minutes) to reach a poor Rw, so the budget bounds the solve time.
+MAX_NFEV: int = 20
+
 #: Default spacing of the fit grid (A): finer data are resampled onto it by srfit.  Peaks
 #: of metal PDFs are >= 0.1 A wide (FWHM), Nyquist for Qmax 30 is pi/30 = 0.105 A, so
 #: 0.05 A loses nothing while a 0.01 A grid costs five times the refinement time.
@@ -386,6 +391,7 @@ def refine_candidate(
         rmin=settings.rmin,
         rmax=settings.rmax,
         rstep=settings.rstep,
+        max_nfev=MAX_NFEV,
     )
     return RefinedCandidate(
         index=index,
