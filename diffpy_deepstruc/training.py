@@ -65,7 +65,7 @@ __all__ = [
 
 LOG_COLUMNS = (
     "epoch", "lr", "beta", "train_loss", "train_sat", "train_adm", "train_sort",
-    "train_mask", "train_scale", "train_latent", "val_loss", "val_sat", "val_adm",
+    "train_mask", "train_scale", "train_latent", "train_prior", "val_loss", "val_sat", "val_adm",
     "val_sort", "val_mask", "val_scale", "val_latent", "val_count_exact", "seconds",
 )
 
