@@ -777,46 +777,36 @@ def solve(
 
     # near-identical samples would refine to the same structure: refine one of each
     absorbed = group_near_duplicates([c.structure for c in cands], tol=merge_tol)
-    jobs = []
-    for c in cands:
-        if c.index in done or c.index not in absorbed:
-            continue
-        xyz, elements, uiso = structure_arrays(c.structure)
-        jobs.append(
-            {
-                "xyz": xyz.tolist(),
-                "elements": list(elements),
-                "uiso": uiso.tolist(),
-                "settings": settings.to_dict(),
-                "r": pdf.r.tolist(),
-                "g": pdf.g.tolist(),
-                "dg": None if pdf.dg is None else pdf.dg.tolist(),
-                "index": c.index,
-                "latent": c.latent.tolist(),
-                "residual": c.residual,
-                "source": "model",
-            }
-        )
-    for j, (structure, label) in enumerate(extra):
-        index = int(n) + j
-        if index in done:
-            continue
+
+    def job(
+        structure: Any, index: int, latent: Sequence[float], residual: float, source: str
+    ) -> dict[str, Any]:
         xyz, elements, uiso = structure_arrays(structure)
-        jobs.append(
-            {
-                "xyz": xyz.tolist(),
-                "elements": list(elements),
-                "uiso": uiso.tolist(),
-                "settings": settings.to_dict(),
-                "r": pdf.r.tolist(),
-                "g": pdf.g.tolist(),
-                "dg": None if pdf.dg is None else pdf.dg.tolist(),
-                "index": index,
-                "latent": [float("nan")] * len(cands[0].latent),
-                "residual": float("nan"),
-                "source": f"library: {label}",
-            }
-        )
+        return {
+            "xyz": xyz.tolist(),
+            "elements": list(elements),
+            "uiso": uiso.tolist(),
+            "settings": settings.to_dict(),
+            "r": pdf.r.tolist(),
+            "g": pdf.g.tolist(),
+            "dg": None if pdf.dg is None else pdf.dg.tolist(),
+            "index": index,
+            "latent": [float(v) for v in latent],
+            "residual": float(residual),
+            "source": source,
+        }
+
+    jobs = [
+        job(c.structure, c.index, c.latent, c.residual, "model")
+        for c in cands
+        if c.index not in done and c.index in absorbed
+    ]
+    no_latent = [float("nan")] * len(cands[0].latent)
+    jobs += [
+        job(structure, int(n) + j, no_latent, float("nan"), f"library: {label}")
+        for j, (structure, label) in enumerate(extra)
+        if int(n) + j not in done
+    ]
 
     results: list[dict[str, Any]] = list(done.values())
 
