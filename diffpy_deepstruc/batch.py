@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -199,6 +200,14 @@ def _same_run(summary: dict[str, Any], opts: dict[str, Any]) -> str | None:
     return "; ".join(why) or None
 
 
+def _finite_or_blank(value: Any) -> Any:
+    """The value if it is a finite number, else "" (a table cell)."""
+    try:
+        return value if value is not None and math.isfinite(float(value)) else ""
+    except (TypeError, ValueError):
+        return ""
+
+
 def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any]:
     """Solve one PDF into ``outdir`` and return its series-table row.
 
@@ -264,8 +273,9 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
             best_rw=round(best.rw, 6),
             n_atoms=best.n_atoms,
             nn_distance=round(nearest_neighbour_distance(best.structure), 4),
-            z1=best.latent[0] if best.latent else "",
-            z2=best.latent[1] if len(best.latent) > 1 else "",
+            # a shape-library candidate has no latent point: empty cells, not nan
+            z1=_finite_or_blank(best.latent[0] if best.latent else None),
+            z2=_finite_or_blank(best.latent[1] if len(best.latent) > 1 else None),
             n_ranked=len(res.candidates),
         )
     except DeepStrucError as exc:
