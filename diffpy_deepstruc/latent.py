@@ -706,13 +706,13 @@ def _shipped_dirs() -> list[Path]:
     return out
 
 
-def model_map_path(model: Any) -> Path | None:
-    """The ``latent_map.csv`` that belongs to ``model``, or None.
+def model_folders(model: Any) -> list[Path]:
+    """Folders that hold ``model``'s checkpoint, most specific first.
 
-    Looked for beside the model's checkpoint folder when known (``checkpoint_dir`` /
-    ``directory`` attribute, ``meta["directory"]``), then in the shipped ``pretrained``
-    and ``pretrained/dae`` folders whose weights digest is the model's.  A map whose
-    recorded ``model_sha256`` is another model's is ignored (stale).
+    The model's own folder when known (``checkpoint_dir`` / ``directory`` attribute,
+    ``meta["directory"]``), then the shipped ``pretrained`` and ``pretrained/dae``
+    folders whose weights digest is the model's.  Files that come with a model (its
+    latent map, its shape library) are looked for there.
     """
     net = _net(model)
     sha = _weights_sha(model)
@@ -735,6 +735,17 @@ def model_map_path(model: Any) -> Path | None:
                 continue
             if isinstance(cfg, dict) and (cfg.get("weights") or {}).get("sha256") == sha:
                 cands.append(d)
+    return cands
+
+
+def model_map_path(model: Any) -> Path | None:
+    """The ``latent_map.csv`` that belongs to ``model``, or None.
+
+    Looked for in :func:`model_folders`.  A map whose recorded ``model_sha256`` is
+    another model's is ignored (stale).
+    """
+    sha = _weights_sha(model)
+    cands = model_folders(model)
     for d in cands:
         f = d / MAP_NAME
         if not f.is_file():

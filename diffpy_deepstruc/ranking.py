@@ -409,30 +409,16 @@ def refine_candidate(
 def model_library(model: Any) -> Any:
     """The shape library that comes with ``model`` (its training catalog's shapes).
 
-    Looked for as ``shapes.safetensors`` in the model's checkpoint folder or the folder
-    above it (the shipped CVAE and DAE share ``pretrained/shapes.safetensors``); the
-    folder is the shipped one whose weights digest is the model's, or the folder of
-    the model's latent map (:func:`diffpy_deepstruc.latent.model_map_path`).  None when
-    there is none.
+    Looked for as ``shapes.safetensors`` in the model's folders
+    (:func:`diffpy_deepstruc.latent.model_folders`: its checkpoint folder, or the
+    shipped one whose weights digest is the model's) or the folder above each (the
+    shipped CVAE and DAE share ``pretrained/shapes.safetensors``).  None when there is
+    none.
     """
-    import json as _json
-
-    from .latent import _shipped_dirs, _weights_sha, model_map_path
+    from .latent import model_folders
     from .library import load_shape_library
 
-    folders: list[Path] = []
-    found = model_map_path(model)
-    if found is not None:
-        folders.append(found.parent)
-    sha = _weights_sha(model)
-    for d in _shipped_dirs():  # the shipped CVAE / DAE, recognised by their weights
-        try:
-            cfg = _json.loads((d / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if sha and (cfg.get("weights") or {}).get("sha256") == sha:
-            folders.append(d)
-    for folder in folders:
+    for folder in model_folders(model):
         for f in (folder / "shapes.safetensors", folder.parent / "shapes.safetensors"):
             if f.is_file():
                 return load_shape_library(f)
