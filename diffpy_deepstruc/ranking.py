@@ -746,7 +746,12 @@ def solve(
     )
     ds = model if model is not None else DeepStruc.pretrained()
     model_id = str((ds.meta.get("weights") or {}).get("sha256", ds.kind))
-    lib_id = "none" if library is None or library_k <= 0 else f"{library!s:.40}/{library_k}"
+    # the library by what it was built from (its repr starts the same for every one)
+    lib_id = (
+        "none"
+        if library is None or library_k <= 0
+        else f"{getattr(library, 'source', '')}/{len(library)}/{library_k}"
+    )
     run_key = _run_key(pdf, sym, settings, int(n), int(seed), f"{model_id}/{lib_id}")
     pdir = _partial_dir(outdir)
     done = _load_partial(pdir, run_key) if resume else {}
