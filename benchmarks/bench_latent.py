@@ -48,7 +48,11 @@ def map_numbers(table: latent.LatentMap) -> dict:
         out["knn5_posterior"] = latent.knn_type_accuracy(table, k=5, latent="posterior")
         try:
             s = latent.stacking_spearman(table, latent="posterior")
-            out["stacking_posterior"] = {"rho": s["rho"], "pvalue": s["pvalue"], "n": s["n"]}
+            out["stacking_posterior"] = {
+                "rho": s["rho"],
+                "pvalue": s["pvalue"],
+                "n": s["n"],
+            }
         except Exception as exc:  # noqa: BLE001
             out["stacking_posterior"] = {"error": str(exc)}
     for k in (1, 5, 10):
@@ -80,14 +84,21 @@ def reference_knn(model, catalog, table: latent.LatentMap) -> dict:
         g = _read_rows(h5["pdfs/g"], t.pdf.astype(np.int64))
     x = np.stack([_input(model, (r, gi)) for gi in g])
     with torch.no_grad():
-        c = torch.cat([model.model.condition(torch.from_numpy(x[a:a + 1024]))
-                       for a in range(0, len(x), 1024)]).numpy()
+        c = torch.cat(
+            [
+                model.model.condition(torch.from_numpy(x[a : a + 1024]))
+                for a in range(0, len(x), 1024)
+            ]
+        ).numpy()
     out = {}
     for name, feat in (("condition", c), ("pdf_input", x)):
         u = latent.LatentMap(**{**t.__dict__, "z": feat, "zq": None})
-        out[name] = {"knn5": latent.knn_type_accuracy(u, k=5)["accuracy"],
-                     "knn5_unseen_shapes": latent.knn_type_accuracy(
-                         u, k=5, unseen_shapes=True)["accuracy"]}
+        out[name] = {
+            "knn5": latent.knn_type_accuracy(u, k=5)["accuracy"],
+            "knn5_unseen_shapes": latent.knn_type_accuracy(u, k=5, unseen_shapes=True)[
+                "accuracy"
+            ],
+        }
     return out
 
 
@@ -100,8 +111,9 @@ def pick_pairs(table: latent.LatentMap, n: int, seed: int, split: str = "test"):
     while len(pairs) < n and tries < 100 * n:
         tries += 1
         i, j = rng.choice(cand, 2, replace=False)
-        if types[i] == types[j] or (table.element[i] != table.element[j]
-                                    and tries < 50 * n):  # same metal when possible
+        if types[i] == types[j] or (
+            table.element[i] != table.element[j] and tries < 50 * n
+        ):  # same metal when possible
             continue
         key = (min(i, j), max(i, j))
         if key in seen:
@@ -117,30 +129,48 @@ def run_pairs(model, catalog, table, pairs, steps):
     rows = []
     with h5py.File(catalog, "r") as h5:
         r = h5["r"][()]
-        g = {int(table.pdf[i]): h5["pdfs/g"][int(table.pdf[i])].astype(float)
-             for p in pairs for i in p}
+        g = {
+            int(table.pdf[i]): h5["pdfs/g"][int(table.pdf[i])].astype(float)
+            for p in pairs
+            for i in p
+        }
     for i, j in pairs:
         el = str(table.element[i])
         nn = nearest_neighbour_distance(el)
-        path = latent.interpolate(model, (r, g[int(table.pdf[i])]), (r, g[int(table.pdf[j])]),
-                                  steps=steps, element=el)
+        path = latent.interpolate(
+            model,
+            (r, g[int(table.pdf[i])]),
+            (r, g[int(table.pdf[j])]),
+            steps=steps,
+            element=el,
+        )
         t = latent.interpolation_table(path, nn)
-        rows.append({"a": int(table.index[i]), "b": int(table.index[j]),
-                     "types": f"{table.type[i]}->{table.type[j]}", "element": el,
-                     "valid": [bool(x["valid"]) for x in t],
-                     "n_atoms": [int(x["n_atoms"]) for x in t],
-                     "dmin_over_nn": [float(x["min_dist_over_nn"]) for x in t]})
+        rows.append(
+            {
+                "a": int(table.index[i]),
+                "b": int(table.index[j]),
+                "types": f"{table.type[i]}->{table.type[j]}",
+                "element": el,
+                "valid": [bool(x["valid"]) for x in t],
+                "n_atoms": [int(x["n_atoms"]) for x in t],
+                "dmin_over_nn": [float(x["min_dist_over_nn"]) for x in t],
+            }
+        )
     return rows
 
 
 def summarize(rows):
     v = np.array([r["valid"] for r in rows], bool)
     d = np.array([r["dmin_over_nn"] for r in rows], float)
-    return {"pairs": len(rows), "steps": int(v.shape[1]),
-            "valid_all": float(v.mean()), "valid_interior": float(v[:, 1:-1].mean()),
-            "valid_ends": float(v[:, [0, -1]].mean()),
-            "pairs_all_valid": float(v.all(1).mean()),
-            "median_dmin_over_nn": float(np.median(d))}
+    return {
+        "pairs": len(rows),
+        "steps": int(v.shape[1]),
+        "valid_all": float(v.mean()),
+        "valid_interior": float(v[:, 1:-1].mean()),
+        "valid_ends": float(v[:, [0, -1]].mean()),
+        "pairs_all_valid": float(v.all(1).mean()),
+        "median_dmin_over_nn": float(np.median(d)),
+    }
 
 
 def main() -> None:
@@ -148,8 +178,11 @@ def main() -> None:
     ap.add_argument("--catalog", default=str(REPO / "runs" / "catalog.h5"))
     ap.add_argument("--cvae", default=None, help="CVAE folder (default: the shipped one)")
     ap.add_argument("--dae", default=None, help="DAE folder (default: the shipped one)")
-    ap.add_argument("--make-map", action="store_true",
-                    help="(re)compute the models' latent_map.csv (written beside them)")
+    ap.add_argument(
+        "--make-map",
+        action="store_true",
+        help="(re)compute the models' latent_map.csv (written beside them)",
+    )
     ap.add_argument("--pairs", type=int, default=24)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
@@ -171,8 +204,13 @@ def main() -> None:
         f = d / latent.MAP_NAME
         t0 = time.time()
         if args.make_map or not f.is_file():
-            table = latent.compute_latent_map(models[kind], args.catalog, progress=True,
-                                              posterior=True, cache_dir=args.cache)
+            table = latent.compute_latent_map(
+                models[kind],
+                args.catalog,
+                progress=True,
+                posterior=True,
+                cache_dir=args.cache,
+            )
             latent.save_latent_map(table, f, overwrite=True)
             print(f"{kind}: wrote {f} ({len(table)} structures, {time.time() - t0:.0f} s)")
         tables[kind] = latent.load_latent_map(f)
@@ -182,45 +220,76 @@ def main() -> None:
         report[f"{kind}_map"] = nums
         print(f"\n### {kind.upper()} latent map ({len(table)} structures)\n")
         print("| measure | value | n |\n|---|---|---|")
-        for k in ("knn1", "knn5", "knn10", "knn5_unseen_shapes", "knn5_with_stacking",
-                  "knn5_posterior"):
+        for k in (
+            "knn1",
+            "knn5",
+            "knn10",
+            "knn5_unseen_shapes",
+            "knn5_with_stacking",
+            "knn5_posterior",
+        ):
             if k not in nums:
                 continue
-            print(f"| {k} type accuracy (test vs train) | {nums[k]['accuracy']:.3f} | "
-                  f"{nums[k]['n_test']} |")
-        for k in ("stacking", "stacking_test", "stacking_ref_stacking", "stacking_posterior"):
+            print(
+                f"| {k} type accuracy (test vs train) | {nums[k]['accuracy']:.3f} | "
+                f"{nums[k]['n_test']} |"
+            )
+        for k in (
+            "stacking",
+            "stacking_test",
+            "stacking_ref_stacking",
+            "stacking_posterior",
+        ):
             s = nums.get(k, {})
             if "rho" in s:
-                print(f"| {k} Spearman(position fcc->hcp, hcp fraction) | {s['rho']:.3f} | "
-                      f"{s['n']} |")
+                print(
+                    f"| {k} Spearman(position fcc->hcp, hcp fraction) | {s['rho']:.3f} | "
+                    f"{s['n']} |"
+                )
         ref = reference_knn(models[kind], args.catalog, table)
         nums["reference"] = ref
-        print(f"\nreference, kNN k=5 on what the latent is computed from: condition c "
-              f"{ref['condition']['knn5']:.3f} (unseen shapes "
-              f"{ref['condition']['knn5_unseen_shapes']:.3f}), preprocessed PDF "
-              f"{ref['pdf_input']['knn5']:.3f} (unseen shapes "
-              f"{ref['pdf_input']['knn5_unseen_shapes']:.3f})")
-        print("\nper type (kNN k=5): " + ", ".join(
-            f"{t} {v['accuracy']:.2f} ({v['count']})" for t, v in nums["knn5"]["per_type"].items()))
+        print(
+            f"\nreference, kNN k=5 on what the latent is computed from: condition c "
+            f"{ref['condition']['knn5']:.3f} (unseen shapes "
+            f"{ref['condition']['knn5_unseen_shapes']:.3f}), preprocessed PDF "
+            f"{ref['pdf_input']['knn5']:.3f} (unseen shapes "
+            f"{ref['pdf_input']['knn5_unseen_shapes']:.3f})"
+        )
+        print(
+            "\nper type (kNN k=5): "
+            + ", ".join(
+                f"{t} {v['accuracy']:.2f} ({v['count']})"
+                for t, v in nums["knn5"]["per_type"].items()
+            )
+        )
 
     if "cvae" in tables:
         pairs = pick_pairs(tables["cvae"], args.pairs, args.seed)
         report["pairs"] = pairs
-        print(f"\n### Interpolation validity ({len(pairs)} test-split pairs of different "
-              f"types, same metal, {args.steps} steps)\n")
-        print("| model | valid steps (all) | interior steps | end points | pairs valid "
-              "throughout | median dmin/nn |\n|---|---|---|---|---|---|")
+        print(
+            f"\n### Interpolation validity ({len(pairs)} test-split pairs of different "
+            f"types, same metal, {args.steps} steps)\n"
+        )
+        print(
+            "| model | valid steps (all) | interior steps | end points | pairs valid "
+            "throughout | median dmin/nn |\n|---|---|---|---|---|---|"
+        )
         for kind, model in models.items():
             t0 = time.time()
             rows = run_pairs(model, args.catalog, tables["cvae"], pairs, args.steps)
             if not rows:
                 continue
             s = summarize(rows)
-            report[f"{kind}_interpolation"] = {"summary": s, "rows": rows,
-                                               "seconds": time.time() - t0}
-            print(f"| {kind.upper()} | {s['valid_all']:.3f} | {s['valid_interior']:.3f} | "
-                  f"{s['valid_ends']:.3f} | {s['pairs_all_valid']:.3f} | "
-                  f"{s['median_dmin_over_nn']:.2f} |")
+            report[f"{kind}_interpolation"] = {
+                "summary": s,
+                "rows": rows,
+                "seconds": time.time() - t0,
+            }
+            print(
+                f"| {kind.upper()} | {s['valid_all']:.3f} | {s['valid_interior']:.3f} | "
+                f"{s['valid_ends']:.3f} | {s['pairs_all_valid']:.3f} | "
+                f"{s['median_dmin_over_nn']:.2f} |"
+            )
 
     if args.figures and "cvae" in tables:
         make_figures(Path(args.figures), models, tables, args)
@@ -260,9 +329,14 @@ def make_figures(out: Path, models, tables, args) -> None:
                 data[f.stem] = latent.encode(models[kind], load_pdf(f))[0][:2]
             except Exception as exc:  # noqa: BLE001
                 print(f"{f.name}: not placed ({exc})")
-        p = plot_latent_map(cat.points, list(cat.type), out / f"latent_map_{kind}.png",
-                            data=data, title=f"DeepStruc {kind.upper()} latent space",
-                            overwrite=True)
+        p = plot_latent_map(
+            cat.points,
+            list(cat.type),
+            out / f"latent_map_{kind}.png",
+            data=data,
+            title=f"DeepStruc {kind.upper()} latent space",
+            overwrite=True,
+        )
         _shrink_png(p)
         print(f"wrote {p} ({p.stat().st_size // 1024} KB)")
     # one interpolation strip per model: fcc -> icosahedron of one metal (test split
@@ -286,22 +360,33 @@ def make_figures(out: Path, models, tables, args) -> None:
             break
     if i is None or j is None:
         return
-    print(f"interpolation strip: rows {t.index[i]} -> {t.index[j]} ({el}, splits "
-          f"{t.split[i]}, {t.split[j]})")
+    print(
+        f"interpolation strip: rows {t.index[i]} -> {t.index[j]} ({el}, splits "
+        f"{t.split[i]}, {t.split[j]})"
+    )
     with h5py.File(args.catalog, "r") as h5:
         r = h5["r"][()]
-        a, b = h5["pdfs/g"][int(t.pdf[i])].astype(float), h5["pdfs/g"][int(t.pdf[j])].astype(float)
+        a, b = (
+            h5["pdfs/g"][int(t.pdf[i])].astype(float),
+            h5["pdfs/g"][int(t.pdf[j])].astype(float),
+        )
     nn = nearest_neighbour_distance(el)
     for kind, model in models.items():
         path = latent.interpolate(model, (r, a), (r, b), steps=args.steps, element=el)
         rows = latent.interpolation_table(path, nn)
-        labels = [f"t={x['t']:.2f}\n{x['n_atoms']} atoms" + ("" if x["valid"] else " (!)")
-                  for x in rows]
-        p = plot_structure_row([structure_to_atoms(s) for _, s in path], labels,
-                               out / f"interpolation_{kind}.png",
-                               title=f"{kind.upper()}: {el}{t.n_atoms[i]} fcc -> "
-                               f"{el}{t.n_atoms[j]} icosahedron ((!) = atoms closer "
-                               "than 0.8 nn)", overwrite=True)
+        labels = [
+            f"t={x['t']:.2f}\n{x['n_atoms']} atoms" + ("" if x["valid"] else " (!)")
+            for x in rows
+        ]
+        p = plot_structure_row(
+            [structure_to_atoms(s) for _, s in path],
+            labels,
+            out / f"interpolation_{kind}.png",
+            title=f"{kind.upper()}: {el}{t.n_atoms[i]} fcc -> "
+            f"{el}{t.n_atoms[j]} icosahedron ((!) = atoms closer "
+            "than 0.8 nn)",
+            overwrite=True,
+        )
         _shrink_png(p)
         print(f"wrote {p} ({p.stat().st_size // 1024} KB)")
 

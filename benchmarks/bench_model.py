@@ -60,8 +60,20 @@ def main() -> None:
     def step():
         out = model(pdf, sat, mask)
         outp = model.decode(out["mu_p"], out["c"])
-        t = compute_losses(model, out, sat, adm, mask, ls, 1e-3, w, adm_rows=32,
-                           out_prior=outp, prior_weight=1.0, match=True)
+        t = compute_losses(
+            model,
+            out,
+            sat,
+            adm,
+            mask,
+            ls,
+            1e-3,
+            w,
+            adm_rows=32,
+            out_prior=outp,
+            prior_weight=1.0,
+            match=True,
+        )
         opt.zero_grad()
         t["loss"].backward()
         opt.step()
@@ -80,14 +92,22 @@ def main() -> None:
     if args.model:
         from diffpy_deepstruc.generator import DeepStruc
 
-        ds = DeepStruc.pretrained() if args.model == "pretrained" else DeepStruc.load(args.model)
+        ds = (
+            DeepStruc.pretrained()
+            if args.model == "pretrained"
+            else DeepStruc.load(args.model)
+        )
         r = np.arange(0, 30.0, 0.01)
-        g = np.sin(2 * np.pi * r / 2.77) * np.exp(-r / 8) + 2 * np.exp(-((r - 2.77) / 0.1) ** 2)
+        g = np.sin(2 * np.pi * r / 2.77) * np.exp(-r / 8) + 2 * np.exp(
+            -(((r - 2.77) / 0.1) ** 2)
+        )
         t = time.perf_counter()
         c = ds.generate((r, g), n=20, element="Pt", seed=0)
         dt = time.perf_counter() - t
-        print(f"generate(n=20) with {args.model}: {dt:.2f} s "
-              f"(atom counts {sorted({x.n_atoms for x in c})[:6]}...)")
+        print(
+            f"generate(n=20) with {args.model}: {dt:.2f} s "
+            f"(atom counts {sorted({x.n_atoms for x in c})[:6]}...)"
+        )
 
 
 if __name__ == "__main__":

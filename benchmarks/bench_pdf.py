@@ -67,12 +67,16 @@ def cluster_pool(nmin: int = 20, nmax: int = 200) -> list[np.ndarray]:
             shapes.append(Octahedron("Cu", length, cut, latticeconstant=np.sqrt(2)))
     for n in range(2, 6):
         for m in range(n, n + 2):
-            shapes.append(FaceCenteredCubic("Cu", _CUBIC, [n, m, n], latticeconstant=np.sqrt(2)))
-            shapes.append(BodyCenteredCubic("Fe", _CUBIC, [n, m, n],
-                                            latticeconstant=2 / np.sqrt(3)))
+            shapes.append(
+                FaceCenteredCubic("Cu", _CUBIC, [n, m, n], latticeconstant=np.sqrt(2))
+            )
+            shapes.append(
+                BodyCenteredCubic("Fe", _CUBIC, [n, m, n], latticeconstant=2 / np.sqrt(3))
+            )
             shapes.append(SimpleCubic("Po", _CUBIC, [n, m, n], latticeconstant=1.0))
-            shapes.append(HexagonalClosedPacked("Co", _HEX, [n, n, m],
-                                                latticeconstant=(1.0, 1.633)))
+            shapes.append(
+                HexagonalClosedPacked("Co", _HEX, [n, n, m], latticeconstant=(1.0, 1.633))
+            )
     pool = [a.positions - a.positions.mean(axis=0) for a in shapes]
     return [x for x in pool if nmin <= len(x) <= nmax]
 
@@ -117,21 +121,30 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(args.seed)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# Debye engine benchmark ({platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {dev}, load avg {load:.1f})\n")
+    print(
+        f"# Debye engine benchmark ({platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {dev}, load avg {load:.1f})\n"
+    )
     print(f"Parameters: {params.to_dict()}\n")
 
-    print("## One PDF (pdf_from_arrays, method='auto', best of "
-          f"{args.repeats})\n")
+    print(f"## One PDF (pdf_from_arrays, method='auto', best of {args.repeats})\n")
     print("| atoms | symmetric (ms) | perturbed 0.05 A (ms) |")
     print("|---|---|---|")
     for name, xyz in single_clusters().items():
         noisy = xyz + rng.normal(0.0, 0.05, xyz.shape)
-        t_sym = best_time(lambda x=xyz: debye.pdf_from_arrays(
-            x, "Au", 0.005, params, backend="torch", device=dev), args.repeats)
-        t_per = best_time(lambda x=noisy: debye.pdf_from_arrays(
-            x, "Au", 0.005, params, backend="torch", device=dev), args.repeats)
+        t_sym = best_time(
+            lambda x=xyz: debye.pdf_from_arrays(
+                x, "Au", 0.005, params, backend="torch", device=dev
+            ),
+            args.repeats,
+        )
+        t_per = best_time(
+            lambda x=noisy: debye.pdf_from_arrays(
+                x, "Au", 0.005, params, backend="torch", device=dev
+            ),
+            args.repeats,
+        )
         print(f"| {name} | {1e3 * t_sym:.1f} | {1e3 * t_per:.1f} |")
 
     print(f"\n## Batch of {args.batch} clusters of 20-200 atoms (pdf_batch)\n")
@@ -142,8 +155,10 @@ def main(argv=None) -> int:
             batch = make_batch(args.batch, perturb, random_uiso, args.seed)
             mean_n = np.mean([len(b[0]) for b in batch])
             debye.pdf_batch(batch[:20], params, device=dev)  # warm-up
-            t = best_time(lambda b=batch: debye.pdf_batch(b, params, device=dev),
-                          max(1, args.repeats - 2))
+            t = best_time(
+                lambda b=batch: debye.pdf_batch(b, params, device=dev),
+                max(1, args.repeats - 2),
+            )
             kind = "perturbed" if perturb else "symmetric"
             uk = "random per cluster" if random_uiso else "0.005 for all"
             print(f"| {kind} | {uk} | {mean_n:.0f} | {t:.2f} | {args.batch / t:.0f} |")

@@ -724,7 +724,9 @@ def _run_dask(jobs, submit_args, scheduler):
     try:
         client = Client(scheduler, set_as_default=False, timeout=10) if own else scheduler
     except (OSError, TimeoutError, ValueError) as exc:
-        raise CatalogError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from exc
+        raise CatalogError(
+            f"cannot reach the Dask scheduler at {scheduler}: {exc}"
+        ) from exc
     futures = []
     try:
         futures = [

@@ -69,8 +69,10 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def _tensor_table(state: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
-    return {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
-            for k, v in sorted(state.items())}
+    return {
+        k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
+        for k, v in sorted(state.items())
+    }
 
 
 def save_checkpoint(
@@ -114,7 +116,9 @@ def save_checkpoint(
     d = Path(directory)
     wpath, cpath = d / WEIGHTS_NAME, d / CONFIG_NAME
     if not overwrite and (wpath.exists() or cpath.exists()):
-        raise OutputExistsError(f"{d}: a checkpoint exists there; pass overwrite=True (--force)")
+        raise OutputExistsError(
+            f"{d}: a checkpoint exists there; pass overwrite=True (--force)"
+        )
     cfg = dict(config)
     pre = cfg.get("preprocess")
     if isinstance(pre, PreprocessConfig):
@@ -123,8 +127,10 @@ def save_checkpoint(
         raise CheckpointError("checkpoint config needs 'preprocess' and 'representation'")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if half:
-        state = {k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
-                 for k, v in state.items()}
+        state = {
+            k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
+            for k, v in state.items()
+        }
     data = st_save(state, metadata={"format": FORMAT})
     cfg.update(
         format=FORMAT,
@@ -141,7 +147,9 @@ def save_checkpoint(
     )
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(wpath, data, overwrite=True)
-    atomic_write_text(cpath, json.dumps(cfg, indent=1, sort_keys=True) + "\n", overwrite=True)
+    atomic_write_text(
+        cpath, json.dumps(cfg, indent=1, sort_keys=True) + "\n", overwrite=True
+    )
     return d
 
 
@@ -155,8 +163,10 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     """
     d = Path(directory)
     if not d.is_dir():
-        raise CheckpointError(f"{d}: not a checkpoint folder (expected {CONFIG_NAME} and "
-                              f"{WEIGHTS_NAME} inside)")
+        raise CheckpointError(
+            f"{d}: not a checkpoint folder (expected {CONFIG_NAME} and "
+            f"{WEIGHTS_NAME} inside)"
+        )
     cpath = d / CONFIG_NAME
     if not cpath.is_file():
         raise CheckpointError(f"{d}: {CONFIG_NAME} is missing")
@@ -165,21 +175,28 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     try:
         cfg = json.loads(cpath.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{cpath}: not valid JSON ({exc}); the file is corrupted") from None
+        raise CheckpointError(
+            f"{cpath}: not valid JSON ({exc}); the file is corrupted"
+        ) from None
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
-        raise CheckpointError(f"{cpath}: not a diffpy-deepstruc model config "
-                              f"(format {cfg.get('format') if isinstance(cfg, dict) else None!r})")
+        raise CheckpointError(
+            f"{cpath}: not a diffpy-deepstruc model config "
+            f"(format {cfg.get('format') if isinstance(cfg, dict) else None!r})"
+        )
     if cfg.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{cpath}: format version {cfg.get('format_version')!r} is not "
-                              f"supported (this package reads {FORMAT_VERSION})")
+        raise CheckpointError(
+            f"{cpath}: format version {cfg.get('format_version')!r} is not "
+            f"supported (this package reads {FORMAT_VERSION})"
+        )
     missing = [k for k in _REQUIRED if k not in cfg]
     if missing:
         raise CheckpointError(f"{cpath}: missing entries {missing}")
     return cfg
 
 
-def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "cpu"
-                    ) -> DeepStrucNet:
+def load_checkpoint(
+    directory: str | os.PathLike, device: str | torch.device = "cpu"
+) -> DeepStrucNet:
     """Rebuild a model from a checkpoint folder, validating everything.
 
     The returned model is in eval mode and carries the full config as ``model.meta``
@@ -225,8 +242,10 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
     except (DeepStrucError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{d}: invalid model/preprocess config: {exc}") from None
     if mcfg.n_points != pre.n_points:
-        raise CheckpointError(f"{d}: model expects {mcfg.n_points} PDF points but the "
-                              f"preprocessing grid has {pre.n_points}")
+        raise CheckpointError(
+            f"{d}: model expects {mcfg.n_points} PDF points but the "
+            f"preprocessing grid has {pre.n_points}"
+        )
     rep = cfg["representation"]
     try:
         n_max, n_sat = int(rep["n_max"]), int(rep["n_satellites"])
@@ -244,28 +263,37 @@ def load_checkpoint(directory: str | os.PathLike, device: str | torch.device = "
         raise CheckpointError(f"{d}: unknown weight storage {storage!r}")
     ref = model.state_dict()
     if storage == "float16-matrices":
-        ref = {k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
-               for k, v in ref.items()}
+        ref = {
+            k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
+            for k, v in ref.items()
+        }
     expected = _tensor_table(ref)
     got = _tensor_table(state)
     if w.get("tensors") != got:
-        raise CheckpointError(f"{d}: the tensor table in {CONFIG_NAME} does not match "
-                              f"{WEIGHTS_NAME}")
+        raise CheckpointError(
+            f"{d}: the tensor table in {CONFIG_NAME} does not match {WEIGHTS_NAME}"
+        )
     if set(expected) != set(got):
         missing = sorted(set(expected) - set(got))
         extra = sorted(set(got) - set(expected))
-        raise CheckpointError(f"{d}: weights do not fit the architecture: missing "
-                              f"{missing[:5]}, unexpected {extra[:5]}")
+        raise CheckpointError(
+            f"{d}: weights do not fit the architecture: missing "
+            f"{missing[:5]}, unexpected {extra[:5]}"
+        )
     bad = [k for k in expected if expected[k] != got[k]]
     if bad:
         k = bad[0]
-        raise CheckpointError(f"{d}: tensor {k!r} is {got[k]}, the architecture needs "
-                              f"{expected[k]} ({len(bad)} mismatching tensors)")
+        raise CheckpointError(
+            f"{d}: tensor {k!r} is {got[k]}, the architecture needs "
+            f"{expected[k]} ({len(bad)} mismatching tensors)"
+        )
     for k, v in state.items():
         if not torch.isfinite(v).all():
             raise CheckpointError(f"{d}: tensor {k!r} contains NaN or infinite values")
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                           for k, v in state.items()}, strict=True)
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+        strict=True,
+    )
     model.to(device).eval()
     model.meta = cfg
     model.preprocess = pre
@@ -279,13 +307,20 @@ def check_overwrite(directory: str | os.PathLike, force: bool) -> None:
         raise OutputExistsError(f"{d}: a model exists there; use --force to replace it")
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, half: bool = True,
-                      overwrite: bool = False) -> Path:
+def export_checkpoint(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    half: bool = True,
+    overwrite: bool = False,
+) -> Path:
     """Copy a validated checkpoint to ``dst`` (by default with float16 weight matrices,
     as the model shipped in ``diffpy_deepstruc/pretrained``); the config is kept and the
     weights digest recomputed."""
     model = load_checkpoint(src)
-    conf = {k: v for k, v in model.meta.items()
-            if k not in ("format", "format_version", "package_version", "model", "weights")}
+    conf = {
+        k: v
+        for k, v in model.meta.items()
+        if k not in ("format", "format_version", "package_version", "model", "weights")
+    }
     conf["exported_from"] = {"weights_sha256": model.meta["weights"]["sha256"]}
     return save_checkpoint(model, conf, dst, overwrite=overwrite, half=half)

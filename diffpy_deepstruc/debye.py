@@ -88,8 +88,18 @@ _MAX_Q_POINTS = 1_000_000
 _METHODS = ("auto", "exact", "grid")
 _BACKENDS = ("auto", "torch", "srreal")
 
-_FIELDS = ("rmin", "rmax", "rstep", "qmin", "qmax", "qdamp", "qbroad", "delta1", "delta2",
-           "scale")
+_FIELDS = (
+    "rmin",
+    "rmax",
+    "rstep",
+    "qmin",
+    "qmax",
+    "qdamp",
+    "qbroad",
+    "delta1",
+    "delta2",
+    "scale",
+)
 
 
 def _rmin_steps(x: float, step: float) -> int:
@@ -145,8 +155,9 @@ class PDFParameters:
     def __post_init__(self) -> None:
         for name in _FIELDS:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
-                                                                 np.floating)):
+            if isinstance(value, bool) or not isinstance(
+                value, (int, float, np.integer, np.floating)
+            ):
                 raise ParameterError(
                     f"PDFParameters.{name} must be a real number, got {value!r}"
                 )
@@ -218,7 +229,9 @@ class PDFParameters:
             (e.g. a ``uiso`` entry of a parameter table).
         """
         if not isinstance(data, Mapping):
-            raise ParameterError(f"PDF parameters must be a mapping, got {type(data).__name__}")
+            raise ParameterError(
+                f"PDF parameters must be a mapping, got {type(data).__name__}"
+            )
         unknown = sorted(set(data) - set(_FIELDS))
         if unknown and strict:
             raise ParameterError(
@@ -284,8 +297,9 @@ def _form_factor(element: str, qstep: float, nq: int) -> np.ndarray:
 # Input checking ------------------------------------------------------------------------
 
 
-def _check_cluster(xyz: Any, elements: Any, uiso: Any, where: str = ""
-                   ) -> tuple[np.ndarray, list[str], np.ndarray]:
+def _check_cluster(
+    xyz: Any, elements: Any, uiso: Any, where: str = ""
+) -> tuple[np.ndarray, list[str], np.ndarray]:
     """Validate one cluster; return float64 xyz [N,3], element list, uiso [N]."""
     try:
         x = np.array(xyz, dtype=float)
@@ -320,8 +334,9 @@ def _check_cluster(xyz: Any, elements: Any, uiso: Any, where: str = ""
     if u.ndim == 0:
         u = np.full(n, float(u))
     if u.shape != (n,):
-        raise StructureError(f"{where}uiso must be a scalar or have shape ({n},), got "
-                             f"{u.shape}")
+        raise StructureError(
+            f"{where}uiso must be a scalar or have shape ({n},), got {u.shape}"
+        )
     if not np.all(np.isfinite(u)):
         raise StructureError(f"{where}uiso holds NaN or infinite values")
     return x, names, u
@@ -446,8 +461,11 @@ class _Plan:
             for e in elements:
                 t = self._ff.get(e)
                 if t is None:
-                    t = torch.tensor(_form_factor(e, self.qstep, self.nq),
-                                        dtype=torch.float64, device=self.device)
+                    t = torch.tensor(
+                        _form_factor(e, self.qstep, self.nq),
+                        dtype=torch.float64,
+                        device=self.device,
+                    )
                     self._ff[e] = t
                 rows.append(t)
         return torch.stack(rows)
@@ -509,8 +527,10 @@ def _sort_rows(x: torch.Tensor, want_indices: bool):
         a = x.numpy()
         if want_indices:
             idx = np.argsort(a, axis=1)
-            return (torch.from_numpy(np.take_along_axis(a, idx, axis=1)),
-                    torch.from_numpy(idx))
+            return (
+                torch.from_numpy(np.take_along_axis(a, idx, axis=1)),
+                torch.from_numpy(idx),
+            )
         return torch.from_numpy(np.sort(a, axis=1)), None
     v, i = torch.sort(x, dim=1)
     return v, (i if want_indices else None)
@@ -519,7 +539,8 @@ def _sort_rows(x: torch.Tensor, want_indices: bool):
 def _lagrange_weights(f: torch.Tensor, order: int, scale: torch.Tensor) -> torch.Tensor:
     """[order, n] Lagrange weights on nodes 0..order-1 at x = order/2 - 1 + f, times scale."""
     diff = (f + (order // 2 - 1))[None, :] - torch.arange(
-        order, dtype=f.dtype, device=f.device)[:, None]  # [order, n], rows contiguous
+        order, dtype=f.dtype, device=f.device
+    )[:, None]  # [order, n], rows contiguous
     w = torch.empty_like(diff)
     # prefix products (starting from scale), then suffix products folded in backwards
     w[0] = scale
@@ -531,8 +552,13 @@ def _lagrange_weights(f: torch.Tensor, order: int, scale: torch.Tensor) -> torch
         if m:
             suf.mul_(diff[m])
     inv_denom = torch.tensor(
-        [(-1) ** (order - 1 - m) / (math.factorial(m) * math.factorial(order - 1 - m))
-         for m in range(order)], dtype=f.dtype, device=f.device)
+        [
+            (-1) ** (order - 1 - m) / (math.factorial(m) * math.factorial(order - 1 - m))
+            for m in range(order)
+        ],
+        dtype=f.dtype,
+        device=f.device,
+    )
     w *= inv_denom[:, None]
     return w
 
@@ -580,8 +606,9 @@ class _Batch:
         return len(np.unique(np.maximum(s, 0.0)))
 
 
-def _debye_F(batch: _Batch, p: PDFParameters, method: str, range_steps=None
-             ) -> list[tuple[_Plan, list[int], torch.Tensor]]:
+def _debye_F(
+    batch: _Batch, p: PDFParameters, method: str, range_steps=None
+) -> list[tuple[_Plan, list[int], torch.Tensor]]:
     """Normalised F(Q) of every cluster, grouped by calculation plan.
 
     ``range_steps(p, umax) -> (lo, hi)`` gives the extended range in r-steps (default
@@ -624,8 +651,17 @@ class _Pass:
     per Ui+Uj value at the end of the pass).
     """
 
-    def __init__(self, plan: _Plan, p: PDFParameters, batch: _Batch, members: list[int],
-                 rows: list[int], F: torch.Tensor, ftab: torch.Tensor, method: str):
+    def __init__(
+        self,
+        plan: _Plan,
+        p: PDFParameters,
+        batch: _Batch,
+        members: list[int],
+        rows: list[int],
+        F: torch.Tensor,
+        ftab: torch.Tensor,
+        method: str,
+    ):
         self.plan, self.p, self.batch = plan, p, batch
         self.members, self.rows, self.F, self.ftab = members, rows, F, ftab
         self.method = method
@@ -682,9 +718,12 @@ class _Pass:
             # clusters of similar sizes, padded to the largest (pairs of padding masked)
             nlim = n0 + max(4, int(_BUCKET_SPREAD * n0))
             end = k
-            while (end < len(order) and order[end][0] <= nlim
-                   and (end - k + 1) * order[end][0] ** 2 <= _MAX_BLOCK_PAIRS
-                   and end - k < _MAX_SUB_CLUSTERS):
+            while (
+                end < len(order)
+                and order[end][0] <= nlim
+                and (end - k + 1) * order[end][0] ** 2 <= _MAX_BLOCK_PAIRS
+                and end - k < _MAX_SUB_CLUSTERS
+            ):
                 end += 1
             self._bucket([r for _, r in order[k:end]], order[end - 1][0])
             k = end
@@ -698,10 +737,13 @@ class _Pass:
         su = np.zeros((len(rs), smax))
         for k, r in enumerate(rs):
             c = members[r]
-            st[k, :len(batch.spec_type[c])] = batch.spec_type[c]
-            su[k, :len(batch.spec_u[c])] = batch.spec_u[c]
-        return (torch.as_tensor(st, device=self.dev),
-                torch.as_tensor(su, dtype=torch.float64, device=self.dev), smax)
+            st[k, : len(batch.spec_type[c])] = batch.spec_type[c]
+            su[k, : len(batch.spec_u[c])] = batch.spec_u[c]
+        return (
+            torch.as_tensor(st, device=self.dev),
+            torch.as_tensor(su, dtype=torch.float64, device=self.dev),
+            smax,
+        )
 
     def _bucket(self, rs: list[int], n: int) -> None:
         """Clusters of up to n atoms: all their pairs as one [b, n(n-1)/2] matrix."""
@@ -816,8 +858,9 @@ class _Pass:
             self._exact(blk, gid, e_d, count, cut)
         else:
             idx = torch.nonzero(~grid, as_tuple=True)[0]
-            self._exact(blk, gid[idx], e_d[idx], count[idx],
-                        None if cut is None else cut[idx])
+            self._exact(
+                blk, gid[idx], e_d[idx], count[idx], None if cut is None else cut[idx]
+            )
             idx = torch.nonzero(grid, as_tuple=True)[0]
             self._spread(blk, gid[idx], e_d[idx], count[idx])
 
@@ -828,16 +871,22 @@ class _Pass:
         """
         p = self.p
         dmin, dmax = float(d.min()), float(d.max())
-        jmax = (1.0 + max(0.0, -p.delta1) / dmin + max(0.0, -p.delta2) / dmin**2
-                + (p.qbroad * dmax) ** 2)
+        jmax = (
+            1.0
+            + max(0.0, -p.delta1) / dmin
+            + max(0.0, -p.delta2) / dmin**2
+            + (p.qbroad * dmax) ** 2
+        )
         s2max = 2.0 * max(0.0, float(blk.su.max())) * jmax
         low = 2.0 * math.exp(-0.5 * s2max * self.qlast2) * float(self.ffmin.min()) / dmax
         if low >= _DEBYE_PRECISION:
             return None
         _, ta, tb, u = blk.groups(gid)
         s2 = u * _jeong(p, d)
-        cut = (2.0 * torch.exp(-0.5 * s2 * self.qlast2) * self.ffmin[ta, tb] / d
-               < _DEBYE_PRECISION)
+        cut = (
+            2.0 * torch.exp(-0.5 * s2 * self.qlast2) * self.ffmin[ta, tb] / d
+            < _DEBYE_PRECISION
+        )
         return cut if bool(cut.any()) else None
 
     def _grid_clusters(self, blk: _Block, row, e_d, gid) -> torch.Tensor:
@@ -845,7 +894,8 @@ class _Pass:
         b, dev, nq = len(blk.rs), self.dev, self.plan.nq
         n_e = torch.bincount(row, minlength=b).to(torch.float64)
         dmax = torch.zeros(b, dtype=torch.float64, device=dev).scatter_reduce_(
-            0, row, e_d, reduce="amax")
+            0, row, e_d, reduce="amax"
+        )
         ngrid = dmax / self.h + _GRID_ORDER
         if blk.smax == 1:
             ngroups = torch.ones(b, dtype=torch.float64, device=dev)
@@ -853,13 +903,16 @@ class _Pass:
             present = torch.zeros(blk.ngid, dtype=torch.float64, device=dev)
             present[gid] = 1.0
             ngroups = present.view(b, -1).sum(dim=1)
-        share = torch.tensor([self.share[r] for r in blk.rs], dtype=torch.float64,
-                             device=dev)
-        nus = torch.tensor([self.nusum[r] for r in blk.rs], dtype=torch.float64,
-                           device=dev)
+        share = torch.tensor(
+            [self.share[r] for r in blk.rs], dtype=torch.float64, device=dev
+        )
+        nus = torch.tensor([self.nusum[r] for r in blk.rs], dtype=torch.float64, device=dev)
         cost_exact = n_e * nq * _COST_EXACT
-        cost_grid = (n_e * _COST_SPREAD + ngroups * ngrid * nq * _COST_MATMUL
-                     + nus * ngrid * nq * _COST_KERNEL / share)
+        cost_grid = (
+            n_e * _COST_SPREAD
+            + ngroups * ngrid * nq * _COST_MATMUL
+            + nus * ngrid * nq * _COST_KERNEL / share
+        )
         return cost_grid < cost_exact
 
     # exact path ------------------------------------------------------------------------
@@ -905,8 +958,12 @@ class _Pass:
         idx = base[None, :] + torch.arange(order, device=dev)[:, None]
         W = torch.zeros(ng * self.ngrid, dtype=torch.float64, device=dev)
         W.index_add_(0, idx.reshape(-1), w.reshape(-1))
-        last = torch.zeros(ng, dtype=torch.long, device=dev).scatter_reduce_(
-            0, inv, first, reduce="amax") + order
+        last = (
+            torch.zeros(ng, dtype=torch.long, device=dev).scatter_reduce_(
+                0, inv, first, reduce="amax"
+            )
+            + order
+        )
         self.grid_parts.append((W.view(ng, self.ngrid), *blk.groups(cgid), last))
 
     def _grid_finish(self) -> None:
@@ -915,8 +972,9 @@ class _Pass:
             return
         plan = self.plan
         W = torch.cat([gp[0] for gp in self.grid_parts])
-        g_row, g_ta, g_tb, g_u, last = (torch.cat([gp[k] for gp in self.grid_parts])
-                                        for k in range(1, 6))
+        g_row, g_ta, g_tb, g_u, last = (
+            torch.cat([gp[k] for gp in self.grid_parts]) for k in range(1, 6)
+        )
         self.grid_parts = []
         ncol = int(last.max())
         S, C = plan.kernel_base(ncol)
@@ -927,8 +985,9 @@ class _Pass:
             u = float(uvals[k])
             K = S[:n] if u == 0.0 else torch.exp(C[:n] * u).mul_(S[:n])
             R = W[sel, :n] @ K
-            self.F.index_add_(0, g_row[sel], 2.0 * self.ftab[g_ta[sel]]
-                              * self.ftab[g_tb[sel]] * R)
+            self.F.index_add_(
+                0, g_row[sel], 2.0 * self.ftab[g_ta[sel]] * self.ftab[g_tb[sel]] * R
+            )
 
 
 class _Block:
@@ -1009,9 +1068,16 @@ def _srreal_calculator(xyz, elements, uiso, p: PDFParameters):
 # Public functions ----------------------------------------------------------------------
 
 
-def pdf_from_arrays(xyz, elements, uiso, params: PDFParameters | Mapping | None = None,
-                    backend: str = "auto", device=None, *, method: str = "auto"
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def pdf_from_arrays(
+    xyz,
+    elements,
+    uiso,
+    params: PDFParameters | Mapping | None = None,
+    backend: str = "auto",
+    device=None,
+    *,
+    method: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
     """X-ray G(r) of one isolated cluster.
 
     Parameters
@@ -1047,9 +1113,16 @@ def pdf_from_arrays(xyz, elements, uiso, params: PDFParameters | Mapping | None 
     return r, G[0]
 
 
-def fq_from_arrays(xyz, elements, uiso, params: PDFParameters | Mapping | None = None,
-                   backend: str = "auto", device=None, *, method: str = "auto"
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def fq_from_arrays(
+    xyz,
+    elements,
+    uiso,
+    params: PDFParameters | Mapping | None = None,
+    backend: str = "auto",
+    device=None,
+    *,
+    method: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
     """Total scattering structure function F(Q) of one cluster (srreal's ``fq``).
 
     Same arguments as :func:`pdf_from_arrays`.  The Q grid is srreal's: ``k*qstep``
@@ -1073,8 +1146,13 @@ def fq_from_arrays(xyz, elements, uiso, params: PDFParameters | Mapping | None =
     return plan.q.cpu().numpy(), F[0].cpu().numpy()
 
 
-def pdf_batch(clusters: Sequence[tuple], params: PDFParameters | Mapping | None = None,
-              device=None, *, method: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def pdf_batch(
+    clusters: Sequence[tuple],
+    params: PDFParameters | Mapping | None = None,
+    device=None,
+    *,
+    method: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
     """G(r) of many clusters of any sizes in one batched torch calculation.
 
     Parameters
@@ -1105,8 +1183,9 @@ def pdf_batch(clusters: Sequence[tuple], params: PDFParameters | Mapping | None 
     return _pdf_calc(list(clusters), p, dev, method)
 
 
-def _pdf_calc(clusters: list, p: PDFParameters, dev: torch.device, method: str,
-              range_steps=None) -> tuple[np.ndarray, np.ndarray]:
+def _pdf_calc(
+    clusters: list, p: PDFParameters, dev: torch.device, method: str, range_steps=None
+) -> tuple[np.ndarray, np.ndarray]:
     """pdf_batch without argument checks; ``range_steps`` as in :func:`_debye_F`."""
     r = p.r_grid()
     if not clusters:
@@ -1151,9 +1230,14 @@ def _structure_arrays(stru) -> tuple[np.ndarray, list[str], np.ndarray]:
     return xyz, els, np.asarray(uiso, dtype=float)
 
 
-def pdf_from_structure(stru, params: PDFParameters | Mapping | None = None,
-                       backend: str = "auto", device=None, *, method: str = "auto"
-                       ) -> tuple[np.ndarray, np.ndarray]:
+def pdf_from_structure(
+    stru,
+    params: PDFParameters | Mapping | None = None,
+    backend: str = "auto",
+    device=None,
+    *,
+    method: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
     """G(r) of a diffpy ``Structure`` treated as an isolated cluster.
 
     Uses the Cartesian coordinates ``xyz_cartn``, the atoms' element symbols and
@@ -1161,5 +1245,6 @@ def pdf_from_structure(stru, params: PDFParameters | Mapping | None = None,
     equivalent; the lattice is never repeated).  Arguments as :func:`pdf_from_arrays`.
     """
     xyz, els, uiso = _structure_arrays(stru)
-    return pdf_from_arrays(xyz, els, uiso, params, backend=backend, device=device,
-                           method=method)
+    return pdf_from_arrays(
+        xyz, els, uiso, params, backend=backend, device=device, method=method
+    )

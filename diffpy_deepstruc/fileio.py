@@ -49,13 +49,18 @@ def check_writable(path: str | os.PathLike, overwrite: bool = False) -> Path:
     if p.is_dir():
         raise OutputExistsError(f"{p}: is a folder; give a file name")
     if p.exists() and not overwrite:
-        raise OutputExistsError(f"{p}: file exists; pass overwrite=True (--force) to replace it")
+        raise OutputExistsError(
+            f"{p}: file exists; pass overwrite=True (--force) to replace it"
+        )
     return p
 
 
 @contextlib.contextmanager
 def atomic_write(
-    path: str | os.PathLike, mode: str = "w", overwrite: bool = False, encoding: str | None = None
+    path: str | os.PathLike,
+    mode: str = "w",
+    overwrite: bool = False,
+    encoding: str | None = None,
 ) -> Iterator[IO]:
     """Open a temporary file that replaces ``path`` atomically on success.
 
@@ -101,7 +106,9 @@ def atomic_write(
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, overwrite: bool = False) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike, data: bytes, overwrite: bool = False
+) -> Path:
     """Write ``data`` to ``path`` atomically; see :func:`atomic_write`."""
     with atomic_write(path, "wb", overwrite=overwrite) as fh:
         fh.write(data)

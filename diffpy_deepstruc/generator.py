@@ -95,8 +95,15 @@ def unit_nn_distance(xyz: np.ndarray) -> float:
     return float(close.mean()) if close.size else d1
 
 
-def fit_scale(unit_xyz: np.ndarray, r: np.ndarray, g: np.ndarray, s0: float,
-              rel_range: float = 0.12, rmax: float = 30.0, sigma: float = 0.1) -> float:
+def fit_scale(
+    unit_xyz: np.ndarray,
+    r: np.ndarray,
+    g: np.ndarray,
+    s0: float,
+    rel_range: float = 0.12,
+    rmax: float = 30.0,
+    sigma: float = 0.1,
+) -> float:
     """Angstrom-per-unit scale that best lines up a shape's pair distances with G(r).
 
     A fast 1-D search: the pair distances of ``unit_xyz`` times ``s`` are histogrammed
@@ -123,6 +130,7 @@ def fit_scale(unit_xyz: np.ndarray, r: np.ndarray, g: np.ndarray, s0: float,
     half = int(np.ceil(4 * sigma / step))
     kern = np.exp(-0.5 * (np.arange(-half, half + 1) * step / sigma) ** 2)
     edges = np.concatenate([grid - step / 2, [grid[-1] + step / 2]])
+
     def score(f: float) -> float:
         h, _ = np.histogram(d * (s0 * f), bins=edges)
         m = np.convolve(h.astype(float), kern, mode="same") / grid
@@ -135,8 +143,8 @@ def fit_scale(unit_xyz: np.ndarray, r: np.ndarray, g: np.ndarray, s0: float,
     scores = np.array([score(f) for f in factors])
     k = int(np.argmax(scores))
     f = factors[k]
-    if 0 < k < len(factors) - 1 and np.all(np.isfinite(scores[k - 1:k + 2])):
-        y0, y1, y2 = scores[k - 1:k + 2]
+    if 0 < k < len(factors) - 1 and np.all(np.isfinite(scores[k - 1 : k + 2])):
+        y0, y1, y2 = scores[k - 1 : k + 2]
         den = y0 - 2 * y1 + y2
         if den < 0:
             f += np.clip(0.5 * (y0 - y2) / den, -1, 1) * 0.001
@@ -173,11 +181,14 @@ class DeepStruc:
         G(r) (:func:`fit_scale`); otherwise the nearest-neighbour-peak estimate is kept.
     """
 
-    def __init__(self, model: DeepStrucNet, trilateration: dict | None = None,
-                 fit_scale: bool = True) -> None:
+    def __init__(
+        self, model: DeepStrucNet, trilateration: dict | None = None, fit_scale: bool = True
+    ) -> None:
         meta = getattr(model, "meta", None)
         if meta is None:
-            raise CheckpointError("the model carries no checkpoint config; use DeepStruc.load")
+            raise CheckpointError(
+                "the model carries no checkpoint config; use DeepStruc.load"
+            )
         self.model = model.eval()
         self.meta = meta
         self.preprocess_config = PreprocessConfig.from_dict(meta["preprocess"])
@@ -283,8 +294,16 @@ class DeepStruc:
             scale_peak = scale
             if self.fit_scale:
                 scale = fit_scale(xyz, r, g, scale)
-            res.append({"xyz": xyz, "n_atoms": n, "residual": float(np.mean(tri.residual)),
-                        "scale": scale, "scale_net": scale_net, "scale_peak": scale_peak})
+            res.append(
+                {
+                    "xyz": xyz,
+                    "n_atoms": n,
+                    "residual": float(np.mean(tri.residual)),
+                    "scale": scale,
+                    "scale_net": scale_net,
+                    "scale_peak": scale_peak,
+                }
+            )
         return res
 
     def decode(self, z: Any, pdf: Any, element: str = "Pt", uiso: float = DEFAULT_UISO):
@@ -294,13 +313,15 @@ class DeepStruc:
         sym = self._check_element(element)
         z = np.asarray(z, dtype=np.float32).reshape(1, -1)
         if z.shape[1] != self.model.config.latent:
-            raise ParameterError(f"z must have {self.model.config.latent} values, "
-                                 f"not {z.shape[1]}")
+            raise ParameterError(
+                f"z must have {self.model.config.latent} values, not {z.shape[1]}"
+            )
         d = self.decode_unit(z, pdf)[0]
         return arrays_to_structure(d["xyz"] * d["scale"], sym, uiso, title="deepstruc")
 
-    def sample_latent(self, pdf: Any, n: int = 20, seed: int = 0,
-                      include_mean: bool = True) -> np.ndarray:
+    def sample_latent(
+        self, pdf: Any, n: int = 20, seed: int = 0, include_mean: bool = True
+    ) -> np.ndarray:
         """``n`` latent points ``[n, D]`` from p(z | PDF) (first = mean if asked)."""
         if not isinstance(n, int) or n < 1:
             raise ParameterError(f"n must be a positive integer, not {n!r}")
@@ -310,8 +331,15 @@ class DeepStruc:
             z = self.model.sample_prior(c, n, generator=gen, include_mean=include_mean)
         return z[0].numpy()
 
-    def generate(self, pdf: Any, n: int = 20, element: str = "Pt", seed: int = 0,
-                 uiso: float = DEFAULT_UISO, include_mean: bool = True) -> list[Candidate]:
+    def generate(
+        self,
+        pdf: Any,
+        n: int = 20,
+        element: str = "Pt",
+        seed: int = 0,
+        uiso: float = DEFAULT_UISO,
+        include_mean: bool = True,
+    ) -> list[Candidate]:
         """Sample ``n`` candidate structures for a PDF.
 
         Parameters
@@ -342,9 +370,18 @@ class DeepStruc:
         z = self.sample_latent((r, g), n, seed, include_mean)
         out = []
         for k, d in enumerate(self.decode_unit(z, (r, g))):
-            s = arrays_to_structure(d["xyz"] * d["scale"], sym, uiso,
-                                    title=f"deepstruc {self.kind} sample {k}")
-            out.append(Candidate(structure=s, latent=z[k].astype(float), n_atoms=d["n_atoms"],
-                                 residual=d["residual"], scale=d["scale"],
-                                 is_prior_mean=include_mean and k == 0, index=k))
+            s = arrays_to_structure(
+                d["xyz"] * d["scale"], sym, uiso, title=f"deepstruc {self.kind} sample {k}"
+            )
+            out.append(
+                Candidate(
+                    structure=s,
+                    latent=z[k].astype(float),
+                    n_atoms=d["n_atoms"],
+                    residual=d["residual"],
+                    scale=d["scale"],
+                    is_prior_mean=include_mean and k == 0,
+                    index=k,
+                )
+            )
         return out

@@ -72,8 +72,17 @@ __all__ = [
 MAP_NAME = "latent_map.csv"
 MAP_FORMAT = "diffpy-deepstruc-latent-map"
 #: Fixed columns of a map CSV (the latent coordinates ``z1 .. zD`` follow).
-MAP_COLUMNS = ("label", "index", "type", "element", "n_atoms", "hcp_fraction", "split",
-               "shape", "pdf")
+MAP_COLUMNS = (
+    "label",
+    "index",
+    "type",
+    "element",
+    "n_atoms",
+    "hcp_fraction",
+    "split",
+    "shape",
+    "pdf",
+)
 #: Minimum allowed pair distance, in units of the nearest-neighbour distance.
 VALID_RATIO = 0.8
 
@@ -104,8 +113,9 @@ def as_deepstruc(model: Any):
         ds = DeepStruc.load(model)
         ds.model.checkpoint_dir = Path(model)
         return ds
-    raise ParameterError(f"expected a DeepStruc, a model or a checkpoint folder, not "
-                         f"{type(model).__name__}")
+    raise ParameterError(
+        f"expected a DeepStruc, a model or a checkpoint folder, not {type(model).__name__}"
+    )
 
 
 def _net(model: Any):
@@ -172,13 +182,19 @@ def _decode_inputs(ds, z: np.ndarray, x: np.ndarray) -> list[dict[str, Any]]:
         n = len(sel)
         kw = {"maxiter": 300, "w_pair": 3.0 / n, **ds.trilateration}
         tri = trilaterate(sat, adm, ds.satellites, **kw)
-        res.append({"xyz": np.asarray(tri.xyz, float), "n_atoms": n,
-                    "residual": float(np.mean(tri.residual))})
+        res.append(
+            {
+                "xyz": np.asarray(tri.xyz, float),
+                "n_atoms": n,
+                "residual": float(np.mean(tri.residual)),
+            }
+        )
     return res
 
 
-def interpolate(model: Any, pdf_a: Any, pdf_b: Any, steps: int = 8,
-                element: str = "Pt") -> list[tuple[np.ndarray, Any]]:
+def interpolate(
+    model: Any, pdf_a: Any, pdf_b: Any, steps: int = 8, element: str = "Pt"
+) -> list[tuple[np.ndarray, Any]]:
     """Structures decoded along the latent line from A's prior mean to B's.
 
     Parameters
@@ -216,8 +232,12 @@ def interpolate(model: Any, pdf_a: Any, pdf_b: Any, steps: int = 8,
     for k, d in enumerate(_decode_inputs(ds, z, x)):
         u = unit_nn_distance(d["xyz"])
         scale = nn / u if np.isfinite(u) and u > 0 else 1.0
-        s = arrays_to_structure(d["xyz"] * scale, sym, DEFAULT_UISO,
-                                title=f"deepstruc {ds.kind} interpolation t={t[k, 0]:.3f}")
+        s = arrays_to_structure(
+            d["xyz"] * scale,
+            sym,
+            DEFAULT_UISO,
+            title=f"deepstruc {ds.kind} interpolation t={t[k, 0]:.3f}",
+        )
         out.append((z[k].astype(float), s))
     return out
 
@@ -262,8 +282,11 @@ def validity(structure: Any, nn: float | None = None) -> bool:
 
         if isinstance(structure, np.ndarray):
             raise ParameterError("pass nn for a bare coordinate array")
-        els = (structure.get_chemical_symbols() if hasattr(structure, "get_chemical_symbols")
-               else structure_arrays(structure)[1])
+        els = (
+            structure.get_chemical_symbols()
+            if hasattr(structure, "get_chemical_symbols")
+            else structure_arrays(structure)[1]
+        )
         if not els:
             return False
         nn = nearest_neighbour_distance(els[0])
@@ -275,8 +298,9 @@ def validity(structure: Any, nn: float | None = None) -> bool:
     return bool(np.isfinite(ratio) and ratio >= VALID_RATIO)
 
 
-def interpolation_table(path_steps: list[tuple[np.ndarray, Any]], nn: float
-                        ) -> list[dict[str, Any]]:
+def interpolation_table(
+    path_steps: list[tuple[np.ndarray, Any]], nn: float
+) -> list[dict[str, Any]]:
     """One row per interpolation step: ``step, t, z1.., n_atoms, min_dist_over_nn,
     valid``."""
     rows = []
@@ -343,11 +367,21 @@ class LatentMap:
         self.pdf = np.asarray(self.pdf, np.int64)
         self.hcp_fraction = np.asarray(self.hcp_fraction, float)
         m = len(self.index)
-        for name in ("label", "type", "element", "split", "shape", "n_atoms", "pdf",
-                     "hcp_fraction"):
+        for name in (
+            "label",
+            "type",
+            "element",
+            "split",
+            "shape",
+            "n_atoms",
+            "pdf",
+            "hcp_fraction",
+        ):
             if len(getattr(self, name)) != m:
-                raise ParameterError(f"latent map column {name} has {len(getattr(self, name))}"
-                                     f" rows, expected {m}")
+                raise ParameterError(
+                    f"latent map column {name} has {len(getattr(self, name))}"
+                    f" rows, expected {m}"
+                )
 
     def __len__(self) -> int:
         return len(self.index)
@@ -358,8 +392,9 @@ class LatentMap:
             return self.z
         if which == "posterior":
             if self.zq is None:
-                raise ParameterError("this map holds no posterior means (compute it with "
-                                     "posterior=True)")
+                raise ParameterError(
+                    "this map holds no posterior means (compute it with posterior=True)"
+                )
             return self.zq
         raise ParameterError(f"latent must be 'prior' or 'posterior', not {which!r}")
 
@@ -371,18 +406,28 @@ class LatentMap:
     def select(self, mask: Any) -> LatentMap:
         """The rows where ``mask`` (bool array or indices) holds."""
         m = np.asarray(mask)
-        return LatentMap(z=self.z[m], label=self.label[m], index=self.index[m],
-                         type=self.type[m], element=self.element[m], n_atoms=self.n_atoms[m],
-                         hcp_fraction=self.hcp_fraction[m], split=self.split[m],
-                         shape=self.shape[m], pdf=self.pdf[m], meta=dict(self.meta),
-                         zq=None if self.zq is None else self.zq[m])
+        return LatentMap(
+            z=self.z[m],
+            label=self.label[m],
+            index=self.index[m],
+            type=self.type[m],
+            element=self.element[m],
+            n_atoms=self.n_atoms[m],
+            hcp_fraction=self.hcp_fraction[m],
+            split=self.split[m],
+            shape=self.shape[m],
+            pdf=self.pdf[m],
+            meta=dict(self.meta),
+            zq=None if self.zq is None else self.zq[m],
+        )
 
     def catalog_rows(self) -> LatentMap:
         """Without the placed data."""
         return self.select(self.type != "data")
 
-    def with_data(self, labels: list[str], z: np.ndarray,
-                  elements: list[str] | None = None) -> LatentMap:
+    def with_data(
+        self, labels: list[str], z: np.ndarray, elements: list[str] | None = None
+    ) -> LatentMap:
         """A copy with measured PDFs appended as ``type == "data"`` rows."""
         z = np.asarray(z, float).reshape(len(labels), -1)
         n = len(labels)
@@ -393,20 +438,25 @@ class LatentMap:
             label=np.concatenate([self.label, np.asarray(labels, object)]),
             index=np.concatenate([self.index, -np.ones(n, np.int64)]),
             type=np.concatenate([self.type, np.array(["data"] * n, object)]),
-            element=np.concatenate([self.element, np.asarray(elements or [""] * n, object)]),
+            element=np.concatenate(
+                [self.element, np.asarray(elements or [""] * n, object)]
+            ),
             n_atoms=np.concatenate([self.n_atoms, np.zeros(n, np.int64)]),
             hcp_fraction=np.concatenate([self.hcp_fraction, np.full(n, np.nan)]),
             split=np.concatenate([self.split, np.array(["data"] * n, object)]),
             shape=np.concatenate([self.shape, np.array([""] * n, object)]),
             pdf=np.concatenate([self.pdf, -np.ones(n, np.int64)]),
             meta=dict(self.meta),
-            zq=None if self.zq is None else np.concatenate([self.zq, np.full(z.shape, np.nan)]),
+            zq=None
+            if self.zq is None
+            else np.concatenate([self.zq, np.full(z.shape, np.nan)]),
         )
 
 
 def _str_column(ds) -> np.ndarray:
-    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in ds[()]],
-                    dtype=object)
+    return np.array(
+        [v.decode() if isinstance(v, bytes) else str(v) for v in ds[()]], dtype=object
+    )
 
 
 def _shape_id(stype: str, builder: str) -> str:
@@ -453,8 +503,12 @@ def _model_split(meta: dict, types: np.ndarray, same_catalog: bool) -> np.ndarra
     if "seed" in tr and (tr.get("split_by", "structure") == "structure"):
         from .training import split_structures
 
-        parts = split_structures(types, np.arange(m), int(tr["seed"]),
-                                 tuple(tr.get("split_fractions", (0.8, 0.1, 0.1))))
+        parts = split_structures(
+            types,
+            np.arange(m),
+            int(tr["seed"]),
+            tuple(tr.get("split_fractions", (0.8, 0.1, 0.1))),
+        )
         for name, rows in parts.items():
             out[rows] = name
     return out
@@ -467,21 +521,26 @@ def _read_rows(gds, rows: np.ndarray, block: int = 4096) -> np.ndarray:
     srt = np.argsort(rows)
     if len(rows) * 8 < gds.shape[0] or len(rows) < 256:
         for a in range(0, len(rows), 2048):
-            sl = srt[a:a + 2048]
+            sl = srt[a : a + 2048]
             out[sl] = gds[rows[sl].tolist()]  # increasing rows, as h5py needs
         return out
     pos = np.searchsorted(rows[srt], np.arange(0, gds.shape[0] + block, block))
     for b, a in enumerate(range(0, gds.shape[0], block)):
-        sl = srt[pos[b]:pos[b + 1]]
+        sl = srt[pos[b] : pos[b + 1]]
         if len(sl):
-            out[sl] = gds[a:a + block][rows[sl] - a]
+            out[sl] = gds[a : a + block][rows[sl] - a]
     return out
 
 
-def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
-                       batch_size: int = 512, progress: bool = False,
-                       posterior: bool = False,
-                       cache_dir: str | os.PathLike | None = None) -> LatentMap:
+def compute_latent_map(
+    model: Any,
+    catalog_path: str | os.PathLike,
+    *,
+    batch_size: int = 512,
+    progress: bool = False,
+    posterior: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+) -> LatentMap:
     """Place every catalog structure on the latent map.
 
     Each structure is encoded through its *least-noisy* simulated PDF (``noise`` column
@@ -512,15 +571,22 @@ def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
         natoms = h5["structures/natoms"][()].astype(np.int64)
         m = len(natoms)
         types = _str_column(h5["structures/type"])
-        elements = (_str_column(h5["structures/element"]) if "structures/element" in h5
-                    else np.array([""] * m, object))
-        builders = (_str_column(h5["structures/builder"]) if "structures/builder" in h5
-                    else np.array([str(i) for i in range(m)], object))
+        elements = (
+            _str_column(h5["structures/element"])
+            if "structures/element" in h5
+            else np.array([""] * m, object)
+        )
+        builders = (
+            _str_column(h5["structures/builder"])
+            if "structures/builder" in h5
+            else np.array([str(i) for i in range(m)], object)
+        )
         if "structures/hcp_fraction" in h5:
             hcp = h5["structures/hcp_fraction"][()].astype(float)
         else:
-            hcp = np.array([_hcp_from_builder(t, b) for t, b in zip(types, builders,
-                                                                     strict=True)])
+            hcp = np.array(
+                [_hcp_from_builder(t, b) for t, b in zip(types, builders, strict=True)]
+            )
         pdf_struct = h5["pdfs/structure"][()].astype(np.int64)
         noise = np.zeros(len(pdf_struct))
         if "pdfs/params" in h5:
@@ -530,7 +596,9 @@ def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
             if "noise" in names:
                 noise = h5["pdfs/params"][:, names.index("noise")].astype(float)
         if pdf_struct.size and (pdf_struct.min() < 0 or pdf_struct.max() >= m):
-            raise CatalogError(f"{catalog_path}: /pdfs/structure points outside /structures")
+            raise CatalogError(
+                f"{catalog_path}: /pdfs/structure points outside /structures"
+            )
         # candidate PDFs of each structure, least noise first, then catalog order
         order = np.lexsort((np.arange(len(pdf_struct)), noise, pdf_struct))
         first = np.searchsorted(pdf_struct[order], np.arange(m + 1))
@@ -564,14 +632,17 @@ def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
     keep = np.flatnonzero(chosen >= 0)
     z = np.zeros((len(keep), ds.model.config.latent))
     for a in range(0, len(keep), batch_size):
-        z[a:a + batch_size] = _encode_inputs(ds, x[keep[a:a + batch_size]])[0]
+        z[a : a + batch_size] = _encode_inputs(ds, x[keep[a : a + batch_size]])[0]
     zq = None
     if posterior:
-        zq = _posterior_means(ds, catalog_path, keep, x[keep], batch_size, cache_dir,
-                              progress)
+        zq = _posterior_means(
+            ds, catalog_path, keep, x[keep], batch_size, cache_dir, progress
+        )
     split = _model_split(meta, types, same)[keep]
-    shapes = np.array([_shape_id(t, b) for t, b in zip(types[keep], builders[keep],
-                                                        strict=True)], dtype=object)
+    shapes = np.array(
+        [_shape_id(t, b) for t, b in zip(types[keep], builders[keep], strict=True)],
+        dtype=object,
+    )
     info = {
         "format": MAP_FORMAT,
         "package_version": __version__,
@@ -581,17 +652,28 @@ def compute_latent_map(model: Any, catalog_path: str | os.PathLike, *,
         "catalog_sha256": sha,
         "same_catalog_as_model": bool(same),
         "latent": "prior mean p(z|PDF) of each structure's least-noise PDF",
-        "posterior": "q columns: posterior mean q(z|structure,PDF), same PDF" if posterior
+        "posterior": "q columns: posterior mean q(z|structure,PDF), same PDF"
+        if posterior
         else "not computed",
         "n_structures": int(m),
         "skipped_structures": int(m - len(keep)),
     }
     if skipped:
         info["skipped_reason"] = "no PDF of the structure could be preprocessed"
-    return LatentMap(z=z, label=np.array([str(i) for i in keep], object), index=keep,
-                     type=types[keep], element=elements[keep], n_atoms=natoms[keep],
-                     hcp_fraction=hcp[keep], split=split, shape=shapes, pdf=chosen[keep],
-                     meta=info, zq=zq)
+    return LatentMap(
+        z=z,
+        label=np.array([str(i) for i in keep], object),
+        index=keep,
+        type=types[keep],
+        element=elements[keep],
+        n_atoms=natoms[keep],
+        hcp_fraction=hcp[keep],
+        split=split,
+        shape=shapes,
+        pdf=chosen[keep],
+        meta=info,
+        zq=zq,
+    )
 
 
 def _posterior_means(ds, catalog_path, rows, x, batch_size, cache_dir, progress):
@@ -600,21 +682,28 @@ def _posterior_means(ds, catalog_path, rows, x, batch_size, cache_dir, progress)
     from .training import batch_targets, prepare_data
 
     rep = ds.meta["representation"]
-    data = prepare_data(catalog_path, ds.preprocess_config, int(rep["n_satellites"]),
-                        cache_dir=cache_dir, progress=progress)
+    data = prepare_data(
+        catalog_path,
+        ds.preprocess_config,
+        int(rep["n_satellites"]),
+        cache_dir=cache_dir,
+        progress=progress,
+    )
     if data.n_max != ds.model.config.n_max:
-        raise CatalogError(f"{catalog_path}: n_max {data.n_max} differs from the model's "
-                           f"{ds.model.config.n_max}")
+        raise CatalogError(
+            f"{catalog_path}: n_max {data.n_max} differs from the model's "
+            f"{ds.model.config.n_max}"
+        )
     sats = torch.tensor(ds.satellites, dtype=torch.float32)
     out = np.zeros((len(rows), ds.model.config.latent))
     for a in range(0, len(rows), batch_size):
-        sh = data.shape_of[rows[a:a + batch_size]]
+        sh = data.shape_of[rows[a : a + batch_size]]
         coords = torch.from_numpy(np.ascontiguousarray(data.shape_coords[sh], np.float32))
         natoms = torch.from_numpy(data.shape_natoms[sh])
         sat, _, mask = batch_targets(coords, natoms, sats)
         with torch.no_grad():
-            c = ds.model.condition(torch.from_numpy(x[a:a + batch_size]))
-            out[a:a + batch_size] = ds.model.posterior(sat, mask, c)[0].numpy()
+            c = ds.model.condition(torch.from_numpy(x[a : a + batch_size]))
+            out[a : a + batch_size] = ds.model.posterior(sat, mask, c)[0].numpy()
     return out
 
 
@@ -624,8 +713,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def save_latent_map(table: LatentMap, path: str | os.PathLike, overwrite: bool = False
-                    ) -> Path:
+def save_latent_map(
+    table: LatentMap, path: str | os.PathLike, overwrite: bool = False
+) -> Path:
     """Write a map as CSV (``#`` metadata lines, then a header row), atomically."""
     buf = io.StringIO()
     for k, v in sorted(table.meta.items()):
@@ -636,9 +726,21 @@ def save_latent_map(table: LatentMap, path: str | os.PathLike, overwrite: bool =
     w.writerow([*MAP_COLUMNS, *(f"z{i + 1}" for i in range(d)), *qcols])
     for k in range(len(table)):
         q = [] if table.zq is None else [_fmt(v) for v in table.zq[k]]
-        w.writerow([table.label[k], table.index[k], table.type[k], table.element[k],
-                    table.n_atoms[k], _fmt(table.hcp_fraction[k]), table.split[k],
-                    table.shape[k], table.pdf[k], *(f"{v:.6g}" for v in table.z[k]), *q])
+        w.writerow(
+            [
+                table.label[k],
+                table.index[k],
+                table.type[k],
+                table.element[k],
+                table.n_atoms[k],
+                _fmt(table.hcp_fraction[k]),
+                table.split[k],
+                table.shape[k],
+                table.pdf[k],
+                *(f"{v:.6g}" for v in table.z[k]),
+                *q,
+            ]
+        )
     return atomic_write_text(path, buf.getvalue(), overwrite=overwrite)
 
 
@@ -681,15 +783,24 @@ def load_latent_map(path: str | os.PathLike) -> LatentMap:
         z = np.array([[float(r[c]) for c in zcols] for r in rows], float)
         zq = None
         if len(qcols) == len(zcols):
-            zq = np.array([[float(r[c]) if r[c] != "" else np.nan for c in qcols]
-                           for r in rows], float).reshape(len(rows), len(qcols))
+            zq = np.array(
+                [[float(r[c]) if r[c] != "" else np.nan for c in qcols] for r in rows],
+                float,
+            ).reshape(len(rows), len(qcols))
         return LatentMap(
             z=z.reshape(len(rows), len(zcols)),
-            label=col("label", str, ""), index=col("index", int, -1), type=col("type", str, ""),
-            element=col("element", str, ""), n_atoms=col("n_atoms", int, 0),
+            label=col("label", str, ""),
+            index=col("index", int, -1),
+            type=col("type", str, ""),
+            element=col("element", str, ""),
+            n_atoms=col("n_atoms", int, 0),
             hcp_fraction=col("hcp_fraction", float, float("nan")),
-            split=col("split", str, ""), shape=col("shape", str, ""), pdf=col("pdf", int, -1),
-            meta=meta, zq=zq)
+            split=col("split", str, ""),
+            shape=col("shape", str, ""),
+            pdf=col("pdf", int, -1),
+            meta=meta,
+            zq=zq,
+        )
     except (ValueError, TypeError, KeyError) as exc:
         raise ParameterError(f"{p}: unreadable latent map ({exc})") from None
 
@@ -777,9 +888,16 @@ def shipped_map_or_none(model: Any) -> tuple[np.ndarray, list[str]] | None:
 
 
 # ----------------------------------------------------------------------- the numbers
-def knn_type_accuracy(table: LatentMap, k: int = 5, *, train: str = "train",
-                      test: str = "test", exclude: tuple[str, ...] = ("stacking",),
-                      unseen_shapes: bool = False, latent: str = "prior") -> dict[str, Any]:
+def knn_type_accuracy(
+    table: LatentMap,
+    k: int = 5,
+    *,
+    train: str = "train",
+    test: str = "test",
+    exclude: tuple[str, ...] = ("stacking",),
+    unseen_shapes: bool = False,
+    latent: str = "prior",
+) -> dict[str, Any]:
     """Structure type recovered by a k-nearest-neighbour vote on latent points.
 
     Parameters
@@ -811,8 +929,10 @@ def knn_type_accuracy(table: LatentMap, k: int = 5, *, train: str = "train",
     tr = np.flatnonzero(keep & (table.split == train))
     te = np.flatnonzero(keep & (table.split == test))
     if len(tr) == 0 or len(te) == 0:
-        raise ParameterError(f"the map has no {train!r} or no {test!r} points "
-                             f"({len(tr)} / {len(te)}); is the split recorded?")
+        raise ParameterError(
+            f"the map has no {train!r} or no {test!r} points "
+            f"({len(tr)} / {len(te)}); is the split recorded?"
+        )
     zall = table.latent(latent)
     zt, ttr = zall[tr], table.type[tr].astype(str)
     pred = []
@@ -835,15 +955,27 @@ def knn_type_accuracy(table: LatentMap, k: int = 5, *, train: str = "train",
         s = truth == t
         per_type[t] = {"accuracy": float(ok[s].mean()), "count": int(s.sum())}
         confusion[t] = {p: int((pred[s] == p).sum()) for p in sorted(set(pred[s]))}
-    return {"accuracy": float(ok.mean()), "n_train": int(len(tr)), "n_test": int(len(te)),
-            "k": k, "excluded": list(exclude), "unseen_shapes": bool(unseen_shapes),
-            "latent": latent,
-            "per_type": per_type, "confusion": confusion}
+    return {
+        "accuracy": float(ok.mean()),
+        "n_train": int(len(tr)),
+        "n_test": int(len(te)),
+        "k": k,
+        "excluded": list(exclude),
+        "unseen_shapes": bool(unseen_shapes),
+        "latent": latent,
+        "per_type": per_type,
+        "confusion": confusion,
+    }
 
 
-def stacking_spearman(table: LatentMap, *, split: str | None = None,
-                      centroid_split: str | None = None, latent: str = "prior",
-                      reference: str = "types") -> dict[str, Any]:
+def stacking_spearman(
+    table: LatentMap,
+    *,
+    split: str | None = None,
+    centroid_split: str | None = None,
+    latent: str = "prior",
+    reference: str = "types",
+) -> dict[str, Any]:
     """Do stacking-faulted particles sit along the fcc -> hcp direction by hcp fraction?
 
     The position of a stacking-faulted point is its projection onto the line from the
@@ -890,10 +1022,14 @@ def stacking_spearman(table: LatentMap, *, split: str | None = None,
     else:
         raise ParameterError(f"reference must be 'types' or 'stacking', not {reference!r}")
     if not fcc.any() or not hcp.any():
-        raise ParameterError("the map needs fcc and hcp points for the fcc -> hcp direction")
+        raise ParameterError(
+            "the map needs fcc and hcp points for the fcc -> hcp direction"
+        )
     if st.sum() < 3:
-        raise ParameterError(f"need at least 3 stacking-faulted points with an hcp fraction "
-                             f"(found {int(st.sum())})")
+        raise ParameterError(
+            f"need at least 3 stacking-faulted points with an hcp fraction "
+            f"(found {int(st.sum())})"
+        )
     zall = table.latent(latent)
     c0, c1 = zall[fcc].mean(0), zall[hcp].mean(0)
     u = c1 - c0
@@ -904,6 +1040,12 @@ def stacking_spearman(table: LatentMap, *, split: str | None = None,
     else:
         res = spearmanr(pos, frac)
         rho, p = float(res.statistic), float(res.pvalue)
-    return {"rho": rho, "pvalue": p, "n": int(st.sum()), "position": pos,
-            "hcp_fraction": frac, "fcc_centroid": c0, "hcp_centroid": c1}
-
+    return {
+        "rho": rho,
+        "pvalue": p,
+        "n": int(st.sum()),
+        "position": pos,
+        "hcp_fraction": frac,
+        "fcc_centroid": c0,
+        "hcp_centroid": c1,
+    }

@@ -38,8 +38,9 @@ __all__ = ["coordinate_mae", "pdf_agreement", "evaluate", "summarize", "COMPARE_
 COMPARE_RMIN = 1.5
 
 
-def coordinate_mae(pred: np.ndarray, true: np.ndarray, same_frame: bool = False
-                   ) -> dict[str, float]:
+def coordinate_mae(
+    pred: np.ndarray, true: np.ndarray, same_frame: bool = False
+) -> dict[str, float]:
     """Coordinate errors after assignment, rotation and isotropic scale.
 
     Parameters
@@ -63,12 +64,20 @@ def coordinate_mae(pred: np.ndarray, true: np.ndarray, same_frame: bool = False
     true = np.asarray(true, float)
     if len(pred) < 1 or len(true) < 1:
         raise ParameterError("coordinate_mae needs at least one atom on each side")
-    a = assign_and_align(pred, true, allow_scale=True, try_principal_axes=not same_frame,
-                         max_iter=20 if same_frame else 50)
+    a = assign_and_align(
+        pred,
+        true,
+        allow_scale=True,
+        try_principal_axes=not same_frame,
+        max_iter=20 if same_frame else 50,
+    )
     diff = a.aligned[a.index_a] - true[a.index_b]
-    return {"mae": float(np.abs(diff).mean()),
-            "position_mae": float(np.linalg.norm(diff, axis=1).mean()),
-            "rmsd": a.rmsd, "fit_scale": a.scale}
+    return {
+        "mae": float(np.abs(diff).mean()),
+        "position_mae": float(np.linalg.norm(diff, axis=1).mean()),
+        "rmsd": a.rmsd,
+        "fit_scale": a.scale,
+    }
 
 
 def pdf_agreement(g_ref: np.ndarray, g_model: np.ndarray) -> tuple[float, float]:
@@ -129,8 +138,10 @@ def evaluate(
         raise ParameterError(f"split must be test, val or train, not {split!r}")
     sha = sha256_file(catalog)
     if meta.get("catalog", {}).get("sha256") != sha:
-        raise CatalogError(f"{catalog}: not the catalog this model was trained on (SHA-256 "
-                           f"differs); its split is not defined there")
+        raise CatalogError(
+            f"{catalog}: not the catalog this model was trained on (SHA-256 "
+            f"differs); its split is not defined there"
+        )
     with h5py.File(catalog, "r") as h5:
         M = h5["structures/natoms"].shape[0]
         if split == "train":
@@ -140,10 +151,18 @@ def evaluate(
             rows = np.asarray(sp.get(split, []), dtype=np.int64)
         if rows.size == 0:
             raise CatalogError(f"the model's config records no {split!r} structures")
-        types = np.array([t.decode() if isinstance(t, bytes) else str(t)
-                          for t in h5["structures/type"][()]])
-        elements = np.array([t.decode() if isinstance(t, bytes) else str(t)
-                             for t in h5["structures/element"][()]])
+        types = np.array(
+            [
+                t.decode() if isinstance(t, bytes) else str(t)
+                for t in h5["structures/type"][()]
+            ]
+        )
+        elements = np.array(
+            [
+                t.decode() if isinstance(t, bytes) else str(t)
+                for t in h5["structures/element"][()]
+            ]
+        )
         subset = False
         if max_structures and rows.size > max_structures:
             rng = np.random.default_rng(seed)
@@ -175,7 +194,9 @@ def evaluate(
         params = np.stack([pds[j] for j in pdf_rows])
         xyz_all = h5["structures/xyz"]
         natoms = h5["structures/natoms"][()]
-        truths = {int(s): xyz_all[int(s)][: int(natoms[int(s)])].astype(float) for s in rows}
+        truths = {
+            int(s): xyz_all[int(s)][: int(natoms[int(s)])].astype(float) for s in rows
+        }
     if g_cat is None:
         raise CatalogError(f"no PDFs for the {split} structures")
     # PDFs are compared in Angstrom on the catalog's own r-grid, from COMPARE_RMIN up
@@ -192,20 +213,28 @@ def evaluate(
         par = _params_row(cols, params[k])
         el = str(elements[srow])
         true_xyz = truths[int(srow)]
-        rep = encode(true_xyz, n_max=ds.model.config.n_max,
-                     n_satellites=ds.model.config.n_satellites)
+        rep = encode(
+            true_xyz, n_max=ds.model.config.n_max, n_satellites=ds.model.config.n_satellites
+        )
         true_c = rep.xyz()  # canonical frame, Angstrom
         pdf_in = (r_cat, g_cat[k])
         z = ds.sample_latent(pdf_in, samples, seed=seed + k, include_mean=True)
         dec = ds.decode_unit(z, pdf_in)
-        pp = PDFParameters(rmin=float(r_cat[0]), rmax=float(r_cat[-1]) + 0.5 * step,
-                           rstep=step,
-                           qmin=par.get("qmin", 0.7), qmax=par.get("qmax", 25.0),
-                           qdamp=par.get("qdamp", 0.04), qbroad=par.get("qbroad", 0.0),
-                           delta2=par.get("delta2", 2.0))
+        pp = PDFParameters(
+            rmin=float(r_cat[0]),
+            rmax=float(r_cat[-1]) + 0.5 * step,
+            rstep=step,
+            qmin=par.get("qmin", 0.7),
+            qmax=par.get("qmax", 25.0),
+            qdamp=par.get("qdamp", 0.04),
+            qbroad=par.get("qbroad", 0.0),
+            delta2=par.get("delta2", 2.0),
+        )
         uiso = par.get("uiso", 0.005)
-        clusters = [(d["xyz"] * d["scale"], [el] * len(d["xyz"]), np.full(len(d["xyz"]), uiso))
-                    for d in dec]
+        clusters = [
+            (d["xyz"] * d["scale"], [el] * len(d["xyz"]), np.full(len(d["xyz"]), uiso))
+            for d in dec
+        ]
         clusters.append((true_xyz, [el] * len(true_xyz), np.full(len(true_xyz), uiso)))
         r_calc, G = pdf_batch(clusters, pp)
         if len(r_calc) != len(r_cat) or not np.allclose(r_calc, r_cat, atol=1e-6):
@@ -216,19 +245,43 @@ def evaluate(
         for d, gm in zip(dec, G[:-1], strict=True):
             m = coordinate_mae(d["xyz"] * d["scale"], true_c, same_frame=True)
             mse, pr = pdf_agreement(ref, gm)
-            cand.append({"n_atoms": d["n_atoms"], "count_exact": d["n_atoms"] == rep.n_atoms,
-                         "mae": m["mae"], "position_mae": m["position_mae"],
-                         "pdf_mse": mse, "pdf_pearson": pr, "residual": d["residual"],
-                         "scale_ratio": d["scale"] / rep.scale})
+            cand.append(
+                {
+                    "n_atoms": d["n_atoms"],
+                    "count_exact": d["n_atoms"] == rep.n_atoms,
+                    "mae": m["mae"],
+                    "position_mae": m["position_mae"],
+                    "pdf_mse": mse,
+                    "pdf_pearson": pr,
+                    "residual": d["residual"],
+                    "scale_ratio": d["scale"] / rep.scale,
+                }
+            )
         _, pr_true = pdf_agreement(ref, G[-1])
-        per_pdf.append({"structure": int(srow), "pdf": int(prow), "type": str(types[srow]),
-                        "element": el, "n_atoms": int(rep.n_atoms), "candidates": cand,
-                        "true_pdf_pearson": pr_true})
+        per_pdf.append(
+            {
+                "structure": int(srow),
+                "pdf": int(prow),
+                "type": str(types[srow]),
+                "element": el,
+                "n_atoms": int(rep.n_atoms),
+                "candidates": cand,
+                "true_pdf_pearson": pr_true,
+            }
+        )
     report = summarize(per_pdf)
-    report.update(model=str(model_dir) if model_dir else None, kind=ds.kind, split=split,
-                  samples=samples, n_pdfs=len(per_pdf), subset=subset,
-                  max_structures=max_structures, catalog_sha256=sha, seed=seed,
-                  per_pdf=per_pdf)
+    report.update(
+        model=str(model_dir) if model_dir else None,
+        kind=ds.kind,
+        split=split,
+        samples=samples,
+        n_pdfs=len(per_pdf),
+        subset=subset,
+        max_structures=max_structures,
+        catalog_sha256=sha,
+        seed=seed,
+        per_pdf=per_pdf,
+    )
     return report
 
 
@@ -262,14 +315,19 @@ def summarize(per_pdf: list[dict]) -> dict[str, Any]:
         for how in ("prior_mean", "best_mae", "best_pdf"):
             sel = [_select(p["candidates"], how) for p in items]
             block[how] = {
-                "count_exact": float(np.mean([c["count_exact"] for c in sel])) if sel else 0.0,
+                "count_exact": float(np.mean([c["count_exact"] for c in sel]))
+                if sel
+                else 0.0,
                 "mae": _agg([c["mae"] for c in sel]),
                 "position_mae": _agg([c["position_mae"] for c in sel]),
                 "pdf_mse": _agg([c["pdf_mse"] for c in sel]),
                 "pdf_pearson": _agg([c["pdf_pearson"] for c in sel]),
             }
-        block["count_exact_any"] = float(np.mean(
-            [any(c["count_exact"] for c in p["candidates"]) for p in items])) if items else 0.0
+        block["count_exact_any"] = (
+            float(np.mean([any(c["count_exact"] for c in p["candidates"]) for p in items]))
+            if items
+            else 0.0
+        )
         block["true_pdf_pearson"] = _agg([p["true_pdf_pearson"] for p in items])
         if name == "overall":
             out["overall"] = block
@@ -280,8 +338,10 @@ def summarize(per_pdf: list[dict]) -> dict[str, Any]:
 
 def format_table(report: dict[str, Any]) -> str:
     """A plain-text table of a report (one row per type, then overall)."""
-    head = (f"{'type':12s} {'n':>4s} {'count@1':>7s} {'count@N':>7s} {'MAE@1':>7s} "
-            f"{'MAE@N':>7s} {'Pear@1':>7s} {'Pear@N':>7s} {'PearSel':>7s} {'PearTrue':>8s}")
+    head = (
+        f"{'type':12s} {'n':>4s} {'count@1':>7s} {'count@N':>7s} {'MAE@1':>7s} "
+        f"{'MAE@N':>7s} {'Pear@1':>7s} {'Pear@N':>7s} {'PearSel':>7s} {'PearTrue':>8s}"
+    )
     lines = [head]
     rows = list(report["by_type"].items()) + [("overall", report["overall"])]
     for name, b in rows:

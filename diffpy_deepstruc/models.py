@@ -108,13 +108,26 @@ class ModelConfig:
             raise ParameterError(f"decoder must be 'dense' or 'slot', not {self.decoder!r}")
         if self.kind not in ("cvae", "dae"):
             raise ParameterError(f"model kind must be 'cvae' or 'dae', not {self.kind!r}")
-        for name in ("n_points", "n_max", "n_satellites", "latent", "cond_dim", "hidden",
-                     "atom_dim", "decoder_layers", "adm_dim"):
+        for name in (
+            "n_points",
+            "n_max",
+            "n_satellites",
+            "latent",
+            "cond_dim",
+            "hidden",
+            "atom_dim",
+            "decoder_layers",
+            "adm_dim",
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
-                raise ParameterError(f"model config {name} must be a positive integer, not {v!r}")
+                raise ParameterError(
+                    f"model config {name} must be a positive integer, not {v!r}"
+                )
         if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ParameterError(f"kernel must be a positive odd integer, not {self.kernel}")
+            raise ParameterError(
+                f"kernel must be a positive odd integer, not {self.kernel}"
+            )
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
 
     def to_dict(self) -> dict[str, Any]:
@@ -197,7 +210,9 @@ class PDFEncoder(nn.Module):
         # the raw PDF joins the convolution features (a short path for coarse trends)
         self.flat = c_in * n + cfg.n_points
         self.head = nn.Sequential(
-            nn.Linear(self.flat, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.cond_dim),
+            nn.Linear(self.flat, cfg.hidden),
+            nn.SiLU(),
+            nn.Linear(cfg.hidden, cfg.cond_dim),
         )
 
     def forward(self, pdf: torch.Tensor) -> torch.Tensor:
@@ -206,8 +221,13 @@ class PDFEncoder(nn.Module):
 
 
 def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(d_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden),
-                         nn.SiLU(), nn.Linear(hidden, d_out))
+    return nn.Sequential(
+        nn.Linear(d_in, hidden),
+        nn.SiLU(),
+        nn.Linear(hidden, hidden),
+        nn.SiLU(),
+        nn.Linear(hidden, d_out),
+    )
 
 
 class SetEncoder(nn.Module):
@@ -220,8 +240,9 @@ class SetEncoder(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         h = cfg.atom_dim
-        self.atom = nn.Sequential(nn.Linear(cfg.n_satellites, h), nn.SiLU(), nn.Linear(h, h),
-                                  nn.SiLU())
+        self.atom = nn.Sequential(
+            nn.Linear(cfg.n_satellites, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()
+        )
         self.n_max = cfg.n_max
         self.out = _mlp(2 * h + 1 + cfg.cond_dim, cfg.hidden, 2 * cfg.latent)
 
@@ -248,13 +269,20 @@ class SlotDecoder(nn.Module):
         super().__init__()
         d = cfg.atom_dim
         self.slots = nn.Parameter(torch.randn(cfg.n_max, d) * 0.5)
-        self.code = nn.Sequential(nn.Linear(cfg.latent + cfg.cond_dim, cfg.hidden), nn.SiLU(),
-                                  nn.Linear(cfg.hidden, 2 * d))
+        self.code = nn.Sequential(
+            nn.Linear(cfg.latent + cfg.cond_dim, cfg.hidden),
+            nn.SiLU(),
+            nn.Linear(cfg.hidden, 2 * d),
+        )
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.SiLU(), nn.Linear(2 * d, d))
+            nn.Sequential(
+                nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.SiLU(), nn.Linear(2 * d, d)
+            )
             for _ in range(cfg.decoder_layers)
         )
-        self.film = nn.ModuleList(nn.Linear(2 * d, 2 * d) for _ in range(cfg.decoder_layers))
+        self.film = nn.ModuleList(
+            nn.Linear(2 * d, 2 * d) for _ in range(cfg.decoder_layers)
+        )
         self.norm = nn.LayerNorm(d)
         self.mask_head = nn.Linear(d, 1)
         self.sat_head = nn.Linear(d, cfg.n_satellites)
@@ -287,16 +315,19 @@ class DenseDecoder(nn.Module):
         super().__init__()
         h = cfg.dense_hidden
         self.n, self.s, self.k = cfg.n_max, cfg.n_satellites, cfg.adm_dim
-        self.mlp = nn.Sequential(nn.Linear(cfg.latent + cfg.cond_dim, h), nn.SiLU(),
-                                 nn.Linear(h, h), nn.SiLU())
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.latent + cfg.cond_dim, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()
+        )
         self.out = nn.Linear(h, self.n * (1 + self.s + self.k))
 
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
-        o = self.out(self.mlp(torch.cat([z, c], dim=-1))).view(-1, self.n, 1 + self.s + self.k)
+        o = self.out(self.mlp(torch.cat([z, c], dim=-1))).view(
+            -1, self.n, 1 + self.s + self.k
+        )
         return {
             "mask_logit": o[..., 0],
-            "sat_dist": F.softplus(o[..., 1:1 + self.s] + 1.0),
-            "emb": o[..., 1 + self.s:],
+            "sat_dist": F.softplus(o[..., 1 : 1 + self.s] + 1.0),
+            "emb": o[..., 1 + self.s :],
         }
 
 
@@ -316,7 +347,9 @@ class DeepStrucNet(nn.Module):
         self.pdf_encoder = PDFEncoder(config)
         self.prior_net = _mlp(config.cond_dim, config.hidden, 2 * config.latent)
         self.posterior_net = SetEncoder(config)
-        self.decoder = DenseDecoder(config) if config.decoder == "dense" else SlotDecoder(config)
+        self.decoder = (
+            DenseDecoder(config) if config.decoder == "dense" else SlotDecoder(config)
+        )
         self.scale_head = _mlp(config.cond_dim, config.hidden, 1)
         self.register_buffer("log_scale_mean", torch.zeros(()))
         self.register_buffer("log_scale_std", torch.ones(()))
@@ -345,8 +378,13 @@ class DeepStrucNet(nn.Module):
         out["scale"] = torch.exp(ls * self.log_scale_std + self.log_scale_mean)
         return out
 
-    def forward(self, pdf: torch.Tensor, sat_dist: torch.Tensor, mask: torch.Tensor,
-                sample: bool = True) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        pdf: torch.Tensor,
+        sat_dist: torch.Tensor,
+        mask: torch.Tensor,
+        sample: bool = True,
+    ) -> dict[str, torch.Tensor]:
         """Training pass.
 
         Parameters
@@ -372,16 +410,22 @@ class DeepStrucNet(nn.Module):
     def _latent(self, mu, logvar, sample):  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def sample_prior(self, c: torch.Tensor, n: int, generator: torch.Generator | None = None,
-                     include_mean: bool = True) -> torch.Tensor:
+    def sample_prior(
+        self,
+        c: torch.Tensor,
+        n: int,
+        generator: torch.Generator | None = None,
+        include_mean: bool = True,
+    ) -> torch.Tensor:
         """``n`` latent points per condition: ``c [B, C]`` -> ``z [B, n, D]``.
 
         The first point is the prior mean when ``include_mean``.
         """
         mu, logvar = self.prior(c)
         std = self.prior_std(logvar)
-        eps = torch.randn((c.shape[0], n, mu.shape[-1]), generator=generator,
-                          dtype=mu.dtype, device="cpu").to(mu.device)
+        eps = torch.randn(
+            (c.shape[0], n, mu.shape[-1]), generator=generator, dtype=mu.dtype, device="cpu"
+        ).to(mu.device)
         if include_mean:
             eps[:, 0] = 0.0
         return mu.unsqueeze(1) + std.unsqueeze(1) * eps

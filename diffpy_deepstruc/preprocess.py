@@ -83,14 +83,17 @@ class PreprocessConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("reduced", "absolute"):
-            raise PDFDataError(f"preprocessing mode must be 'reduced' or 'absolute', "
-                               f"not {self.mode!r}")
+            raise PDFDataError(
+                f"preprocessing mode must be 'reduced' or 'absolute', not {self.mode!r}"
+            )
         if not (0 <= self.rmin < self.rmax) or self.rstep <= 0:
             raise PDFDataError(
                 f"invalid preprocessing grid rmin={self.rmin} rmax={self.rmax} rstep={self.rstep}"
             )
         if not (self.rmin < self.min_rmax <= self.rmax):
-            raise PDFDataError(f"min_rmax={self.min_rmax} must lie in ({self.rmin}, {self.rmax}]")
+            raise PDFDataError(
+                f"min_rmax={self.min_rmax} must lie in ({self.rmin}, {self.rmax}]"
+            )
         if self.normalize != "maxabs":
             raise PDFDataError(f"unknown normalisation {self.normalize!r} (only 'maxabs')")
         object.__setattr__(self, "nn_window", tuple(float(v) for v in self.nn_window))
@@ -124,8 +127,12 @@ class PreprocessConfig:
         return cls(**d)
 
 
-def nn_peak_position(r: np.ndarray, g: np.ndarray, window: tuple[float, float] = (1.6, 4.6),
-                     threshold: float = 0.3) -> float | None:
+def nn_peak_position(
+    r: np.ndarray,
+    g: np.ndarray,
+    window: tuple[float, float] = (1.6, 4.6),
+    threshold: float = 0.3,
+) -> float | None:
     """Position (A) of the first strong peak of G(r): the nearest-neighbour distance.
 
     The first local maximum inside ``window`` that exceeds ``threshold * max(G)`` (max
@@ -142,9 +149,13 @@ def nn_peak_position(r: np.ndarray, g: np.ndarray, window: tuple[float, float] =
         return None
     idx = np.flatnonzero(sel & (r <= window[1]))
     for i in idx:
-        if 0 < i < len(g) - 1 and g[i] >= threshold * gmax and g[i] >= g[i - 1] \
-                and g[i] > g[i + 1]:
-            y = g[i - 1:i + 2]
+        if (
+            0 < i < len(g) - 1
+            and g[i] >= threshold * gmax
+            and g[i] >= g[i - 1]
+            and g[i] > g[i + 1]
+        ):
+            y = g[i - 1 : i + 2]
             if np.all(y > 0):
                 y = np.log(y)
             den = y[0] - 2 * y[1] + y[2]
@@ -154,8 +165,9 @@ def nn_peak_position(r: np.ndarray, g: np.ndarray, window: tuple[float, float] =
     return None
 
 
-def _check_r(r: np.ndarray, cfg: PreprocessConfig, r1: float = 1.0,
-             ranges: bool = True) -> None:
+def _check_r(
+    r: np.ndarray, cfg: PreprocessConfig, r1: float = 1.0, ranges: bool = True
+) -> None:
     if r.ndim != 1 or r.size < 2:
         raise PDFDataError("r must be a 1-D array with at least two points")
     if not np.all(np.isfinite(r)):
@@ -172,8 +184,11 @@ def _check_r(r: np.ndarray, cfg: PreprocessConfig, r1: float = 1.0,
     if not ranges:
         return
     lo, hi, need = cfg.rmin * r1, cfg.rmax * r1, cfg.min_rmax * r1
-    what = (f" (the grid is {cfg.rmin}..{cfg.rmax} x the nearest-neighbour distance "
-            f"{r1:.3f} A)" if cfg.mode == "reduced" else "")
+    what = (
+        f" (the grid is {cfg.rmin}..{cfg.rmax} x the nearest-neighbour distance {r1:.3f} A)"
+        if cfg.mode == "reduced"
+        else ""
+    )
     if r[0] > lo + 0.5 * cfg.rstep * r1:
         raise PDFDataError(
             f"data start at r={r[0]:.3g} A; the model needs G(r) from r <= {lo:.3g} A "
@@ -197,8 +212,9 @@ def _peak(r: np.ndarray, g: np.ndarray, cfg: PreprocessConfig) -> float:
     return r1
 
 
-def prepare_input(r: Any, g: Any, config: PreprocessConfig | None = None
-                  ) -> tuple[np.ndarray, float]:
+def prepare_input(
+    r: Any, g: Any, config: PreprocessConfig | None = None
+) -> tuple[np.ndarray, float]:
     """Map one PDF onto the model grid and normalise it.
 
     Parameters
@@ -243,7 +259,9 @@ def prepare_input(r: Any, g: Any, config: PreprocessConfig | None = None
     return _normalize(out[None, :])[0], float(r1)
 
 
-def preprocess_pdf(pdf: Any, config: PreprocessConfig | None = None, g: Any = None) -> np.ndarray:
+def preprocess_pdf(
+    pdf: Any, config: PreprocessConfig | None = None, g: Any = None
+) -> np.ndarray:
     """Network input of one PDF (see :func:`prepare_input`).
 
     Parameters
@@ -272,7 +290,9 @@ def preprocess_pdf(pdf: Any, config: PreprocessConfig | None = None, g: Any = No
 def _normalize(x: np.ndarray) -> np.ndarray:
     m = np.max(np.abs(x), axis=1, keepdims=True)
     if np.any(m <= 0) or not np.all(np.isfinite(m)):
-        raise PDFDataError("G(r) is zero everywhere on the model r-grid; nothing to normalise")
+        raise PDFDataError(
+            "G(r) is zero everywhere on the model r-grid; nothing to normalise"
+        )
     return (x / m).astype(np.float32)
 
 

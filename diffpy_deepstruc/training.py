@@ -64,9 +64,26 @@ __all__ = [
 ]
 
 LOG_COLUMNS = (
-    "epoch", "lr", "beta", "train_loss", "train_sat", "train_adm", "train_sort",
-    "train_mask", "train_scale", "train_latent", "train_prior", "val_loss", "val_sat", "val_adm",
-    "val_sort", "val_mask", "val_scale", "val_latent", "val_count_exact", "seconds",
+    "epoch",
+    "lr",
+    "beta",
+    "train_loss",
+    "train_sat",
+    "train_adm",
+    "train_sort",
+    "train_mask",
+    "train_scale",
+    "train_latent",
+    "train_prior",
+    "val_loss",
+    "val_sat",
+    "val_adm",
+    "val_sort",
+    "val_mask",
+    "val_scale",
+    "val_latent",
+    "val_count_exact",
+    "seconds",
 )
 
 
@@ -132,8 +149,15 @@ class TrainConfig:
     patience: int = 3
     beta: float = 1e-3
     anneal_epochs: int = 2
-    weights: dict = field(default_factory=lambda: {"sat": 1.0, "adm": 1.0, "sort": 0.5,
-                                                   "mask": 1.0, "scale": 1.0})
+    weights: dict = field(
+        default_factory=lambda: {
+            "sat": 1.0,
+            "adm": 1.0,
+            "sort": 0.5,
+            "mask": 1.0,
+            "scale": 1.0,
+        }
+    )
     threads: int = 1
     device: str = "cpu"
     time_limit: float = 0.0
@@ -154,11 +178,15 @@ class TrainConfig:
             raise ParameterError(f"lr must be positive, not {self.lr}")
         fr = tuple(float(x) for x in self.split_fractions)
         if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1) > 1e-6 or fr[0] <= 0:
-            raise ParameterError(f"split fractions must be 3 non-negative numbers summing "
-                                 f"to 1, not {self.split_fractions}")
+            raise ParameterError(
+                f"split fractions must be 3 non-negative numbers summing "
+                f"to 1, not {self.split_fractions}"
+            )
         object.__setattr__(self, "split_fractions", fr)
         if self.split_by not in ("structure", "shape"):
-            raise ParameterError(f"split_by must be 'structure' or 'shape', not {self.split_by!r}")
+            raise ParameterError(
+                f"split_by must be 'structure' or 'shape', not {self.split_by!r}"
+            )
         if self.beta < 0 or self.anneal_epochs < 0 or self.patience < 1:
             raise ParameterError("beta, anneal_epochs must be >= 0 and patience >= 1")
 
@@ -205,7 +233,9 @@ class TrainingData:
 
 def _str_array(ds) -> np.ndarray:
     vals = ds[()]
-    return np.array([v.decode() if isinstance(v, bytes) else str(v) for v in vals], dtype=object)
+    return np.array(
+        [v.decode() if isinstance(v, bytes) else str(v) for v in vals], dtype=object
+    )
 
 
 def read_catalog_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -217,9 +247,17 @@ def read_catalog_meta(path: str | os.PathLike) -> dict[str, Any]:
         raise CatalogError(f"{p}: catalog file not found")
     try:
         with h5py.File(p, "r") as h5:
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()}
-            for need in ("r", "structures/xyz", "structures/natoms", "structures/type",
-                         "pdfs/g", "pdfs/structure"):
+            attrs = {
+                k: (v.decode() if isinstance(v, bytes) else v) for k, v in h5.attrs.items()
+            }
+            for need in (
+                "r",
+                "structures/xyz",
+                "structures/natoms",
+                "structures/type",
+                "pdfs/g",
+                "pdfs/structure",
+            ):
                 if need not in h5:
                     raise CatalogError(f"{p}: not a catalog ('/{need}' missing)")
     except OSError as exc:
@@ -258,19 +296,27 @@ def prepare_data(
     pre = preprocess or PreprocessConfig()
     meta = read_catalog_meta(catalog)
     sha = sha256_file(catalog)
-    key = hashlib.sha256(json.dumps([sha, pre.to_dict(), n_satellites, 2],
-                                    sort_keys=True).encode()).hexdigest()[:20]
+    key = hashlib.sha256(
+        json.dumps([sha, pre.to_dict(), n_satellites, 2], sort_keys=True).encode()
+    ).hexdigest()[:20]
     cache = Path(cache_dir) / f"deepstruc-data-{key}.npz" if cache_dir else None
     if cache is not None and cache.is_file():
         try:
             z = np.load(cache, allow_pickle=False)
             return TrainingData(
-                pdf=z["pdf"], pdf_structure=z["pdf_structure"], pdf_r1=z["pdf_r1"],
+                pdf=z["pdf"],
+                pdf_structure=z["pdf_structure"],
+                pdf_r1=z["pdf_r1"],
                 shape_of=z["shape_of"],
-                scale=z["scale"], shape_coords=z["shape_coords"],
-                shape_natoms=z["shape_natoms"], types=z["types"].astype(object),
-                elements=z["elements"].astype(object), shape_keys=list(z["shape_keys"]),
-                catalog_sha256=sha, n_max=int(z["n_max"]), n_satellites=n_satellites,
+                scale=z["scale"],
+                shape_coords=z["shape_coords"],
+                shape_natoms=z["shape_natoms"],
+                types=z["types"].astype(object),
+                elements=z["elements"].astype(object),
+                shape_keys=list(z["shape_keys"]),
+                catalog_sha256=sha,
+                n_max=int(z["n_max"]),
+                n_satellites=n_satellites,
             )
         except (OSError, KeyError, ValueError):
             pass  # rebuild a broken cache
@@ -279,10 +325,16 @@ def prepare_data(
         xyz_all = h5["structures/xyz"]
         natoms = h5["structures/natoms"][()].astype(np.int64)
         types = _str_array(h5["structures/type"])
-        elements = (_str_array(h5["structures/element"]) if "structures/element" in h5
-                    else np.array(["?"] * len(natoms), dtype=object))
-        builders = (_str_array(h5["structures/builder"]) if "structures/builder" in h5
-                    else np.array([str(i) for i in range(len(natoms))], dtype=object))
+        elements = (
+            _str_array(h5["structures/element"])
+            if "structures/element" in h5
+            else np.array(["?"] * len(natoms), dtype=object)
+        )
+        builders = (
+            _str_array(h5["structures/builder"])
+            if "structures/builder" in h5
+            else np.array([str(i) for i in range(len(natoms))], dtype=object)
+        )
         n_max = int(meta.get("n_max", xyz_all.shape[1]))
         pdf_structure = h5["pdfs/structure"][()].astype(np.int64)
         M = len(natoms)
@@ -291,7 +343,9 @@ def prepare_data(
         try:
             res = BatchResampler(r, pre)
         except Exception as exc:
-            raise CatalogError(f"{catalog}: its r-grid cannot feed the model: {exc}") from None
+            raise CatalogError(
+                f"{catalog}: its r-grid cannot feed the model: {exc}"
+            ) from None
 
         gds = h5["pdfs/g"]
         P = gds.shape[0]
@@ -299,10 +353,11 @@ def prepare_data(
         pdf_r1 = np.empty(P, dtype=np.float64)
         for a in range(0, P, 4096):
             try:
-                pdf[a:a + 4096], pdf_r1[a:a + 4096] = res(gds[a:a + 4096])
+                pdf[a : a + 4096], pdf_r1[a : a + 4096] = res(gds[a : a + 4096])
             except Exception as exc:
-                raise CatalogError(f"{catalog}: PDFs {a}..{a + 4095} cannot feed the model: "
-                                   f"{exc}") from None
+                raise CatalogError(
+                    f"{catalog}: PDFs {a}..{a + 4095} cannot feed the model: {exc}"
+                ) from None
         xyz = xyz_all[()].astype(np.float64)
 
     keys = [_shape_key(t, b) for t, b in zip(types, builders, strict=True)]
@@ -341,23 +396,40 @@ def prepare_data(
         shape_keys.append(keys[i])
         shape_of[i], scale[i] = u, rep.scale
     data = TrainingData(
-        pdf=pdf, pdf_structure=pdf_structure, pdf_r1=pdf_r1, shape_of=shape_of, scale=scale,
-        shape_coords=np.stack(shape_coords) if shape_coords else
-        np.zeros((0, n_max, 3), np.float32),
-        shape_natoms=np.asarray(shape_natoms, dtype=np.int64), types=types,
-        elements=elements, shape_keys=shape_keys, catalog_sha256=sha, n_max=n_max,
+        pdf=pdf,
+        pdf_structure=pdf_structure,
+        pdf_r1=pdf_r1,
+        shape_of=shape_of,
+        scale=scale,
+        shape_coords=np.stack(shape_coords)
+        if shape_coords
+        else np.zeros((0, n_max, 3), np.float32),
+        shape_natoms=np.asarray(shape_natoms, dtype=np.int64),
+        types=types,
+        elements=elements,
+        shape_keys=shape_keys,
+        catalog_sha256=sha,
+        n_max=n_max,
         n_satellites=n_satellites,
     )
     # Structures of one shape share the canonical coordinates only if their atoms come in
     # the same builder order; the check above guarantees it (else a new shape is made).
     if cache is not None:
         buf = io.BytesIO()
-        np.savez(buf, pdf=data.pdf, pdf_structure=data.pdf_structure, pdf_r1=data.pdf_r1,
-                 shape_of=data.shape_of,
-                 scale=data.scale, shape_coords=data.shape_coords,
-                 shape_natoms=data.shape_natoms, types=data.types.astype(str),
-                 elements=data.elements.astype(str),
-                 shape_keys=np.asarray(data.shape_keys, dtype=str), n_max=n_max)
+        np.savez(
+            buf,
+            pdf=data.pdf,
+            pdf_structure=data.pdf_structure,
+            pdf_r1=data.pdf_r1,
+            shape_of=data.shape_of,
+            scale=data.scale,
+            shape_coords=data.shape_coords,
+            shape_natoms=data.shape_natoms,
+            types=data.types.astype(str),
+            elements=data.elements.astype(str),
+            shape_keys=np.asarray(data.shape_keys, dtype=str),
+            n_max=n_max,
+        )
         atomic_write_bytes(cache, buf.getvalue(), overwrite=True)
     return data
 
@@ -401,8 +473,11 @@ def split_structures(
             n_val = max(n_val, 1 if fractions[1] > 0 else 0)
         n_test = min(n_test, n)
         n_val = min(n_val, n - n_test)
-        parts = {"test": ug[:n_test], "val": ug[n_test:n_test + n_val],
-                 "train": ug[n_test + n_val:]}
+        parts = {
+            "test": ug[:n_test],
+            "val": ug[n_test : n_test + n_val],
+            "train": ug[n_test + n_val :],
+        }
         for name, gs in parts.items():
             out[name].extend(idx[np.isin(groups[idx], gs)].tolist())
     return {k: np.array(sorted(v), dtype=np.int64) for k, v in out.items()}
@@ -431,11 +506,14 @@ def batch_targets(coords: torch.Tensor, natoms: torch.Tensor, satellites: torch.
 
 def _kl(mu_q, logvar_q, mu_p, logvar_p) -> torch.Tensor:
     """KL(N(mu_q, var_q) || N(mu_p, var_p)) summed over latent dims -> ``[B]``."""
-    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2)
-                  / logvar_p.exp() - 1.0).sum(-1)
+    return 0.5 * (
+        logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0
+    ).sum(-1)
 
 
-def match_atoms(pred_sat: torch.Tensor, sat: torch.Tensor, natoms: torch.Tensor) -> torch.Tensor:
+def match_atoms(
+    pred_sat: torch.Tensor, sat: torch.Tensor, natoms: torch.Tensor
+) -> torch.Tensor:
     """Optimal one-to-one assignment of predicted to true atoms (Hungarian).
 
     For each structure, the first ``n`` predicted slots are matched to the ``n`` true
@@ -469,8 +547,9 @@ def _permute_targets(sat, adm, perm):
     return sat_p, adm_p
 
 
-def _recon_terms(model, out, sat, adm, mask, log_scale, adm_rows: int = 0,
-                 match: bool = False):
+def _recon_terms(
+    model, out, sat, adm, mask, log_scale, adm_rows: int = 0, match: bool = False
+):
     m = mask.to(sat.dtype)
     if match:
         perm = match_atoms(out["sat_dist"], sat, mask.sum(1))
@@ -482,7 +561,9 @@ def _recon_terms(model, out, sat, adm, mask, log_scale, adm_rows: int = 0,
     big = 1e3
     ps = torch.where(mask.unsqueeze(-1), pred_sat, torch.full_like(pred_sat, big))
     ts = torch.where(mask.unsqueeze(-1), sat, torch.full_like(sat, big))
-    sort_err = ((ps.sort(dim=1).values - ts.sort(dim=1).values) ** 2).sum((1, 2)) / (n_real * S)
+    sort_err = ((ps.sort(dim=1).values - ts.sort(dim=1).values) ** 2).sum((1, 2)) / (
+        n_real * S
+    )
     emb = out["emb"]
     if adm_rows and adm_rows < emb.shape[1]:
         # a random subset of real atoms' rows of the aDM (all columns): same expectation,
@@ -496,16 +577,25 @@ def _recon_terms(model, out, sat, adm, mask, log_scale, adm_rows: int = 0,
         tgt_rows = torch.gather(adm, 1, rows.unsqueeze(-1).expand(-1, -1, N))
         pm = m.unsqueeze(1).expand(-1, adm_rows, -1)
         pm = pm * (torch.arange(N, device=emb.device).view(1, 1, N) != rows.unsqueeze(-1))
-        adm_err = ((pred_rows - tgt_rows) ** 2 * pm).sum((1, 2)) / pm.sum((1, 2)).clamp_min(1.0)
+        adm_err = ((pred_rows - tgt_rows) ** 2 * pm).sum((1, 2)) / pm.sum((1, 2)).clamp_min(
+            1.0
+        )
     else:
         pred_adm = pairwise_distances(emb)
         pm = m.unsqueeze(1) * m.unsqueeze(2)
         adm_err = ((pred_adm - adm) ** 2 * pm).sum((1, 2)) / pm.sum((1, 2)).clamp_min(1.0)
-    mask_err = F.binary_cross_entropy_with_logits(out["mask_logit"], m, reduction="none").mean(1)
+    mask_err = F.binary_cross_entropy_with_logits(
+        out["mask_logit"], m, reduction="none"
+    ).mean(1)
     target_ls = (log_scale - model.log_scale_mean) / model.log_scale_std
     scale_err = (out["log_scale"] - target_ls) ** 2
-    return {"sat": err.mean(), "adm": adm_err.mean(), "sort": sort_err.mean(),
-            "mask": mask_err.mean(), "scale": scale_err.mean()}
+    return {
+        "sat": err.mean(),
+        "adm": adm_err.mean(),
+        "sort": sort_err.mean(),
+        "mask": mask_err.mean(),
+        "scale": scale_err.mean(),
+    }
 
 
 def compute_losses(
@@ -557,8 +647,13 @@ def compute_losses(
 class _Batcher:
     """Tensors of a set of PDFs, on the training device."""
 
-    def __init__(self, data: TrainingData, pdf_index: np.ndarray, device: torch.device,
-                 satellites: torch.Tensor) -> None:
+    def __init__(
+        self,
+        data: TrainingData,
+        pdf_index: np.ndarray,
+        device: torch.device,
+        satellites: torch.Tensor,
+    ) -> None:
         self.idx = pdf_index
         self.data = data
         self.device = device
@@ -569,7 +664,9 @@ class _Batcher:
         # targets of every distinct shape, computed once (float32)
         sat, adm, mask = [], [], []
         for a in range(0, len(self.coords), 64):
-            t = batch_targets(self.coords[a:a + 64], self.natoms[a:a + 64], satellites.cpu())
+            t = batch_targets(
+                self.coords[a : a + 64], self.natoms[a : a + 64], satellites.cpu()
+            )
             sat.append(t[0])
             adm.append(t[1])
             mask.append(t[2])
@@ -617,14 +714,15 @@ def _evaluate(model, batcher: _Batcher, rows: np.ndarray, cfg: TrainConfig, bs: 
     exact = 0
     with torch.no_grad():
         for a in range(0, len(rows), bs):
-            pdf, sat, adm, mask, ls = batcher.get(rows[a:a + bs])
+            pdf, sat, adm, mask, ls = batcher.get(rows[a : a + bs])
             c = model.condition(pdf)
             mu_q, logvar_q = model.posterior(sat, mask, c)
             mu_p, logvar_p = model.prior(c)
             out = model.decode(mu_p, c)
             out.update(mu_q=mu_q, logvar_q=logvar_q, mu_p=mu_p, logvar_p=logvar_p)
-            t = compute_losses(model, out, sat, adm, mask, ls, cfg.beta, cfg.weights,
-                               match=cfg.match)
+            t = compute_losses(
+                model, out, sat, adm, mask, ls, cfg.beta, cfg.weights, match=cfg.match
+            )
             nb = pdf.shape[0]
             for k, v in t.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * nb
@@ -640,7 +738,9 @@ def _pdf_rows(data: TrainingData, structures: np.ndarray) -> np.ndarray:
 
 
 def _state_tensors(model, opt) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors = {f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {
+        f"model/{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+    }
     sd = opt.state_dict()
     for pid, st in sd["state"].items():
         for k, v in st.items():
@@ -658,7 +758,9 @@ def _save_state(path: Path, model, opt, info: dict[str, Any]) -> None:
     info = dict(info, **extra, sha256=hashlib.sha256(data).hexdigest())
     path.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path / "state.safetensors", data, overwrite=True)
-    atomic_write_text(path / "state.json", json.dumps(info, indent=1) + "\n", overwrite=True)
+    atomic_write_text(
+        path / "state.json", json.dumps(info, indent=1) + "\n", overwrite=True
+    )
 
 
 def _load_state(path: Path, model, opt) -> dict[str, Any]:
@@ -688,7 +790,9 @@ def _load_state(path: Path, model, opt) -> dict[str, Any]:
 
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(
+        buf, fieldnames=LOG_COLUMNS, extrasaction="ignore", lineterminator="\n"
+    )
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
@@ -769,7 +873,9 @@ def train(
     else:
         check_overwrite(out_dir, force)
         if not force and (last / "state.json").exists():
-            raise CheckpointError(f"{out_dir}: holds a training state; use --resume or --force")
+            raise CheckpointError(
+                f"{out_dir}: holds a training state; use --resume or --force"
+            )
     device = torch.device(cfg.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError("--device cuda requested but no CUDA GPU is available")
@@ -777,25 +883,37 @@ def train(
     torch.manual_seed(cfg.seed)
     t_start = time.time()
     if data is None:
-        data = prepare_data(catalog, pre, n_satellites, cache_dir=cache_dir, progress=progress)
+        data = prepare_data(
+            catalog, pre, n_satellites, cache_dir=cache_dir, progress=progress
+        )
         cat_sha = data.catalog_sha256
     else:
         cat_sha = data.catalog_sha256
     if len(data.pdf) == 0:
         raise CatalogError(f"{catalog}: the catalog holds no PDFs")
-    groups = (np.arange(len(data.shape_of)) if cfg.split_by == "structure" else data.shape_of)
+    groups = np.arange(len(data.shape_of)) if cfg.split_by == "structure" else data.shape_of
     split = split_structures(data.types, groups, cfg.seed, cfg.split_fractions)
     train_rows = _pdf_rows(data, split["train"])
     val_rows = _pdf_rows(data, split["val"])
     if len(val_rows) == 0:
         val_rows = train_rows  # tiny catalogs: validate on train (recorded)
     if cfg.max_val_pdfs and len(val_rows) > cfg.max_val_pdfs:
-        val_rows = np.sort(np.random.default_rng(cfg.seed + 1).choice(
-            val_rows, cfg.max_val_pdfs, replace=False))
+        val_rows = np.sort(
+            np.random.default_rng(cfg.seed + 1).choice(
+                val_rows, cfg.max_val_pdfs, replace=False
+            )
+        )
 
-    mcfg = ModelConfig.from_dict({**cfg.model, "kind": cfg.kind, "latent": cfg.latent,
-                                  "n_points": pre.n_points, "n_max": data.n_max,
-                                  "n_satellites": n_satellites})
+    mcfg = ModelConfig.from_dict(
+        {
+            **cfg.model,
+            "kind": cfg.kind,
+            "latent": cfg.latent,
+            "n_points": pre.n_points,
+            "n_max": data.n_max,
+            "n_satellites": n_satellites,
+        }
+    )
     model = build_model(mcfg).to(device)
     ls_train = scale_target(data)[train_rows]
     model.log_scale_mean.fill_(float(ls_train.mean()))
@@ -807,29 +925,47 @@ def train(
 
     shapes_train = set(data.shape_of[split["train"]].tolist())
     split_info = {
-        "seed": cfg.seed, "by": cfg.split_by, "fractions": list(cfg.split_fractions),
+        "seed": cfg.seed,
+        "by": cfg.split_by,
+        "fractions": list(cfg.split_fractions),
         "stratified_by": "type",
         "counts": {k: int(len(v)) for k, v in split.items()},
-        "pdf_counts": {"train": int(len(train_rows)),
-                       "val": int(len(_pdf_rows(data, split["val"]))),
-                       "test": int(len(_pdf_rows(data, split["test"])))},
-        "val": split["val"].tolist(), "test": split["test"].tolist(),
-        "test_shapes_seen_in_train": float(np.mean([
-            s in shapes_train for s in data.shape_of[split["test"]]])) if len(split["test"]) else 0.0,
+        "pdf_counts": {
+            "train": int(len(train_rows)),
+            "val": int(len(_pdf_rows(data, split["val"]))),
+            "test": int(len(_pdf_rows(data, split["test"]))),
+        },
+        "val": split["val"].tolist(),
+        "test": split["test"].tolist(),
+        "test_shapes_seen_in_train": float(
+            np.mean([s in shapes_train for s in data.shape_of[split["test"]]])
+        )
+        if len(split["test"])
+        else 0.0,
     }
     elements = sorted(set(map(str, data.elements)))
     base_config = {
         "preprocess": pre.to_dict(),
-        "representation": {"n_max": data.n_max, "n_satellites": n_satellites,
-                           "satellites": sats_np.tolist()},
+        "representation": {
+            "n_max": data.n_max,
+            "n_satellites": n_satellites,
+            "satellites": sats_np.tolist(),
+        },
         "elements": elements,
-        "catalog": {"file": Path(catalog).name if catalog else None, "sha256": cat_sha,
-                    "n_structures": int(len(data.shape_of)), "n_pdfs": int(len(data.pdf)),
-                    "n_shapes": int(len(data.shape_natoms))},
+        "catalog": {
+            "file": Path(catalog).name if catalog else None,
+            "sha256": cat_sha,
+            "n_structures": int(len(data.shape_of)),
+            "n_pdfs": int(len(data.pdf)),
+            "n_shapes": int(len(data.shape_natoms)),
+        },
         "split": split_info,
-        "training": {**cfg.to_dict(), "torch_version": torch.__version__,
-                     "num_threads": torch.get_num_threads(),
-                     "package_version": __version__},
+        "training": {
+            **cfg.to_dict(),
+            "torch_version": torch.__version__,
+            "num_threads": torch.get_num_threads(),
+            "package_version": __version__,
+        },
         "kind": cfg.kind,
     }
 
@@ -838,22 +974,37 @@ def train(
     elapsed0 = 0.0
     if resume:
         info = _load_state(last, model, opt)
-        if info.get("catalog_sha256") != cat_sha or _resume_key(info.get("train_config")) \
-                != _resume_key(cfg.to_dict()):
-            raise CheckpointError(f"{last}: the saved state was made with another catalog "
-                                  "or configuration; resume with the same options")
+        if info.get("catalog_sha256") != cat_sha or _resume_key(
+            info.get("train_config")
+        ) != _resume_key(cfg.to_dict()):
+            raise CheckpointError(
+                f"{last}: the saved state was made with another catalog "
+                "or configuration; resume with the same options"
+            )
         start_epoch = int(info["epoch"]) + 1
-        best, best_epoch, bad = float(info["best"]), int(info["best_epoch"]), int(info["bad"])
+        best, best_epoch, bad = (
+            float(info["best"]),
+            int(info["best_epoch"]),
+            int(info["bad"]),
+        )
         history = list(info["history"])
         elapsed0 = float(info.get("elapsed", 0.0))
         log(f"resuming at epoch {start_epoch} (best val {best:.5g} at epoch {best_epoch})")
-    log(f"{cfg.kind}: {sum(p.numel() for p in model.parameters())} parameters; "
+    log(
+        f"{cfg.kind}: {sum(p.numel() for p in model.parameters())} parameters; "
         f"{len(train_rows)} train / {len(val_rows)} val PDFs; "
-        f"{split_info['counts']} structures; threads {torch.get_num_threads()}")
+        f"{split_info['counts']} structures; threads {torch.get_num_threads()}"
+    )
 
     stopped = "epochs"
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=f"train {cfg.kind}", file=sys.stderr,
-               disable=not progress, initial=start_epoch, total=cfg.epochs)
+    bar = tqdm(
+        range(start_epoch, cfg.epochs),
+        desc=f"train {cfg.kind}",
+        file=sys.stderr,
+        disable=not progress,
+        initial=start_epoch,
+        total=cfg.epochs,
+    )
     t_loop = time.time()
     for epoch in bar:
         t0 = time.time()
@@ -867,13 +1018,24 @@ def train(
         sums: dict[str, float] = {}
         nb_total = 0
         for a in range(0, len(perm), cfg.batch_size):
-            rows = perm[a:a + cfg.batch_size]
+            rows = perm[a : a + cfg.batch_size]
             pdf, sat, adm, mask, ls = batcher.get(rows)
             out = model(pdf, sat, mask, sample=True)
             out_p = model.decode(out["mu_p"], out["c"]) if cfg.prior_weight > 0 else None
-            t = compute_losses(model, out, sat, adm, mask, ls, beta, cfg.weights,
-                               adm_rows=cfg.adm_rows, out_prior=out_p,
-                               prior_weight=cfg.prior_weight, match=cfg.match)
+            t = compute_losses(
+                model,
+                out,
+                sat,
+                adm,
+                mask,
+                ls,
+                beta,
+                cfg.weights,
+                adm_rows=cfg.adm_rows,
+                out_prior=out_p,
+                prior_weight=cfg.prior_weight,
+                match=cfg.match,
+            )
             opt.zero_grad(set_to_none=True)
             t["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -893,21 +1055,35 @@ def train(
         improved = va["loss"] < best
         if improved:
             best, best_epoch, bad = va["loss"], epoch, 0
-            _finalize_and_save(model, base_config, out_dir, batcher, train_rows, epoch,
-                               best, cfg)
+            _finalize_and_save(
+                model, base_config, out_dir, batcher, train_rows, epoch, best, cfg
+            )
         elif epoch >= cfg.anneal_epochs:
             bad += 1
         _write_log(out_dir / "loss_log.csv", history)
         elapsed = elapsed0 + time.time() - t_loop
-        _save_state(last, model, opt, {
-            "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad": bad,
-            "history": history, "catalog_sha256": cat_sha, "train_config": cfg.to_dict(),
-            "elapsed": elapsed,
-        })
-        msg = (f"epoch {epoch:3d} train {tr['loss']:.5f} val {va['loss']:.5f} "
-               f"(sat {va['sat']:.2e} adm {va['adm']:.2e} mask {va['mask']:.3f} scale "
-               f"{va['scale']:.2e} lat {va['latent']:.3g} exact {va['count_exact']:.3f}) "
-               f"beta {beta:.2g} lr {lr:.2g} {row['seconds']:.0f}s" + (" *" if improved else ""))
+        _save_state(
+            last,
+            model,
+            opt,
+            {
+                "epoch": epoch,
+                "best": best,
+                "best_epoch": best_epoch,
+                "bad": bad,
+                "history": history,
+                "catalog_sha256": cat_sha,
+                "train_config": cfg.to_dict(),
+                "elapsed": elapsed,
+            },
+        )
+        msg = (
+            f"epoch {epoch:3d} train {tr['loss']:.5f} val {va['loss']:.5f} "
+            f"(sat {va['sat']:.2e} adm {va['adm']:.2e} mask {va['mask']:.3f} scale "
+            f"{va['scale']:.2e} lat {va['latent']:.3g} exact {va['count_exact']:.3f}) "
+            f"beta {beta:.2g} lr {lr:.2g} {row['seconds']:.0f}s"
+            + (" *" if improved else "")
+        )
         log(msg)
         bar.set_postfix(train=f"{tr['loss']:.4f}", val=f"{va['loss']:.4f}")
         if bad >= cfg.patience:
@@ -922,16 +1098,20 @@ def train(
     bar.close()
     if best_epoch < 0:
         raise CheckpointError("training produced no checkpoint (no epoch finished)")
-    return TrainResult(out_dir, len(history), best_epoch, best, time.time() - t_start,
-                       stopped, history)
+    return TrainResult(
+        out_dir, len(history), best_epoch, best, time.time() - t_start, stopped, history
+    )
 
 
 def _resume_key(d: dict[str, Any] | None) -> dict[str, Any] | None:
     if d is None:
         return None
     # the epoch budget may grow on resume (extending a finished run); the rest must match
-    return {k: v for k, v in d.items()
-            if k not in ("time_limit", "device", "threads", "epochs", "patience")}
+    return {
+        k: v
+        for k, v in d.items()
+        if k not in ("time_limit", "device", "threads", "epochs", "patience")
+    }
 
 
 def _finalize_and_save(model, base_config, out_dir, batcher, train_rows, epoch, best, cfg):
@@ -942,7 +1122,7 @@ def _finalize_and_save(model, base_config, out_dir, batcher, train_rows, epoch, 
         diffs = []
         with torch.no_grad():
             for a in range(0, len(rows), 256):
-                pdf, sat, adm, mask, ls = batcher.get(rows[a:a + 256])
+                pdf, sat, adm, mask, ls = batcher.get(rows[a : a + 256])
                 c = model.condition(pdf)
                 diffs.append((model.posterior(sat, mask, c)[0] - model.prior(c)[0]).cpu())
         d = torch.cat(diffs)

@@ -42,10 +42,19 @@ def main(argv: list[str] | None = None) -> int:
 
     # An ordinary srfit recipe, seeded with the top candidate, extended by hand.
     s = result.settings
-    recipe = make_recipe(top.structure, pdf, qmin=s.qmin, qmax=s.qmax, qdamp=s.qdamp,
-                         qbroad=s.qbroad, rmin=s.rmin, rmax=s.rmax,
-                         uiso=top.parameters.get("Uiso"), delta2=top.parameters["delta2"],
-                         scale=top.parameters["scale"])
+    recipe = make_recipe(
+        top.structure,
+        pdf,
+        qmin=s.qmin,
+        qmax=s.qmax,
+        qdamp=s.qdamp,
+        qbroad=s.qbroad,
+        rmin=s.rmin,
+        rmax=s.rmax,
+        uiso=top.parameters.get("Uiso"),
+        delta2=top.parameters["delta2"],
+        scale=top.parameters["scale"],
+    )
     refine_recipe(recipe)  # scale, zoomscale, Uiso, delta2 as before
     phase = recipe.cluster.G.phase
     for i, atom in enumerate(phase.getScatterers()):

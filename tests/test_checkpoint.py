@@ -16,14 +16,31 @@ from diffpy_deepstruc.preprocess import PreprocessConfig
 from diffpy_deepstruc.representation import satellite_positions
 
 PRE = PreprocessConfig(rmin=0.75, rmax=7.0, rstep=0.06, min_rmax=5.0)
-MCFG = dict(n_points=PRE.n_points, n_max=12, n_satellites=5, conv_channels=(4, 8),
-            cond_dim=16, hidden=16, atom_dim=8, decoder_layers=1, adm_dim=3)
+MCFG = dict(
+    n_points=PRE.n_points,
+    n_max=12,
+    n_satellites=5,
+    conv_channels=(4, 8),
+    cond_dim=16,
+    hidden=16,
+    atom_dim=8,
+    decoder_layers=1,
+    adm_dim=3,
+)
 
 
 def _conf():
-    return {"preprocess": PRE, "representation": {
-        "n_max": 12, "n_satellites": 5, "satellites": satellite_positions(5).tolist()},
-        "elements": ["Au", "Pt"], "catalog": {"sha256": "0" * 64}, "split": {"seed": 3}}
+    return {
+        "preprocess": PRE,
+        "representation": {
+            "n_max": 12,
+            "n_satellites": 5,
+            "satellites": satellite_positions(5).tolist(),
+        },
+        "elements": ["Au", "Pt"],
+        "catalog": {"sha256": "0" * 64},
+        "split": {"seed": 3},
+    }
 
 
 @pytest.fixture(params=["cvae", "dae"])
@@ -151,7 +168,9 @@ def test_half_storage(tmp_path):
     m = build_model(ModelConfig(**MCFG)).eval()
     full = save_checkpoint(m, _conf(), tmp_path / "full")
     half = save_checkpoint(m, _conf(), tmp_path / "half", half=True)
-    assert (half / "model.safetensors").stat().st_size < 0.7 * (full / "model.safetensors").stat().st_size
+    assert (half / "model.safetensors").stat().st_size < 0.7 * (
+        full / "model.safetensors"
+    ).stat().st_size
     m2 = load_checkpoint(half)
     for (k, a), b in zip(m.state_dict().items(), m2.state_dict().values(), strict=True):
         assert b.dtype == a.dtype and torch.allclose(a, b, rtol=1e-2, atol=1e-3), k

@@ -24,8 +24,14 @@ from diffpy_deepstruc.training import TrainConfig, train
 def tiny_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("gen")
     cat = make_catalog(d / "tiny.h5")
-    cfg = TrainConfig(epochs=3, batch_size=8, seed=0, threads=1, model=SMALL_MODEL,
-                      split_fractions=(0.5, 0.25, 0.25))
+    cfg = TrainConfig(
+        epochs=3,
+        batch_size=8,
+        seed=0,
+        threads=1,
+        model=SMALL_MODEL,
+        split_fractions=(0.5, 0.25, 0.25),
+    )
     train(cat, d / "model", cfg, preprocess=SMALL_PRE, progress=False, log=lambda *_: None)
     with h5py.File(cat) as h5:
         r, g = h5["r"][()], h5["pdfs/g"][0]
@@ -62,7 +68,9 @@ def test_generator_errors(tiny_model):
 
 def test_peak_and_nn_helpers():
     r = np.arange(0, 10, 0.01)
-    g = np.exp(-0.5 * ((r - 2.773) / 0.05) ** 2) + 0.5 * np.exp(-0.5 * ((r - 3.9) / 0.05) ** 2)
+    g = np.exp(-0.5 * ((r - 2.773) / 0.05) ** 2) + 0.5 * np.exp(
+        -0.5 * ((r - 3.9) / 0.05) ** 2
+    )
     assert nn_peak_position(r, g) == pytest.approx(2.773, abs=2e-3)
     x = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float) * 2.5
     assert unit_nn_distance(x) == pytest.approx(2.5)
@@ -79,10 +87,22 @@ def test_metrics_basics():
     assert m["mae"] < 1e-6
     mse, pr = pdf_agreement(np.sin(np.arange(50.0)), 3 * np.sin(np.arange(50.0)))
     assert mse < 1e-12 and pr == pytest.approx(1.0)
-    cand = {"count_exact": True, "mae": 0.1, "position_mae": 0.2, "pdf_mse": 0.01,
-            "pdf_pearson": 0.9}
-    rep = summarize([{"type": "fcc", "candidates": [cand, dict(cand, mae=0.05)],
-                      "true_pdf_pearson": 0.99}])
+    cand = {
+        "count_exact": True,
+        "mae": 0.1,
+        "position_mae": 0.2,
+        "pdf_mse": 0.01,
+        "pdf_pearson": 0.9,
+    }
+    rep = summarize(
+        [
+            {
+                "type": "fcc",
+                "candidates": [cand, dict(cand, mae=0.05)],
+                "true_pdf_pearson": 0.99,
+            }
+        ]
+    )
     assert rep["overall"]["best_mae"]["mae"]["mean"] == pytest.approx(0.05)
     assert rep["overall"]["prior_mean"]["mae"]["mean"] == pytest.approx(0.1)
 

@@ -34,12 +34,20 @@ def tiny(tmp_path_factory):
     """(model folder, catalog path, two PDFs (r, g) of different types)."""
     d = tmp_path_factory.mktemp("latent")
     cat = make_catalog(d / "tiny.h5")
-    cfg = TrainConfig(epochs=3, batch_size=8, seed=0, threads=1, model=SMALL_MODEL,
-                      split_fractions=(0.5, 0.25, 0.25))
+    cfg = TrainConfig(
+        epochs=3,
+        batch_size=8,
+        seed=0,
+        threads=1,
+        model=SMALL_MODEL,
+        split_fractions=(0.5, 0.25, 0.25),
+    )
     train(cat, d / "model", cfg, preprocess=SMALL_PRE, progress=False, log=lambda *_: None)
     with h5py.File(cat) as h5:
         r = h5["r"][()]
-        types = [t.decode() if isinstance(t, bytes) else t for t in h5["structures/type"][()]]
+        types = [
+            t.decode() if isinstance(t, bytes) else t for t in h5["structures/type"][()]
+        ]
         ps = h5["pdfs/structure"][()]
         ia = int(np.flatnonzero(ps == types.index("fcc"))[0])
         ib = int(np.flatnonzero(ps == types.index("icosahedron"))[0])
@@ -91,9 +99,12 @@ def test_interpolate_ends_and_steps(tiny):
     assert len(path[0][1]) == len(ds.decode(za, a, "Au"))
     assert len(path[-1][1]) == len(ds.decode(zb, b, "Au"))
     again = latent.interpolate(ds, a, b, steps=5, element="Au")
-    assert all(np.allclose(np.array([x.xyz_cartn for x in s1]),
-                           np.array([x.xyz_cartn for x in s2]))
-               for (_, s1), (_, s2) in zip(path, again, strict=True))
+    assert all(
+        np.allclose(
+            np.array([x.xyz_cartn for x in s1]), np.array([x.xyz_cartn for x in s2])
+        )
+        for (_, s1), (_, s2) in zip(path, again, strict=True)
+    )
     with pytest.raises(ParameterError):
         latent.interpolate(ds, a, b, steps=1)
 
@@ -131,8 +142,10 @@ def test_compute_map_rows_and_split(tiny, tiny_map):
     assert len(t) == m and t.z.shape == (m, 2) and np.all(np.isfinite(t.z))
     assert list(t.index) == list(range(m))
     assert all(ps[t.pdf[i]] == t.index[i] for i in range(m))  # a PDF of that structure
-    assert t.meta["same_catalog_as_model"] and t.meta["model_sha256"] == \
-        meta["weights"]["sha256"]
+    assert (
+        t.meta["same_catalog_as_model"]
+        and t.meta["model_sha256"] == meta["weights"]["sha256"]
+    )
     assert set(np.flatnonzero(t.split == "test")) == set(meta["split"]["test"])
     assert set(np.flatnonzero(t.split == "val")) == set(meta["split"]["val"])
     assert set(t.split) == {"train", "val", "test"}
@@ -160,7 +173,9 @@ def test_least_noise_pdf_is_used(tmp_path, tiny):
         ps = h5["pdfs/structure"][()]
         par = h5["pdfs/params"][()]
         par[:, -1] = 0.02
-        second = [int(np.flatnonzero(ps == i)[1]) for i in range(h5["structures/natoms"].shape[0])]
+        second = [
+            int(np.flatnonzero(ps == i)[1]) for i in range(h5["structures/natoms"].shape[0])
+        ]
         par[second, -1] = 0.0
         h5["pdfs/params"][...] = par
     t = latent.compute_latent_map(model, c2)
@@ -209,7 +224,9 @@ def test_shipped_map_or_none(tmp_path, tiny, tiny_map):
     assert pts.shape == (len(tiny_map), 2) and types == list(tiny_map.type)
     assert latent.shipped_map_or_none(latent.as_deepstruc(folder).model) is not None
     # a stale map (made with other weights) is ignored
-    stale = LatentMap(**{**tiny_map.__dict__, "meta": dict(tiny_map.meta, model_sha256="0" * 64)})
+    stale = LatentMap(
+        **{**tiny_map.__dict__, "meta": dict(tiny_map.meta, model_sha256="0" * 64)}
+    )
     latent.save_latent_map(stale, folder / latent.MAP_NAME, overwrite=True)
     assert latent.shipped_map_or_none(latent.as_deepstruc(folder)) is None
 
@@ -218,8 +235,15 @@ def test_shipped_map_or_none(tmp_path, tiny, tiny_map):
 def _synthetic_map(seed=0, spread=0.15):
     """Blobs for the seven types plus stacking points along fcc -> hcp by hcp fraction."""
     rng = np.random.default_rng(seed)
-    centres = {"fcc": (0, 0), "bcc": (3, 0), "sc": (3, 3), "hcp": (0, 3),
-               "octahedron": (-3, 0), "icosahedron": (-3, 3), "decahedron": (0, -3)}
+    centres = {
+        "fcc": (0, 0),
+        "bcc": (3, 0),
+        "sc": (3, 3),
+        "hcp": (0, 3),
+        "octahedron": (-3, 0),
+        "icosahedron": (-3, 3),
+        "decahedron": (0, -3),
+    }
     rows = []
     for t, c in centres.items():
         for _ in range(40):
@@ -228,19 +252,35 @@ def _synthetic_map(seed=0, spread=0.15):
         rows.append(("stacking", np.array([0.0, 3 * f]) + rng.normal(0, 0.05, 2), f))
     n = len(rows)
     split = rng.choice(["train", "val", "test"], n, p=[0.7, 0.1, 0.2])
-    return LatentMap(z=np.array([r[1] for r in rows]), label=[str(i) for i in range(n)],
-                     index=np.arange(n), type=[r[0] for r in rows], element=["Pt"] * n,
-                     n_atoms=np.full(n, 13), hcp_fraction=[r[2] for r in rows], split=split,
-                     shape=[str(i) for i in range(n)], pdf=np.arange(n))
+    return LatentMap(
+        z=np.array([r[1] for r in rows]),
+        label=[str(i) for i in range(n)],
+        index=np.arange(n),
+        type=[r[0] for r in rows],
+        element=["Pt"] * n,
+        n_atoms=np.full(n, 13),
+        hcp_fraction=[r[2] for r in rows],
+        split=split,
+        shape=[str(i) for i in range(n)],
+        pdf=np.arange(n),
+    )
 
 
 def test_knn_type_accuracy():
     t = _synthetic_map()
     res = latent.knn_type_accuracy(t, k=5)
     assert res["accuracy"] == 1.0 and res["n_test"] == int(
-        ((t.split == "test") & (t.type != "stacking")).sum())
-    assert set(res["per_type"]) == {"fcc", "bcc", "sc", "hcp", "octahedron", "icosahedron",
-                                    "decahedron"}
+        ((t.split == "test") & (t.type != "stacking")).sum()
+    )
+    assert set(res["per_type"]) == {
+        "fcc",
+        "bcc",
+        "sc",
+        "hcp",
+        "octahedron",
+        "icosahedron",
+        "decahedron",
+    }
     assert latent.knn_type_accuracy(t, k=5, unseen_shapes=True)["accuracy"] == 1.0
     # shuffled types: chance level, the classifier is not fooled
     rng = np.random.default_rng(1)
@@ -259,9 +299,18 @@ def test_knn_unseen_shapes_drops_twins():
     types = ["fcc", "fcc", "fcc", "fcc", "fcc", "bcc", "bcc", "bcc"]
     split = ["test", "train", "train", "train", "train", "train", "train", "train"]
     shape = ["a", "a", "b", "c", "d", "e", "f", "g"]
-    t = LatentMap(z=z, label=list("abcdefgh"), index=np.arange(8), type=types,
-                  element=["Pt"] * 8, n_atoms=np.ones(8), hcp_fraction=np.full(8, np.nan),
-                  split=split, shape=shape, pdf=np.arange(8))
+    t = LatentMap(
+        z=z,
+        label=list("abcdefgh"),
+        index=np.arange(8),
+        type=types,
+        element=["Pt"] * 8,
+        n_atoms=np.ones(8),
+        hcp_fraction=np.full(8, np.nan),
+        split=split,
+        shape=shape,
+        pdf=np.arange(8),
+    )
     assert latent.knn_type_accuracy(t, k=1)["accuracy"] == 1.0
     assert latent.knn_type_accuracy(t, k=1, unseen_shapes=True)["accuracy"] == 0.0
 
@@ -271,8 +320,14 @@ def test_stacking_spearman():
     res = latent.stacking_spearman(t)
     assert res["rho"] > 0.95 and res["n"] == 30
     assert np.all(np.diff(res["position"][np.argsort(res["hcp_fraction"])]) > -0.2)
-    rev = LatentMap(**{**t.__dict__, "hcp_fraction": np.where(
-        np.isfinite(t.hcp_fraction), 1 - t.hcp_fraction, np.nan)})
+    rev = LatentMap(
+        **{
+            **t.__dict__,
+            "hcp_fraction": np.where(
+                np.isfinite(t.hcp_fraction), 1 - t.hcp_fraction, np.nan
+            ),
+        }
+    )
     assert latent.stacking_spearman(rev)["rho"] < -0.95
     with pytest.raises(ParameterError, match="fcc and hcp"):
         latent.stacking_spearman(t.select(t.type != "hcp"))
@@ -292,8 +347,21 @@ def test_cli_map_with_catalog_and_data(tmp_path, tiny, capsys):
     model, cat, a, _ = tiny
     gr = _gr(tmp_path / "sample_A.gr", a)
     png = tmp_path / "map.png"
-    rc = main(["latent", "map", "--model", str(model), "--catalog", str(cat), "--data",
-               str(gr), "-o", str(png), "--no-progress"])
+    rc = main(
+        [
+            "latent",
+            "map",
+            "--model",
+            str(model),
+            "--catalog",
+            str(cat),
+            "--data",
+            str(gr),
+            "-o",
+            str(png),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert "sample_A" in out and png.stat().st_size > 1000
@@ -302,27 +370,53 @@ def test_cli_map_with_catalog_and_data(tmp_path, tiny, capsys):
     assert np.allclose(t.z[-1], latent.encode(model, a)[0], atol=1e-5)
     assert len(t.catalog_rows()) == len(latent.compute_latent_map(model, cat))
     # no overwrite without --force, and the CSV is checked too
-    assert main(["latent", "map", "--model", str(model), "--catalog", str(cat), "-o",
-                 str(png)]) == 2
+    assert (
+        main(
+            ["latent", "map", "--model", str(model), "--catalog", str(cat), "-o", str(png)]
+        )
+        == 2
+    )
     assert "exists" in capsys.readouterr().err
     png.unlink()
-    assert main(["latent", "map", "--model", str(model), "--catalog", str(cat), "-o",
-                 str(png)]) == 2
-    assert main(["latent", "map", "--model", str(model), "--catalog", str(cat), "-o",
-                 str(png), "--force", "--no-progress"]) == 0
+    assert (
+        main(
+            ["latent", "map", "--model", str(model), "--catalog", str(cat), "-o", str(png)]
+        )
+        == 2
+    )
+    assert (
+        main(
+            [
+                "latent",
+                "map",
+                "--model",
+                str(model),
+                "--catalog",
+                str(cat),
+                "-o",
+                str(png),
+                "--force",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
 
 
 def test_cli_map_without_catalog_uses_model_map(tmp_path, tiny, tiny_map, capsys):
     model, _, _, _ = tiny
-    assert main(["latent", "map", "--model", str(model), "-o",
-                 str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["latent", "map", "--model", str(model), "-o", str(tmp_path / "x.png")]) == 2
+    )
     assert "--catalog" in capsys.readouterr().err
     folder = tmp_path / "m"
     folder.mkdir()
     for f in ("config.json", "model.safetensors"):
         (folder / f).write_bytes((Path(model) / f).read_bytes())
     latent.save_latent_map(tiny_map, folder / latent.MAP_NAME)
-    assert main(["latent", "map", "--model", str(folder), "-o", str(tmp_path / "x.png")]) == 0
+    assert (
+        main(["latent", "map", "--model", str(folder), "-o", str(tmp_path / "x.png")]) == 0
+    )
     assert len(latent.load_latent_map(tmp_path / "x.csv")) == len(tiny_map)
 
 
@@ -330,14 +424,32 @@ def test_cli_interpolate(tmp_path, tiny, capsys):
     model, _, a, b = tiny
     fa, fb = _gr(tmp_path / "A.gr", a), _gr(tmp_path / "B.gr", b)
     out = tmp_path / "interp"
-    args = ["latent", "interpolate", str(fa), str(fb), "--steps", "4", "--element", "Au",
-            "--model", str(model), "-o", str(out)]
+    args = [
+        "latent",
+        "interpolate",
+        str(fa),
+        str(fb),
+        "--steps",
+        "4",
+        "--element",
+        "Au",
+        "--model",
+        str(model),
+        "-o",
+        str(out),
+    ]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "4 steps" in text
     files = sorted(p.name for p in out.iterdir())
-    assert files == ["interpolation.csv", "interpolation.png", "step_00.xyz", "step_01.xyz",
-                     "step_02.xyz", "step_03.xyz"]
+    assert files == [
+        "interpolation.csv",
+        "interpolation.png",
+        "step_00.xyz",
+        "step_01.xyz",
+        "step_02.xyz",
+        "step_03.xyz",
+    ]
     with open(out / "interpolation.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [float(r["t"]) for r in rows] == pytest.approx([0, 1 / 3, 2 / 3, 1], abs=1e-5)
@@ -355,16 +467,21 @@ def _shipped_map(kind: str = "cvae") -> LatentMap:
     if kind == "dae":
         root = root / "dae"
     if not (root / "config.json").is_file():
-        pytest.skip(f"no shipped {kind} model yet (diffpy_deepstruc/pretrained"
-                    f"{'/dae' if kind == 'dae' else ''}/config.json): the latent-map "
-                    "numbers cannot be checked")
+        pytest.skip(
+            f"no shipped {kind} model yet (diffpy_deepstruc/pretrained"
+            f"{'/dae' if kind == 'dae' else ''}/config.json): the latent-map "
+            "numbers cannot be checked"
+        )
     if not (root / latent.MAP_NAME).is_file():
-        pytest.skip(f"the shipped {kind} model has no {latent.MAP_NAME}; make it with "
-                    "`python benchmarks/bench_latent.py --make-map`")
+        pytest.skip(
+            f"the shipped {kind} model has no {latent.MAP_NAME}; make it with "
+            "`python benchmarks/bench_latent.py --make-map`"
+        )
     cfg = json.loads((root / "config.json").read_text())
     t = latent.load_latent_map(root / latent.MAP_NAME)
     assert t.meta.get("model_sha256") == cfg["weights"]["sha256"], (
-        "the shipped latent_map.csv was made with other weights: recompute it")
+        "the shipped latent_map.csv was made with other weights: recompute it"
+    )
     return t
 
 

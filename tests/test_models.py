@@ -22,8 +22,17 @@ from diffpy_deepstruc.preprocess import (
     preprocess_pdf,
 )
 
-SMALL = dict(n_points=91, n_max=12, n_satellites=5, conv_channels=(4, 8), cond_dim=16,
-             hidden=16, atom_dim=8, decoder_layers=1, adm_dim=3)
+SMALL = dict(
+    n_points=91,
+    n_max=12,
+    n_satellites=5,
+    conv_channels=(4, 8),
+    cond_dim=16,
+    hidden=16,
+    atom_dim=8,
+    decoder_layers=1,
+    adm_dim=3,
+)
 
 
 @pytest.mark.parametrize("kind", ["cvae", "dae"])
@@ -88,7 +97,9 @@ def test_config_roundtrip_and_validation():
 
 
 def _toy(r, r1=2.77):
-    return np.exp(-0.5 * ((r - r1) / 0.08) ** 2) * 3 + 0.5 * np.sin(2 * np.pi * r / r1) * np.exp(-r / 8)
+    return np.exp(-0.5 * ((r - r1) / 0.08) ** 2) * 3 + 0.5 * np.sin(
+        2 * np.pi * r / r1
+    ) * np.exp(-r / 8)
 
 
 def test_preprocess_grid_and_normalisation():

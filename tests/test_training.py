@@ -15,8 +15,14 @@ from diffpy_deepstruc.training import TrainConfig, prepare_data, split_structure
 
 #: A small model and a coarse grid so a test epoch takes well under a second.
 SMALL_PRE = PreprocessConfig(rmin=0.75, rmax=7.0, rstep=0.06, min_rmax=5.0)
-SMALL_MODEL = {"conv_channels": [8, 8], "cond_dim": 32, "hidden": 32, "atom_dim": 16,
-               "decoder_layers": 1, "adm_dim": 4}
+SMALL_MODEL = {
+    "conv_channels": [8, 8],
+    "cond_dim": 32,
+    "hidden": 32,
+    "atom_dim": 16,
+    "decoder_layers": 1,
+    "adm_dim": 4,
+}
 N_MAX = 24
 
 
@@ -33,15 +39,35 @@ def make_catalog(path, n_pdfs: int = 2, seed: int = 0, elements=("Pt", "Au", "Cu
     rng = np.random.default_rng(seed)
     shapes = {
         "sc": [(x, y, z) for x in range(2) for y in range(2) for z in range(2)],
-        "fcc": [(0, 0, 0), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5), (1, 0, 0), (0, 1, 0),
-                (0, 0, 1), (1, 0.5, 0.5), (0.5, 1, 0.5), (0.5, 0.5, 1)],
-        "bcc": [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0.5), (1, 1, 0),
-                (1, 0, 1), (0, 1, 1), (1, 1, 1)],
+        "fcc": [
+            (0, 0, 0),
+            (0.5, 0.5, 0),
+            (0.5, 0, 0.5),
+            (0, 0.5, 0.5),
+            (1, 0, 0),
+            (0, 1, 0),
+            (0, 0, 1),
+            (1, 0.5, 0.5),
+            (0.5, 1, 0.5),
+            (0.5, 0.5, 1),
+        ],
+        "bcc": [
+            (0, 0, 0),
+            (1, 0, 0),
+            (0, 1, 0),
+            (0, 0, 1),
+            (0.5, 0.5, 0.5),
+            (1, 1, 0),
+            (1, 0, 1),
+            (0, 1, 1),
+            (1, 1, 1),
+        ],
         "icosahedron": None,
     }
     phi = (1 + 5**0.5) / 2
-    ico = [(0, 0, 0)] + [p for a in (-1, 1) for b in (-phi, phi)
-                         for p in ((0, a, b), (a, b, 0), (b, 0, a))]
+    ico = [(0, 0, 0)] + [
+        p for a in (-1, 1) for b in (-phi, phi) for p in ((0, a, b), (a, b, 0), (b, 0, a))
+    ]
     shapes["icosahedron"] = ico
     nn = {"Pt": 2.77, "Au": 2.88, "Cu": 2.55, "Ag": 2.89}
     r = np.arange(0.0, 25.0 + 1e-9, 0.05)
@@ -70,15 +96,22 @@ def make_catalog(path, n_pdfs: int = 2, seed: int = 0, elements=("Pt", "Au", "Cu
             ps.append(i)
             params.append([0.7, 25, 0.04, 0, 2, 0.005, 1, 0.01])
     with h5py.File(path, "w") as h5:
-        h5.attrs.update(format="diffpy-deepstruc-catalog", version=1, seed=seed, n_max=N_MAX)
+        h5.attrs.update(
+            format="diffpy-deepstruc-catalog", version=1, seed=seed, n_max=N_MAX
+        )
         h5["r"] = r
         h5["structures/xyz"] = np.stack(xyz_rows)
         h5["structures/natoms"] = np.asarray(natoms, np.int32)
         str_dt = h5py.string_dtype()
-        h5.create_dataset("structures/element", data=np.array(el, dtype=object), dtype=str_dt)
-        h5.create_dataset("structures/type", data=np.array(types, dtype=object), dtype=str_dt)
-        h5.create_dataset("structures/builder", data=np.array(builders, dtype=object),
-                          dtype=str_dt)
+        h5.create_dataset(
+            "structures/element", data=np.array(el, dtype=object), dtype=str_dt
+        )
+        h5.create_dataset(
+            "structures/type", data=np.array(types, dtype=object), dtype=str_dt
+        )
+        h5.create_dataset(
+            "structures/builder", data=np.array(builders, dtype=object), dtype=str_dt
+        )
         h5["structures/nn"] = np.asarray(nns, np.float32)
         h5["pdfs/g"] = np.stack(g)
         h5["pdfs/structure"] = np.asarray(ps, np.int32)
@@ -93,8 +126,17 @@ def tiny_catalog(tmp_path_factory):
 
 
 def _cfg(**kw):
-    base = dict(epochs=6, batch_size=8, lr=3e-3, seed=1, anneal_epochs=2, patience=50,
-                threads=1, model=SMALL_MODEL, split_fractions=(0.5, 0.25, 0.25))
+    base = dict(
+        epochs=6,
+        batch_size=8,
+        lr=3e-3,
+        seed=1,
+        anneal_epochs=2,
+        patience=50,
+        threads=1,
+        model=SMALL_MODEL,
+        split_fractions=(0.5, 0.25, 0.25),
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -128,8 +170,14 @@ def test_split_keeps_structures_and_groups_together():
 @pytest.mark.parametrize("kind", ["cvae", "dae"])
 def test_loss_falls_and_checkpoint_written(tiny_catalog, tmp_path, kind):
     out = tmp_path / kind
-    res = train(tiny_catalog, out, _cfg(kind=kind), preprocess=SMALL_PRE, progress=False,
-                log=lambda *_: None)
+    res = train(
+        tiny_catalog,
+        out,
+        _cfg(kind=kind),
+        preprocess=SMALL_PRE,
+        progress=False,
+        log=lambda *_: None,
+    )
     rows = list(csv.DictReader(open(out / "loss_log.csv")))
     assert len(rows) == 6 and res.epochs_run == 6
     first, last = float(rows[0]["train_sat"]), float(rows[-1]["train_sat"])
@@ -139,24 +187,57 @@ def test_loss_falls_and_checkpoint_written(tiny_catalog, tmp_path, kind):
     assert conf["split"]["seed"] == 1 and conf["kind"] == kind
     assert conf["elements"] == ["Ag", "Au", "Cu", "Pt"]
     with pytest.raises(OutputExistsError):
-        train(tiny_catalog, out, _cfg(kind=kind), preprocess=SMALL_PRE, progress=False,
-              log=lambda *_: None)
+        train(
+            tiny_catalog,
+            out,
+            _cfg(kind=kind),
+            preprocess=SMALL_PRE,
+            progress=False,
+            log=lambda *_: None,
+        )
 
 
 def test_deterministic_and_resume(tiny_catalog, tmp_path):
-    a = train(tiny_catalog, tmp_path / "a", _cfg(epochs=4), preprocess=SMALL_PRE,
-              progress=False, log=lambda *_: None)
-    b = train(tiny_catalog, tmp_path / "b", _cfg(epochs=4), preprocess=SMALL_PRE,
-              progress=False, log=lambda *_: None, stop_after=2)
-    c = train(tiny_catalog, tmp_path / "b", _cfg(epochs=4), preprocess=SMALL_PRE,
-              progress=False, log=lambda *_: None, resume=True)
+    a = train(
+        tiny_catalog,
+        tmp_path / "a",
+        _cfg(epochs=4),
+        preprocess=SMALL_PRE,
+        progress=False,
+        log=lambda *_: None,
+    )
+    b = train(
+        tiny_catalog,
+        tmp_path / "b",
+        _cfg(epochs=4),
+        preprocess=SMALL_PRE,
+        progress=False,
+        log=lambda *_: None,
+        stop_after=2,
+    )
+    c = train(
+        tiny_catalog,
+        tmp_path / "b",
+        _cfg(epochs=4),
+        preprocess=SMALL_PRE,
+        progress=False,
+        log=lambda *_: None,
+        resume=True,
+    )
     assert b.epochs_run == 2 and c.epochs_run == 4
     la = [r["train_loss"] for r in a.log]
     lc = [r["train_loss"] for r in c.log]
     assert np.allclose(la, lc, rtol=1e-5)
     with pytest.raises(CheckpointError):
-        train(tiny_catalog, tmp_path / "b", _cfg(epochs=5, lr=1e-3), preprocess=SMALL_PRE,
-              progress=False, log=lambda *_: None, resume=True)
+        train(
+            tiny_catalog,
+            tmp_path / "b",
+            _cfg(epochs=5, lr=1e-3),
+            preprocess=SMALL_PRE,
+            progress=False,
+            log=lambda *_: None,
+            resume=True,
+        )
 
 
 def test_bad_catalog(tmp_path):

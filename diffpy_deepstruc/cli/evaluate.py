@@ -15,14 +15,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "isotropic scale) and the PDF MSE / Pearson, per structure type and overall, for "
         "the prior-mean sample and the best of N.",
     )
-    p.add_argument("--model", required=True, help="model folder (config.json + "
-                   "model.safetensors), or 'pretrained' / 'pretrained-dae'")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="model folder (config.json + "
+        "model.safetensors), or 'pretrained' / 'pretrained-dae'",
+    )
     p.add_argument("--catalog", required=True, help="the catalog the model was trained on")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
-    p.add_argument("--samples", type=int, default=20, help="candidates per PDF (default 20)")
-    p.add_argument("--max-structures", type=int, default=200,
-                   help="evaluate a seeded, type-stratified subset of at most this many "
-                   "structures (0 = all; default 200)")
+    p.add_argument(
+        "--samples", type=int, default=20, help="candidates per PDF (default 20)"
+    )
+    p.add_argument(
+        "--max-structures",
+        type=int,
+        default=200,
+        help="evaluate a seeded, type-stratified subset of at most this many "
+        "structures (0 = all; default 200)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default=None, help="write the full report as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing report")
@@ -44,17 +54,30 @@ def run(args) -> int:
     model = args.model
     if model in ("pretrained", "pretrained-dae"):
         gen = DeepStruc.pretrained("dae" if model.endswith("dae") else "cvae")
-    rep = evaluate(None if gen else model, args.catalog, split=args.split,
-                   samples=args.samples, max_structures=args.max_structures or None,
-                   seed=args.seed, progress=not args.no_progress, generator=gen)
+    rep = evaluate(
+        None if gen else model,
+        args.catalog,
+        split=args.split,
+        samples=args.samples,
+        max_structures=args.max_structures or None,
+        seed=args.seed,
+        progress=not args.no_progress,
+        generator=gen,
+    )
     rep["model"] = model
-    print(f"{rep['kind']} on {rep['split']} split: {rep['n_pdfs']} PDFs"
-          + (" (type-stratified subset)" if rep["subset"] else "")
-          + f", {rep['samples']} samples each")
-    print("count@1/MAE@1/Pear@1: prior-mean sample; count@N: any of N exact; MAE@N, Pear@N: "
-          "best of N by MAE; PearSel: best of N by Pearson; PearTrue: true structure")
+    print(
+        f"{rep['kind']} on {rep['split']} split: {rep['n_pdfs']} PDFs"
+        + (" (type-stratified subset)" if rep["subset"] else "")
+        + f", {rep['samples']} samples each"
+    )
+    print(
+        "count@1/MAE@1/Pear@1: prior-mean sample; count@N: any of N exact; MAE@N, Pear@N: "
+        "best of N by MAE; PearSel: best of N by Pearson; PearTrue: true structure"
+    )
     print(format_table(rep))
     if args.output:
-        atomic_write_text(args.output, json.dumps(rep, indent=1) + "\n", overwrite=args.force)
+        atomic_write_text(
+            args.output, json.dumps(rep, indent=1) + "\n", overwrite=args.force
+        )
         print(f"report written to {args.output}")
     return 0

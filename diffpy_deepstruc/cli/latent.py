@@ -37,20 +37,31 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="latent_command", metavar="ACTION")
     sub.required = True
-    model_help = ("model folder (config.json + model.safetensors), or 'pretrained' / "
-                  "'pretrained-dae' (default: pretrained)")
+    model_help = (
+        "model folder (config.json + model.safetensors), or 'pretrained' / "
+        "'pretrained-dae' (default: pretrained)"
+    )
 
     m = sub.add_parser(
-        "map", help="structure-type map with measured PDFs placed on it",
+        "map",
+        help="structure-type map with measured PDFs placed on it",
         description="Latent points (prior means p(z|PDF)) of the catalog structures, "
         "coloured by type, with measured PDFs as labelled crosses; writes the figure and "
-        "a CSV of the same numbers (same name, .csv).")
+        "a CSV of the same numbers (same name, .csv).",
+    )
     m.add_argument("--model", default="pretrained", help=model_help)
-    m.add_argument("--catalog", default=None,
-                   help="catalog (HDF5) to place on the map; default: the map shipped "
-                   "with the model")
-    m.add_argument("--data", nargs="+", default=[], metavar="GR",
-                   help="measured PDFs (.gr) to place on the map")
+    m.add_argument(
+        "--catalog",
+        default=None,
+        help="catalog (HDF5) to place on the map; default: the map shipped with the model",
+    )
+    m.add_argument(
+        "--data",
+        nargs="+",
+        default=[],
+        metavar="GR",
+        help="measured PDFs (.gr) to place on the map",
+    )
     m.add_argument("-o", "--output", required=True, help="figure file (e.g. map.png)")
     m.add_argument("--title", default=None, help="figure title")
     m.add_argument("--force", action="store_true", help="replace existing files")
@@ -58,13 +69,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     m.set_defaults(_latent=_run_map)
 
     i = sub.add_parser(
-        "interpolate", help="decode structures along the latent line between two PDFs",
+        "interpolate",
+        help="decode structures along the latent line between two PDFs",
         description="Decode structures at evenly spaced points of the line from A's prior "
         "mean to B's (the decoder's PDF condition interpolated alongside); writes one "
-        "xyz file per step, interpolation.csv and interpolation.png into DIR.")
+        "xyz file per step, interpolation.csv and interpolation.png into DIR.",
+    )
     i.add_argument("pdf_a", metavar="A.gr")
     i.add_argument("pdf_b", metavar="B.gr")
-    i.add_argument("--steps", type=_steps, default=8, help="points, ends included (default 8)")
+    i.add_argument(
+        "--steps", type=_steps, default=8, help="points, ends included (default 8)"
+    )
     i.add_argument("--element", default="Pt", help="metal of the structures (default Pt)")
     i.add_argument("--model", default="pretrained", help=model_help)
     i.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
@@ -105,8 +120,10 @@ def _run_map(args) -> int:
     else:
         f = model_map_path(ds)
         if f is None:
-            raise ParameterError(f"no latent map comes with the {ds.kind} model "
-                                 f"({args.model}); pass --catalog CATALOG.h5 to compute one")
+            raise ParameterError(
+                f"no latent map comes with the {ds.kind} model "
+                f"({args.model}); pass --catalog CATALOG.h5 to compute one"
+            )
         table = load_latent_map(f).catalog_rows()
         source = str(f)
     labels, zs, els = [], [], []
@@ -122,9 +139,12 @@ def _run_map(args) -> int:
     cat = table.catalog_rows()
     data = {lab: z[:2] for lab, z in zip(labels, zs, strict=True)}
     title = args.title or f"DeepStruc {ds.kind.upper()} latent space"
-    plot_latent_map(cat.points, list(cat.type), png, data=data, title=title,
-                    overwrite=args.force)
-    print(f"{len(cat)} structures from {source}" + (f", {len(labels)} data" if labels else ""))
+    plot_latent_map(
+        cat.points, list(cat.type), png, data=data, title=title, overwrite=args.force
+    )
+    print(
+        f"{len(cat)} structures from {source}" + (f", {len(labels)} data" if labels else "")
+    )
     for lab, z in data.items():
         print(f"  {lab}: z = ({z[0]:.4g}, {z[1]:.4g})")
     print(f"map written to {png} and {csv_path}")
@@ -147,8 +167,9 @@ def _run_interpolate(args) -> int:
         raise OutputExistsError(f"{out}: exists and is not a folder")
     clash = [n for n in names if (out / n).exists()]
     if clash and not args.force:
-        raise OutputExistsError(f"{out}: holds {clash[0]} (and {len(clash) - 1} more); "
-                                "use --force to replace")
+        raise OutputExistsError(
+            f"{out}: holds {clash[0]} (and {len(clash) - 1} more); use --force to replace"
+        )
     sym = normalize_element(args.element)
     ds = as_deepstruc(args.model)
     a, b = load_pdf(args.pdf_a), load_pdf(args.pdf_b)
@@ -163,17 +184,30 @@ def _run_interpolate(args) -> int:
     w.writeheader()
     w.writerows(rows)
     atomic_write_text(out / "interpolation.csv", buf.getvalue(), overwrite=args.force)
-    labels = [f"t={r['t']:.2f}\n{r['n_atoms']} atoms" + ("" if r["valid"] else " (!)")
-              for r in rows]
-    title = (f"{ds.kind.upper()}: {Path(args.pdf_a).stem} -> {Path(args.pdf_b).stem} "
-             f"({sym}; (!) = atoms closer than 0.8 nn)")
-    plot_structure_row([structure_to_atoms(s) for _, s in path], labels,
-                       out / "interpolation.png", title=title, overwrite=args.force)
+    labels = [
+        f"t={r['t']:.2f}\n{r['n_atoms']} atoms" + ("" if r["valid"] else " (!)")
+        for r in rows
+    ]
+    title = (
+        f"{ds.kind.upper()}: {Path(args.pdf_a).stem} -> {Path(args.pdf_b).stem} "
+        f"({sym}; (!) = atoms closer than 0.8 nn)"
+    )
+    plot_structure_row(
+        [structure_to_atoms(s) for _, s in path],
+        labels,
+        out / "interpolation.png",
+        title=title,
+        overwrite=args.force,
+    )
     n_valid = sum(r["valid"] for r in rows)
-    print(f"{ds.kind}: {len(rows)} steps, {n_valid} physically valid "
-          f"(no two atoms closer than 0.8 x {nn:.3f} A)")
+    print(
+        f"{ds.kind}: {len(rows)} steps, {n_valid} physically valid "
+        f"(no two atoms closer than 0.8 x {nn:.3f} A)"
+    )
     for r in rows:
-        print(f"  t={r['t']:.2f}  z=({r['z1']:.4g}, {r['z2']:.4g})  {r['n_atoms']:3d} atoms  "
-              f"dmin/nn={r['min_dist_over_nn']:.2f}  {'valid' if r['valid'] else 'INVALID'}")
+        print(
+            f"  t={r['t']:.2f}  z=({r['z1']:.4g}, {r['z2']:.4g})  {r['n_atoms']:3d} atoms  "
+            f"dmin/nn={r['min_dist_over_nn']:.2f}  {'valid' if r['valid'] else 'INVALID'}"
+        )
     print(f"written to {out}/ (step_XX.xyz, interpolation.csv, interpolation.png)")
     return 0

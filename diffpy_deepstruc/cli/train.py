@@ -23,17 +23,35 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and split")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1: robust on shared CPUs)")
-    p.add_argument("--patience", type=int, default=3, help="early-stopping patience (epochs)")
-    p.add_argument("--beta", type=float, default=1e-3,
-                   help="final KL (CVAE) / latent-L2 (DAE) weight")
-    p.add_argument("--split-by", choices=("structure", "shape"), default="structure",
-                   help="split unit: a catalog structure (default) or a shape with all metals")
-    p.add_argument("--time-limit", type=float, default=0.0,
-                   help="stop after this many minutes, keeping the best checkpoint")
-    p.add_argument("--cache-dir", default=None,
-                   help="where the preprocessed data are cached (default: beside the output)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (default 1: robust on shared CPUs)",
+    )
+    p.add_argument(
+        "--patience", type=int, default=3, help="early-stopping patience (epochs)"
+    )
+    p.add_argument(
+        "--beta", type=float, default=1e-3, help="final KL (CVAE) / latent-L2 (DAE) weight"
+    )
+    p.add_argument(
+        "--split-by",
+        choices=("structure", "shape"),
+        default="structure",
+        help="split unit: a catalog structure (default) or a shape with all metals",
+    )
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=0.0,
+        help="stop after this many minutes, keeping the best checkpoint",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="where the preprocessed data are cached (default: beside the output)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     p.add_argument("--force", action="store_true", help="replace an existing model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -44,17 +62,34 @@ def run(args) -> int:
     from ..training import TrainConfig, train
 
     cfg = TrainConfig(
-        kind=args.model, latent=args.latent, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, seed=args.seed, device=args.device, threads=args.threads,
-        patience=args.patience, beta=args.beta, split_by=args.split_by,
+        kind=args.model,
+        latent=args.latent,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        patience=args.patience,
+        beta=args.beta,
+        split_by=args.split_by,
         time_limit=args.time_limit,
     )
     out = Path(args.output)
     cache = args.cache_dir or (out.resolve().parent / ".deepstruc-cache")
-    res = train(args.catalog, out, cfg, resume=args.resume, force=args.force,
-                progress=not args.no_progress, cache_dir=cache,
-                log=lambda m: print(m, flush=True))
-    print(f"{res.stopped}: {res.epochs_run} epochs, best validation loss "
-          f"{res.best_val_loss:.5g} at epoch {res.best_epoch}, {res.seconds / 60:.1f} min; "
-          f"model in {out}")
+    res = train(
+        args.catalog,
+        out,
+        cfg,
+        resume=args.resume,
+        force=args.force,
+        progress=not args.no_progress,
+        cache_dir=cache,
+        log=lambda m: print(m, flush=True),
+    )
+    print(
+        f"{res.stopped}: {res.epochs_run} epochs, best validation loss "
+        f"{res.best_val_loss:.5g} at epoch {res.best_epoch}, {res.seconds / 60:.1f} min; "
+        f"model in {out}"
+    )
     return 0
