@@ -75,6 +75,16 @@ def _tensor_table(state: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
     }
 
 
+#: Matrices kept in float32 by the float16 export: the decoder's Fourier frequencies
+#: (``2 pi B z`` with ``|B|`` up to ~30 would lose a tenth of a radian in float16).
+FULL_PRECISION = ("fourier_b",)
+
+
+def _halved(name: str, v: torch.Tensor) -> bool:
+    """Is tensor ``name`` stored as float16 in ``float16-matrices`` storage?"""
+    return v.is_floating_point() and v.dim() >= 2 and not name.endswith(FULL_PRECISION)
+
+
 def save_checkpoint(
     model: DeepStrucNet,
     config: dict[str, Any],
@@ -127,10 +137,7 @@ def save_checkpoint(
         raise CheckpointError("checkpoint config needs 'preprocess' and 'representation'")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if half:
-        state = {
-            k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
-            for k, v in state.items()
-        }
+        state = {k: (v.half() if _halved(k, v) else v) for k, v in state.items()}
     data = st_save(state, metadata={"format": FORMAT})
     cfg.update(
         format=FORMAT,
@@ -263,10 +270,7 @@ def load_checkpoint(
         raise CheckpointError(f"{d}: unknown weight storage {storage!r}")
     ref = model.state_dict()
     if storage == "float16-matrices":
-        ref = {
-            k: (v.half() if v.is_floating_point() and v.dim() >= 2 else v)
-            for k, v in ref.items()
-        }
+        ref = {k: (v.half() if _halved(k, v) else v) for k, v in ref.items()}
     expected = _tensor_table(ref)
     got = _tensor_table(state)
     if w.get("tensors") != got:

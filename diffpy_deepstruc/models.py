@@ -27,6 +27,7 @@ pulls the prior mean onto it (no KL).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,22 @@ class ModelConfig:
         embeddings (fewer parameters, slower to train).
     dense_hidden : int
         Width of the dense decoder's MLP.
+    decoder_pdf : bool
+        The decoder reads ``[z, c]`` (True, the v1/v2 models) or ``z`` alone (False):
+        then everything about the structure must pass through the latent, which is what
+        makes the 2-D map meaningful (see ``docs/model.md``).
+    posterior_pdf : bool
+        The posterior reads the PDF condition beside the structure (True) or the
+        structure alone (False).
+    fourier : int
+        Random Fourier features of ``z`` fed to the dense decoder beside ``z`` (0: none):
+        ``sin / cos(2 pi B z)``, ``B ~ N(0, fourier_sigma^2)``, ``[D, fourier]``, a
+        buffer stored in the checkpoint.  Lets an MLP on a 2-D input resolve detail at
+        the scale of the spacing between training shapes.
+    fourier_sigma : float
+        Spread of the Fourier frequencies (per latent unit).
+    dense_layers : int
+        Hidden layers of the dense decoder.
     """
 
     kind: str = "cvae"
@@ -101,6 +118,11 @@ class ModelConfig:
     adm_dim: int = 6
     decoder: str = "dense"
     dense_hidden: int = 512
+    decoder_pdf: bool = True
+    posterior_pdf: bool = True
+    fourier: int = 0
+    fourier_sigma: float = 8.0
+    dense_layers: int = 2
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -118,6 +140,7 @@ class ModelConfig:
             "atom_dim",
             "decoder_layers",
             "adm_dim",
+            "dense_layers",
         ):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
@@ -128,6 +151,10 @@ class ModelConfig:
             raise ParameterError(
                 f"kernel must be a positive odd integer, not {self.kernel}"
             )
+        if not isinstance(self.fourier, int) or self.fourier < 0:
+            raise ParameterError(f"fourier must be an integer >= 0, not {self.fourier!r}")
+        if not self.fourier_sigma > 0:
+            raise ParameterError(f"fourier_sigma must be positive, not {self.fourier_sigma}")
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
 
     def to_dict(self) -> dict[str, Any]:
@@ -244,7 +271,9 @@ class SetEncoder(nn.Module):
             nn.Linear(cfg.n_satellites, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()
         )
         self.n_max = cfg.n_max
-        self.out = _mlp(2 * h + 1 + cfg.cond_dim, cfg.hidden, 2 * cfg.latent)
+        self.use_c = cfg.posterior_pdf
+        c_dim = cfg.cond_dim if self.use_c else 0
+        self.out = _mlp(2 * h + 1 + c_dim, cfg.hidden, 2 * cfg.latent)
 
     def forward(self, sat_dist: torch.Tensor, mask: torch.Tensor, c: torch.Tensor):
         m = mask.to(sat_dist.dtype).unsqueeze(-1)
@@ -253,7 +282,8 @@ class SetEncoder(nn.Module):
         mean = (h * m).sum(1) / n
         mx = torch.where(m > 0, h, torch.full_like(h, -1e4)).amax(1)
         frac = n / self.n_max
-        mu, logvar = self.out(torch.cat([mean, mx, frac, c], dim=-1)).chunk(2, dim=-1)
+        parts = [mean, mx, frac, c] if self.use_c else [mean, mx, frac]
+        mu, logvar = self.out(torch.cat(parts, dim=-1)).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
 
 
@@ -304,7 +334,8 @@ class SlotDecoder(nn.Module):
 
 
 class DenseDecoder(nn.Module):
-    """p(distances | z, PDF) as one MLP: ``[z, c]`` -> hidden -> every slot's outputs.
+    """p(distances | z[, PDF]) as one MLP: ``[z, c]`` (or ``z`` and its Fourier features
+    when ``decoder_pdf`` is False) -> hidden -> every slot's outputs.
 
     Inputs ``z [B, D]``, ``c [B, C]`` -> same dict as :class:`SlotDecoder`.  The last layer
     is ``hidden x N (1 + S + K)``: each slot reads its own linear function of the code,
@@ -315,15 +346,29 @@ class DenseDecoder(nn.Module):
         super().__init__()
         h = cfg.dense_hidden
         self.n, self.s, self.k = cfg.n_max, cfg.n_satellites, cfg.adm_dim
-        self.mlp = nn.Sequential(
-            nn.Linear(cfg.latent + cfg.cond_dim, h), nn.SiLU(), nn.Linear(h, h), nn.SiLU()
+        self.use_c = cfg.decoder_pdf
+        self.register_buffer(
+            "fourier_b", torch.randn(cfg.latent, cfg.fourier) * cfg.fourier_sigma
         )
+        d_in = cfg.latent + 2 * cfg.fourier + (cfg.cond_dim if self.use_c else 0)
+        layers: list[nn.Module] = []
+        for i in range(cfg.dense_layers):
+            layers += [nn.Linear(d_in if i == 0 else h, h), nn.SiLU()]
+        self.mlp = nn.Sequential(*layers)
         self.out = nn.Linear(h, self.n * (1 + self.s + self.k))
 
+    def features(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Decoder input ``[B, D (+ 2F) (+ C)]``."""
+        parts = [z]
+        if self.fourier_b.shape[1]:
+            p = (2 * math.pi) * (z @ self.fourier_b)
+            parts += [torch.sin(p), torch.cos(p)]
+        if self.use_c:
+            parts.append(c)
+        return torch.cat(parts, dim=-1)
+
     def forward(self, z: torch.Tensor, c: torch.Tensor) -> dict[str, torch.Tensor]:
-        o = self.out(self.mlp(torch.cat([z, c], dim=-1))).view(
-            -1, self.n, 1 + self.s + self.k
-        )
+        o = self.out(self.mlp(self.features(z, c))).view(-1, self.n, 1 + self.s + self.k)
         return {
             "mask_logit": o[..., 0],
             "sat_dist": F.softplus(o[..., 1 : 1 + self.s] + 1.0),

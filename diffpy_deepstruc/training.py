@@ -134,6 +134,26 @@ class TrainConfig:
     match : bool
         Permutation-robust loss: compare atoms after the optimal assignment
         (:func:`match_atoms`) instead of in canonical slot order.
+    schedule : {"joint", "staged"}
+        ``"joint"``: every network trained together, ``epochs`` epochs over the PDFs.
+        ``"staged"`` (:mod:`diffpy_deepstruc.staged`): the decoder and per-shape latents
+        first (``shape_steps``), then the prior for ``epochs`` epochs; the architecture
+        gets :data:`~diffpy_deepstruc.staged.STAGED_MODEL` (decoder reads z alone).
+    shape_steps, shape_batch : int
+        Staged stage 1: steps and shapes per step.
+    shape_beta : float
+        Staged stage 1: weight of KL(q_u || N(0, I)) (CVAE) or |m_u|^2 (DAE).
+    latent_lr : float
+        Staged stage 1: learning rate of the per-shape latents.
+    aux_weight : float
+        Staged stage 1: weight of the structure-type and hcp-fraction heads on the latent.
+    prior_batch : int
+        Staged stage 2: PDFs per step.
+    readout_ridge : float
+        Staged stage 1b: ridge of the least-squares solve of the decoder's last layer
+        (0: skip the solve).
+    readout_samples : int
+        Staged stage 1b: posterior draws per shape in that solve (CVAE).
     """
 
     kind: str = "cvae"
@@ -165,6 +185,15 @@ class TrainConfig:
     adm_rows: int = 32
     prior_weight: float = 1.0
     match: bool = True
+    schedule: str = "joint"
+    shape_steps: int = 10000
+    shape_batch: int = 64
+    shape_beta: float = 1e-4
+    latent_lr: float = 1e-2
+    aux_weight: float = 0.1
+    prior_batch: int = 128
+    readout_ridge: float = 1e-6
+    readout_samples: int = 8
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -187,6 +216,16 @@ class TrainConfig:
             raise ParameterError(
                 f"split_by must be 'structure' or 'shape', not {self.split_by!r}"
             )
+        if self.schedule not in ("joint", "staged"):
+            raise ParameterError(
+                f"schedule must be 'joint' or 'staged', not {self.schedule!r}"
+            )
+        for name in ("shape_steps", "shape_batch", "prior_batch", "readout_samples"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ParameterError(f"{name} must be a positive integer, not {v!r}")
+        if not self.readout_ridge >= 0:
+            raise ParameterError(f"readout_ridge must be >= 0, not {self.readout_ridge}")
         if self.beta < 0 or self.anneal_epochs < 0 or self.patience < 1:
             raise ParameterError("beta, anneal_epochs must be >= 0 and patience >= 1")
 
@@ -904,8 +943,14 @@ def train(
             )
         )
 
+    staged_arch = {}
+    if cfg.schedule == "staged":
+        from .staged import STAGED_MODEL
+
+        staged_arch = dict(STAGED_MODEL)
     mcfg = ModelConfig.from_dict(
         {
+            **staged_arch,
             **cfg.model,
             "kind": cfg.kind,
             "latent": cfg.latent,
@@ -972,7 +1017,7 @@ def train(
     history: list[dict[str, Any]] = []
     start_epoch, best, best_epoch, bad = 0, float("inf"), -1, 0
     elapsed0 = 0.0
-    if resume:
+    if resume and cfg.schedule == "joint":
         info = _load_state(last, model, opt)
         if info.get("catalog_sha256") != cat_sha or _resume_key(
             info.get("train_config")
@@ -996,6 +1041,27 @@ def train(
         f"{split_info['counts']} structures; threads {torch.get_num_threads()}"
     )
 
+    if cfg.schedule == "staged":
+        from .staged import train_staged
+
+        return train_staged(
+            {
+                "cfg": cfg,
+                "model": model,
+                "data": data,
+                "batcher": batcher,
+                "train_rows": train_rows,
+                "val_rows": val_rows,
+                "out_dir": out_dir,
+                "log": log,
+                "progress": progress,
+                "t_start": t_start,
+                "resume": resume,
+                "catalog_sha256": cat_sha,
+                "base_config": base_config,
+                "stop_after": stop_after,
+            }
+        )
     stopped = "epochs"
     bar = tqdm(
         range(start_epoch, cfg.epochs),

@@ -52,6 +52,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="where the preprocessed data are cached (default: beside the output)",
     )
+    p.add_argument(
+        "--schedule",
+        choices=("staged", "joint"),
+        default="staged",
+        help="staged (default): decoder and shape latents first, then the prior for "
+        "--epochs epochs; joint: all networks together for --epochs epochs",
+    )
+    p.add_argument(
+        "--shape-steps",
+        type=int,
+        default=10000,
+        help="staged stage-1 steps (decoder + shape latents; default 10000)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     p.add_argument("--force", action="store_true", help="replace an existing model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,6 +87,8 @@ def run(args) -> int:
         beta=args.beta,
         split_by=args.split_by,
         time_limit=args.time_limit,
+        schedule=args.schedule,
+        shape_steps=args.shape_steps,
     )
     out = Path(args.output)
     cache = args.cache_dir or (out.resolve().parent / ".deepstruc-cache")

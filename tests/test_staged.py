@@ -1,0 +1,109 @@
+"""The staged training schedule (diffpy_deepstruc.staged): tiny runs on a tiny catalog."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffpy_deepstruc.checkpoint import load_checkpoint
+from diffpy_deepstruc.errors import CheckpointError
+from diffpy_deepstruc.staged import initial_latents, shape_labels
+from diffpy_deepstruc.training import train
+
+from test_training import SMALL_MODEL, SMALL_PRE, _cfg, make_catalog
+
+STAGED_SMALL = {"dense_hidden": 48, "dense_layers": 2, "fourier": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny_catalog(tmp_path_factory):
+    return make_catalog(tmp_path_factory.mktemp("cat") / "tiny.h5")
+
+
+def _staged(**kw):
+    base = dict(
+        schedule="staged",
+        shape_steps=150,
+        shape_batch=4,
+        prior_batch=8,
+        epochs=4,
+        model={**SMALL_MODEL, **STAGED_SMALL},
+    )
+    base.update(kw)
+    return _cfg(**base)
+
+
+
+def test_shape_labels_from_keys():
+    keys = [
+        'fcc|{"layers": [1, 2, 1]}',
+        'hcp|{"a": 1}',
+        'stacking|{"sequence": "ABAB"}',
+        'stacking|{"sequence": "ABC"}',
+        'bcc|{"n": 2}',
+    ]
+    tidx, hcp, names = shape_labels(keys)
+    assert names == ["bcc", "fcc", "hcp", "stacking"]
+    assert tidx.tolist() == [1, 2, 3, 3, 0]
+    assert hcp[0] == 0 and hcp[1] == 1 and np.isnan(hcp[4])
+    assert hcp[2] == 1.0  # ABAB: every layer has equal neighbours on both sides
+    assert hcp[3] == 0.0  # ABC: the fcc stack
+
+
+def test_initial_latents_order_by_pdf():
+    # three shapes whose PDFs differ along one direction: the first component orders them
+    base = np.linspace(0, 1, 50)
+    pdf = np.stack([base * k for k in (0, 0, 1, 1, 2, 2)])
+    z = initial_latents(pdf, np.array([0, 0, 1, 1, 2, 2]), 4, 2)
+    assert z.shape == (4, 2) and z.dtype == np.float32
+    assert np.all(z[3] == 0)  # no PDFs: origin
+    assert abs(z[:3, 0].std() - 1) < 1e-6
+    order = np.argsort(z[:3, 0])
+    assert order.tolist() in ([0, 1, 2], [2, 1, 0])
+
+
+@pytest.mark.parametrize("kind", ["cvae", "dae"])
+def test_staged_loss_falls_checkpoint_reloads(tiny_catalog, tmp_path, kind):
+    out = tmp_path / kind
+    res = train(tiny_catalog, out, _staged(kind=kind), preprocess=SMALL_PRE,
+                progress=False, log=lambda *_: None)
+    rows = list(csv.DictReader(open(out / "loss_log.csv")))
+    stage1 = [r for r in rows if r["epoch"].startswith("s")]
+    stage2 = [r for r in rows if not r["epoch"].startswith("s")]
+    assert len(stage1) == 5 and len(stage2) == 4 and res.best_epoch >= 0
+    assert float(stage1[-1]["train_sat"]) < 0.5 * float(stage1[0]["train_sat"])
+    assert float(stage2[-1]["train_latent"]) < float(stage2[0]["train_latent"])
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["model"]["decoder_pdf"] is False
+    assert conf["training"]["schedule"] == "staged"
+    model = load_checkpoint(out)
+    again = load_checkpoint(out)
+    pdf = torch.randn(3, SMALL_PRE.n_points)
+    with torch.no_grad():
+        c = model.condition(pdf)
+        mu, _ = model.prior(c)
+        a, b = model.decode(mu, c), again.decode(mu, again.condition(pdf))
+        # the decoder reads z alone: another PDF condition does not change the output
+        other = model.decode(mu, torch.randn_like(c))
+    for k in ("mask_logit", "sat_dist", "emb", "scale"):
+        assert torch.equal(a[k], b[k])
+    for k in ("mask_logit", "sat_dist", "emb"):
+        assert torch.equal(a[k], other[k])
+
+
+def test_staged_resume_repeats_uninterrupted(tiny_catalog, tmp_path):
+    kw = dict(preprocess=SMALL_PRE, progress=False, log=lambda *_: None)
+    a = train(tiny_catalog, tmp_path / "a", _staged(epochs=3), **kw)
+    b = train(tiny_catalog, tmp_path / "b", _staged(epochs=3), stop_after=1, **kw)
+    c = train(tiny_catalog, tmp_path / "b", _staged(epochs=3), resume=True, **kw)
+    assert b.stopped == "stop_after" and c.stopped == "epochs"
+    la = [r.get("train_loss") for r in a.log]
+    lc = [r.get("train_loss") for r in c.log]
+    assert np.allclose(la, lc, rtol=1e-5)
+    with pytest.raises(CheckpointError):
+        train(tiny_catalog, tmp_path / "b", _staged(epochs=3, aux_weight=0.5),
+              resume=True, **kw)
