@@ -77,7 +77,7 @@ def _tensor_table(state: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
 
 #: Matrices kept in float32 by the float16 export: the decoder's Fourier frequencies
 #: (``2 pi B z`` with ``|B|`` up to ~30 would lose a tenth of a radian in float16).
-FULL_PRECISION = ("fourier_b",)
+FULL_PRECISION = ("fourier_b", "comp_mean", "comp_logvar")
 
 
 def _halved(name: str, v: torch.Tensor) -> bool:

@@ -102,6 +102,13 @@ class ModelConfig:
         Spread of the Fourier frequencies (per latent unit).
     dense_layers : int
         Hidden layers of the dense decoder.
+    prior : {"gaussian", "mixture"}
+        Form of p(z | PDF): one Gaussian whose mean and log-variance an MLP reads from
+        the condition, or a mixture of ``n_components`` Gaussians with fixed means and
+        variances (buffers ``comp_mean`` / ``comp_logvar``, the training shapes'
+        posteriors) whose weights an MLP reads from the condition.
+    n_components : int
+        Mixture components (``prior="mixture"``).
     """
 
     kind: str = "cvae"
@@ -123,6 +130,8 @@ class ModelConfig:
     fourier: int = 0
     fourier_sigma: float = 8.0
     dense_layers: int = 2
+    prior: str = "gaussian"
+    n_components: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -150,6 +159,14 @@ class ModelConfig:
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ParameterError(
                 f"kernel must be a positive odd integer, not {self.kernel}"
+            )
+        if self.prior not in ("gaussian", "mixture"):
+            raise ParameterError(f"prior must be 'gaussian' or 'mixture', not {self.prior!r}")
+        if self.prior == "mixture" and (
+            not isinstance(self.n_components, int) or self.n_components < 1
+        ):
+            raise ParameterError(
+                f"a mixture prior needs n_components >= 1, not {self.n_components!r}"
             )
         if not isinstance(self.fourier, int) or self.fourier < 0:
             raise ParameterError(f"fourier must be an integer >= 0, not {self.fourier!r}")
@@ -390,7 +407,13 @@ class DeepStrucNet(nn.Module):
         super().__init__()
         self.config = config
         self.pdf_encoder = PDFEncoder(config)
-        self.prior_net = _mlp(config.cond_dim, config.hidden, 2 * config.latent)
+        self.mixture = config.prior == "mixture"
+        n_out = config.n_components if self.mixture else 2 * config.latent
+        self.prior_net = _mlp(config.cond_dim, config.hidden, n_out)
+        if self.mixture:
+            k = config.n_components
+            self.register_buffer("comp_mean", torch.zeros(k, config.latent))
+            self.register_buffer("comp_logvar", torch.zeros(k, config.latent))
         self.posterior_net = SetEncoder(config)
         self.decoder = (
             DenseDecoder(config) if config.decoder == "dense" else SlotDecoder(config)
@@ -406,9 +429,22 @@ class DeepStrucNet(nn.Module):
         return self.pdf_encoder(pdf)
 
     def prior(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """p(z | PDF): ``c [B, C]`` -> mean, log-variance ``[B, D]``."""
+        """p(z | PDF): ``c [B, C]`` -> mean, log-variance ``[B, D]``.
+
+        For a mixture prior: the mean and log-variance of its most probable component
+        (the mode of p(z | PDF) when the components are well separated).
+        """
+        if self.mixture:
+            k = self.prior_net(c).argmax(-1)
+            return self.comp_mean[k], self.comp_logvar[k]
         mu, logvar = self.prior_net(c).chunk(2, dim=-1)
         return mu, logvar.clamp(-12.0, 6.0)
+
+    def prior_logits(self, c: torch.Tensor) -> torch.Tensor:
+        """Mixture prior: component log-weights (unnormalised) ``[B, K]``."""
+        if not self.mixture:
+            raise ParameterError("prior_logits needs a mixture prior")
+        return self.prior_net(c)
 
     def posterior(self, sat_dist, mask, c):
         """q(z | structure, PDF) -> mean, log-variance ``[B, D]``."""
@@ -464,8 +500,12 @@ class DeepStrucNet(nn.Module):
     ) -> torch.Tensor:
         """``n`` latent points per condition: ``c [B, C]`` -> ``z [B, n, D]``.
 
-        The first point is the prior mean when ``include_mean``.
+        The first point is the prior mean when ``include_mean``.  A mixture prior draws
+        ``n`` distinct components without replacement (Gumbel top-k on the weights; the
+        first is the most probable when ``include_mean``) and one point from each.
         """
+        if self.mixture:
+            return self._sample_mixture(c, n, generator, include_mean)
         mu, logvar = self.prior(c)
         std = self.prior_std(logvar)
         eps = torch.randn(
@@ -478,6 +518,26 @@ class DeepStrucNet(nn.Module):
     def prior_std(self, logvar: torch.Tensor) -> torch.Tensor:
         """Sampling spread of the prior ``[B, D]``."""
         return torch.exp(0.5 * logvar)
+
+    def _sample_mixture(self, c, n, generator, include_mean):
+        logp = torch.log_softmax(self.prior_logits(c), dim=-1)  # [B, K]
+        B, K = logp.shape
+        u = torch.rand((B, K), generator=generator, dtype=logp.dtype, device="cpu")
+        gumbel = -torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-12))).to(logp.device)
+        keys = logp + gumbel
+        if include_mean:
+            keys[torch.arange(B), logp.argmax(-1)] = float("inf")
+        m = min(n, K)
+        comp = keys.topk(m, dim=-1).indices  # [B, m]
+        if m < n:  # more samples than components: repeat the order
+            comp = comp.repeat(1, -(-n // m))[:, :n]
+        mu = self.comp_mean[comp]
+        std = self.prior_std(self.comp_logvar[comp])
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device="cpu")
+        eps = eps.to(mu.device)
+        if include_mean:
+            eps[:, 0] = 0.0
+        return mu + std * eps
 
 
 class CVAE(DeepStrucNet):

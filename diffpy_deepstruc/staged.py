@@ -57,6 +57,7 @@ STAGED_MODEL: dict[str, Any] = {
     "fourier_sigma": 8.0,
     "dense_hidden": 768,
     "dense_layers": 3,
+    "prior": "mixture",
 }
 
 
@@ -318,8 +319,15 @@ def _latent_loss(kind, mu_p, lv_p, m, s):
     return 0.5 * (lv_p - lv_q + (lv_q.exp() + (m - mu_p) ** 2) / lv_p.exp() - 1.0).sum(-1)
 
 
-def _stage_prior(model, lat, batcher, train_rows, cfg, epoch, opt, base_lr):
-    """One epoch of stage 2 (prior, scale head, amortised posterior)."""
+def _stage_prior(model, lat, batcher, train_rows, comp_of_shape, cfg, epoch, opt, base_lr):
+    """One epoch of stage 2 (prior, scale head, amortised posterior).
+
+    Gaussian prior: KL(q_u || p(z | PDF)) (CVAE) or ``|mu_p - m_u|^2`` (DAE).  Mixture
+    prior (components = the training shapes' posteriors): the cross-entropy of the
+    PDF's own shape component -- the latent term when the components are well separated
+    -- plus, for the DAE, the L2 distance between the prior's expected latent and
+    ``m_u``.
+    """
     dev = batcher.device
     f = _cosine(epoch, max(1, cfg.epochs - 1), cfg.lr_final)
     for g in opt.param_groups:
@@ -336,8 +344,15 @@ def _stage_prior(model, lat, batcher, train_rows, cfg, epoch, opt, base_lr):
         with torch.no_grad():
             m, s = lat.mean[sh], lat.std(sh)
         c = model.condition(pdf)
-        mu_p, lv_p = model.prior(c)
-        lat_l = _latent_loss(model.kind, mu_p, lv_p, m, s).mean()
+        if model.mixture:
+            logits = model.prior_logits(c)
+            lat_l = F.cross_entropy(logits, comp_of_shape[sh])
+            if model.kind == "dae":
+                ez = torch.softmax(logits, -1) @ model.comp_mean
+                lat_l = lat_l + ((ez - m) ** 2).sum(-1).mean()
+        else:
+            mu_p, lv_p = model.prior(c)
+            lat_l = _latent_loss(model.kind, mu_p, lv_p, m, s).mean()
         target = (ls - model.log_scale_mean) / model.log_scale_std
         sc = ((model.scale_head(c).squeeze(-1) - target) ** 2).mean()
         mu_q, lv_q = model.posterior(sat, mask, c)
@@ -449,11 +464,28 @@ def train_staged(ctx: dict[str, Any]):
         start_epoch = 0
     for p in model.decoder.parameters():
         p.requires_grad_(False)
+    comp_of_shape = torch.full((len(data.shape_keys),), -100, dtype=torch.long)
+    comp_of_shape[torch.from_numpy(shapes)] = torch.arange(len(shapes))
+    comp_of_shape = comp_of_shape.to(batcher.device)
+    if model.mixture:
+        if model.config.n_components != len(shapes):
+            raise CheckpointError(
+                f"the mixture prior has {model.config.n_components} components for "
+                f"{len(shapes)} training shapes"
+            )
+        with torch.no_grad():
+            idx = torch.from_numpy(shapes).to(batcher.device)
+            model.comp_mean.copy_(lat.mean[idx])
+            sd = lat.std(idx)
+            model.comp_logvar.copy_(2 * sd.clamp_min(1e-12).log() if lat.stochastic
+                                    else torch.full_like(sd, -30.0))
     stopped = "epochs"
     t_loop = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
-        tr, lr = _stage_prior(model, lat, batcher, train_rows, cfg, epoch, opt, cfg.lr)
+        tr, lr = _stage_prior(
+            model, lat, batcher, train_rows, comp_of_shape, cfg, epoch, opt, cfg.lr
+        )
         va = _evaluate(model, batcher, val_rows, cfg)
         row = {"epoch": epoch, "lr": lr, "beta": cfg.beta, "seconds": time.time() - t0}
         row.update({f"train_{k}": v for k, v in tr.items()})

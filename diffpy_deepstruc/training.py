@@ -948,6 +948,8 @@ def train(
         from .staged import STAGED_MODEL
 
         staged_arch = dict(STAGED_MODEL)
+        # one mixture component per distinct training shape (staged.train_staged)
+        staged_arch["n_components"] = int(len(np.unique(data.shape_of[split["train"]])))
     mcfg = ModelConfig.from_dict(
         {
             **staged_arch,
@@ -1182,7 +1184,9 @@ def _resume_key(d: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _finalize_and_save(model, base_config, out_dir, batcher, train_rows, epoch, best, cfg):
     """Save the current model as the best checkpoint (DAE: set its sampling spread)."""
-    if model.kind == "dae":
+    if model.kind == "dae" and getattr(model, "mixture", False):
+        model.latent_noise.fill_(0.0)  # samples are the mixture's component means
+    elif model.kind == "dae":
         model.eval()
         rows = train_rows[:: max(1, len(train_rows) // 2048)]
         diffs = []

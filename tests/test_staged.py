@@ -73,12 +73,18 @@ def test_staged_loss_falls_checkpoint_reloads(tiny_catalog, tmp_path, kind):
                 progress=False, log=lambda *_: None)
     rows = list(csv.DictReader(open(out / "loss_log.csv")))
     stage1 = [r for r in rows if r["epoch"].startswith("s")]
-    stage2 = [r for r in rows if not r["epoch"].startswith("s")]
+    stage2 = [r for r in rows if r["epoch"].isdigit()]
+    readout = [r for r in res.log if r["epoch"] == "readout"]
     assert len(stage1) == 5 and len(stage2) == 4 and res.best_epoch >= 0
+    # the least-squares readout reproduces the training shapes at their latent means
+    assert float(readout[0]["train_rms_after"]) < 0.01 < float(
+        readout[0]["train_rms_before"]
+    )
     assert float(stage1[-1]["train_sat"]) < 0.5 * float(stage1[0]["train_sat"])
     assert float(stage2[-1]["train_latent"]) < float(stage2[0]["train_latent"])
     conf = json.loads((out / "config.json").read_text())
     assert conf["model"]["decoder_pdf"] is False
+    assert conf["model"]["prior"] == "mixture" and conf["model"]["n_components"] == 4
     assert conf["training"]["schedule"] == "staged"
     model = load_checkpoint(out)
     again = load_checkpoint(out)
@@ -101,9 +107,34 @@ def test_staged_resume_repeats_uninterrupted(tiny_catalog, tmp_path):
     b = train(tiny_catalog, tmp_path / "b", _staged(epochs=3), stop_after=1, **kw)
     c = train(tiny_catalog, tmp_path / "b", _staged(epochs=3), resume=True, **kw)
     assert b.stopped == "stop_after" and c.stopped == "epochs"
-    la = [r.get("train_loss") for r in a.log]
-    lc = [r.get("train_loss") for r in c.log]
+    la = [r["train_loss"] for r in a.log if "train_loss" in r]
+    lc = [r["train_loss"] for r in c.log if "train_loss" in r]
+    assert len(la) == len(lc) > 3
     assert np.allclose(la, lc, rtol=1e-5)
     with pytest.raises(CheckpointError):
         train(tiny_catalog, tmp_path / "b", _staged(epochs=3, aux_weight=0.5),
               resume=True, **kw)
+
+
+def test_mixture_prior_samples_distinct_components():
+    from diffpy_deepstruc.models import ModelConfig, build_model
+
+    cfg = ModelConfig(n_points=40, n_max=6, cond_dim=8, hidden=8, conv_channels=(4,),
+                      prior="mixture", n_components=5, decoder_pdf=False, fourier=4)
+    for kind in ("cvae", "dae"):
+        model = build_model({**cfg.to_dict(), "kind": kind})
+        with torch.no_grad():
+            model.comp_mean.copy_(torch.arange(10.0).view(5, 2))
+            model.comp_logvar.fill_(-30.0)
+        c = torch.randn(3, 8)
+        mode, _ = model.prior(c)
+        top = model.prior_logits(c).argmax(-1)
+        assert torch.equal(mode, model.comp_mean[top])
+        z = model.sample_prior(c, 5, generator=torch.Generator().manual_seed(0))
+        assert z.shape == (3, 5, 2)
+        assert torch.allclose(z[:, 0], mode)
+        for b in range(3):  # five draws without replacement: every component once
+            got = sorted(z[b, :, 0].round().tolist())
+            assert got == [0.0, 2.0, 4.0, 6.0, 8.0]
+    with pytest.raises(Exception, match="n_components"):
+        ModelConfig(prior="mixture", n_components=0)
