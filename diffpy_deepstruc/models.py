@@ -161,7 +161,9 @@ class ModelConfig:
                 f"kernel must be a positive odd integer, not {self.kernel}"
             )
         if self.prior not in ("gaussian", "mixture"):
-            raise ParameterError(f"prior must be 'gaussian' or 'mixture', not {self.prior!r}")
+            raise ParameterError(
+                f"prior must be 'gaussian' or 'mixture', not {self.prior!r}"
+            )
         if self.prior == "mixture" and (
             not isinstance(self.n_components, int) or self.n_components < 1
         ):
@@ -171,7 +173,9 @@ class ModelConfig:
         if not isinstance(self.fourier, int) or self.fourier < 0:
             raise ParameterError(f"fourier must be an integer >= 0, not {self.fourier!r}")
         if not self.fourier_sigma > 0:
-            raise ParameterError(f"fourier_sigma must be positive, not {self.fourier_sigma}")
+            raise ParameterError(
+                f"fourier_sigma must be positive, not {self.fourier_sigma}"
+            )
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
 
     def to_dict(self) -> dict[str, Any]:

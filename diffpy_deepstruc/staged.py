@@ -195,8 +195,13 @@ def _stage_shapes(model, lat, batcher, shapes, hcp, tidx, cfg, start, log, progr
         z = mu + std * eps
         out = model.decoder(z, c0[: len(idx)])
         t, rec = _recon(
-            model, out, batcher.sat[idx].to(dev), batcher.adm[idx].to(dev),
-            batcher.mask[idx].to(dev), cfg.weights, cfg.adm_rows,
+            model,
+            out,
+            batcher.sat[idx].to(dev),
+            batcher.adm[idx].to(dev),
+            batcher.mask[idx].to(dev),
+            cfg.weights,
+            cfg.adm_rows,
         )
         if lat.stochastic:
             ls = std.clamp_min(1e-12).log()
@@ -477,8 +482,11 @@ def train_staged(ctx: dict[str, Any]):
             idx = torch.from_numpy(shapes).to(batcher.device)
             model.comp_mean.copy_(lat.mean[idx])
             sd = lat.std(idx)
-            model.comp_logvar.copy_(2 * sd.clamp_min(1e-12).log() if lat.stochastic
-                                    else torch.full_like(sd, -30.0))
+            model.comp_logvar.copy_(
+                2 * sd.clamp_min(1e-12).log()
+                if lat.stochastic
+                else torch.full_like(sd, -30.0)
+            )
     stopped = "epochs"
     t_loop = time.time()
     for epoch in range(start_epoch, cfg.epochs):
@@ -513,6 +521,7 @@ def train_staged(ctx: dict[str, Any]):
             break
     if best_epoch < 0:
         raise CheckpointError("training produced no checkpoint (no prior epoch finished)")
+    prior_epochs = sum(isinstance(r.get("epoch"), int) for r in history)
     return TrainResult(
-        out_dir, len(history), best_epoch, best, time.time() - t_start, stopped, history
+        out_dir, prior_epochs, best_epoch, best, time.time() - t_start, stopped, history
     )

@@ -8,13 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_training import SMALL_MODEL, SMALL_PRE, _cfg, make_catalog
 
 from diffpy_deepstruc.checkpoint import load_checkpoint
 from diffpy_deepstruc.errors import CheckpointError
 from diffpy_deepstruc.staged import initial_latents, shape_labels
 from diffpy_deepstruc.training import train
-
-from test_training import SMALL_MODEL, SMALL_PRE, _cfg, make_catalog
 
 STAGED_SMALL = {"dense_hidden": 48, "dense_layers": 2, "fourier": 8}
 
@@ -35,7 +34,6 @@ def _staged(**kw):
     )
     base.update(kw)
     return _cfg(**base)
-
 
 
 def test_shape_labels_from_keys():
@@ -69,16 +67,22 @@ def test_initial_latents_order_by_pdf():
 @pytest.mark.parametrize("kind", ["cvae", "dae"])
 def test_staged_loss_falls_checkpoint_reloads(tiny_catalog, tmp_path, kind):
     out = tmp_path / kind
-    res = train(tiny_catalog, out, _staged(kind=kind), preprocess=SMALL_PRE,
-                progress=False, log=lambda *_: None)
+    res = train(
+        tiny_catalog,
+        out,
+        _staged(kind=kind),
+        preprocess=SMALL_PRE,
+        progress=False,
+        log=lambda *_: None,
+    )
     rows = list(csv.DictReader(open(out / "loss_log.csv")))
     stage1 = [r for r in rows if r["epoch"].startswith("s")]
     stage2 = [r for r in rows if r["epoch"].isdigit()]
     readout = [r for r in res.log if r["epoch"] == "readout"]
     assert len(stage1) == 5 and len(stage2) == 4 and res.best_epoch >= 0
     # the least-squares readout reproduces the training shapes at their latent means
-    assert float(readout[0]["train_rms_after"]) < 0.01 < float(
-        readout[0]["train_rms_before"]
+    assert (
+        float(readout[0]["train_rms_after"]) < 0.01 < float(readout[0]["train_rms_before"])
     )
     assert float(stage1[-1]["train_sat"]) < 0.5 * float(stage1[0]["train_sat"])
     assert float(stage2[-1]["train_latent"]) < float(stage2[0]["train_latent"])
@@ -112,15 +116,29 @@ def test_staged_resume_repeats_uninterrupted(tiny_catalog, tmp_path):
     assert len(la) == len(lc) > 3
     assert np.allclose(la, lc, rtol=1e-5)
     with pytest.raises(CheckpointError):
-        train(tiny_catalog, tmp_path / "b", _staged(epochs=3, aux_weight=0.5),
-              resume=True, **kw)
+        train(
+            tiny_catalog,
+            tmp_path / "b",
+            _staged(epochs=3, aux_weight=0.5),
+            resume=True,
+            **kw,
+        )
 
 
 def test_mixture_prior_samples_distinct_components():
     from diffpy_deepstruc.models import ModelConfig, build_model
 
-    cfg = ModelConfig(n_points=40, n_max=6, cond_dim=8, hidden=8, conv_channels=(4,),
-                      prior="mixture", n_components=5, decoder_pdf=False, fourier=4)
+    cfg = ModelConfig(
+        n_points=40,
+        n_max=6,
+        cond_dim=8,
+        hidden=8,
+        conv_channels=(4,),
+        prior="mixture",
+        n_components=5,
+        decoder_pdf=False,
+        fourier=4,
+    )
     for kind in ("cvae", "dae"):
         model = build_model({**cfg.to_dict(), "kind": kind})
         with torch.no_grad():
