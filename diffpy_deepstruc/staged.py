@@ -11,9 +11,8 @@ imprecise and, with a decoder that also read the PDF, a 2-D latent that carried 
    (a non-amortised posterior, as in auto-decoders).  Loss: reconstruction of a sample of
    ``q_u`` + ``shape_beta`` * KL(q_u || N(0, I)) (CVAE) or ``shape_beta * |m_u|^2`` with
    ``s_u = 0`` (DAE), + ``aux_weight`` * (cross-entropy of a linear structure-type head on
-   ``m_u`` -- stacking-faulted shapes carry no type label -- + ``hcp_weight`` x squared
-   error of a linear hcp-layer-fraction head on ``m_u`` for fcc, hcp and
-   stacking-faulted shapes).  The means start from the first two principal
+   ``m_u`` + squared error of a linear hcp-layer-fraction head on ``m_u`` for fcc, hcp
+   and stacking-faulted shapes).  The means start from the first two principal
    components of each shape's mean training PDF, so PDFs that look alike start close.
 2. **Prior** (``epochs`` epochs over the training PDFs, decoder frozen): the PDF encoder
    and the prior p(z | PDF) minimise KL(q_u || p(z | PDF)) (CVAE) or
@@ -209,16 +208,12 @@ def _stage_shapes(model, lat, batcher, shapes, hcp, tidx, cfg, start, log, progr
             reg = 0.5 * (mu**2 + std**2 - 1.0 - 2 * ls).sum(-1).mean()
         else:
             reg = (mu**2).sum(-1).mean()
-        # stacking-faulted shapes are a continuum between fcc and hcp, not a class:
-        # they carry no type label, only their hcp fraction
-        ce = F.cross_entropy(lat.type_head(mu), tidx_t[idx_d], ignore_index=-100)
+        ce = F.cross_entropy(lat.type_head(mu), tidx_t[idx_d])
         h = hcp_t[idx_d]
         ok = torch.isfinite(h)
         hp = lat.hcp_head(mu).squeeze(-1)
         he = ((hp - torch.nan_to_num(h)) ** 2 * ok).sum() / ok.sum().clamp_min(1)
-        if not torch.isfinite(ce):  # a batch without any labelled shape
-            ce = torch.zeros((), device=dev)
-        loss = rec + cfg.shape_beta * reg + cfg.aux_weight * (ce + cfg.hcp_weight * he)
+        loss = rec + cfg.shape_beta * reg + cfg.aux_weight * (ce + he)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dec_params, 5.0)
@@ -419,8 +414,6 @@ def train_staged(ctx: dict[str, Any]):
     log, progress, last = ctx["log"], ctx["progress"], ctx["out_dir"] / "last"
     t_start = ctx["t_start"]
     tidx, hcp, names = shape_labels(data.shape_keys)
-    if "stacking" in names:
-        tidx = np.where(tidx == names.index("stacking"), -100, tidx)
     shape_of_pdf = data.shape_of[data.pdf_structure]
     shapes = np.unique(shape_of_pdf[train_rows])
     z0 = initial_latents(

@@ -147,8 +147,6 @@ class TrainConfig:
         Staged stage 1: learning rate of the per-shape latents.
     aux_weight : float
         Staged stage 1: weight of the structure-type and hcp-fraction heads on the latent.
-    hcp_weight : float
-        Staged stage 1: weight of the hcp-fraction head relative to the type head.
     prior_batch : int
         Staged stage 2: PDFs per step.
     readout_ridge : float
@@ -190,10 +188,9 @@ class TrainConfig:
     schedule: str = "joint"
     shape_steps: int = 10000
     shape_batch: int = 64
-    shape_beta: float = 1e-3
+    shape_beta: float = 1e-4
     latent_lr: float = 1e-2
     aux_weight: float = 0.1
-    hcp_weight: float = 10.0
     prior_batch: int = 128
     readout_ridge: float = 1e-6
     readout_samples: int = 8
