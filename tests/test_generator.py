@@ -7,7 +7,7 @@ from importlib import resources
 import h5py
 import numpy as np
 import pytest
-from test_training import SMALL_MODEL, SMALL_PRE, make_catalog
+from test_training import train_tiny_model
 
 from diffpy_deepstruc.errors import ElementError, PDFDataError
 from diffpy_deepstruc.generator import (
@@ -17,25 +17,15 @@ from diffpy_deepstruc.generator import (
     unit_nn_distance,
 )
 from diffpy_deepstruc.metrics import coordinate_mae, pdf_agreement, summarize
-from diffpy_deepstruc.training import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("gen")
-    cat = make_catalog(d / "tiny.h5")
-    cfg = TrainConfig(
-        epochs=3,
-        batch_size=8,
-        seed=0,
-        threads=1,
-        model=SMALL_MODEL,
-        split_fractions=(0.5, 0.25, 0.25),
-    )
-    train(cat, d / "model", cfg, preprocess=SMALL_PRE, progress=False, log=lambda *_: None)
+    model_dir, cat = train_tiny_model(d)
     with h5py.File(cat) as h5:
         r, g = h5["r"][()], h5["pdfs/g"][0]
-    return d / "model", (r, g)
+    return model_dir, (r, g)
 
 
 def test_generate_candidates(tiny_model):

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from test_training import SMALL_MODEL, SMALL_PRE, make_catalog
+from test_training import train_tiny_model
 
 from diffpy_deepstruc import latent
 from diffpy_deepstruc.cli import main
@@ -25,7 +25,6 @@ from diffpy_deepstruc.generator import DeepStruc
 from diffpy_deepstruc.latent import LatentMap
 from diffpy_deepstruc.pdfdata import write_pdf
 from diffpy_deepstruc.structures import arrays_to_structure
-from diffpy_deepstruc.training import TrainConfig, train
 
 
 # ------------------------------------------------------------------------ fixtures
@@ -33,16 +32,7 @@ from diffpy_deepstruc.training import TrainConfig, train
 def tiny(tmp_path_factory):
     """(model folder, catalog path, two PDFs (r, g) of different types)."""
     d = tmp_path_factory.mktemp("latent")
-    cat = make_catalog(d / "tiny.h5")
-    cfg = TrainConfig(
-        epochs=3,
-        batch_size=8,
-        seed=0,
-        threads=1,
-        model=SMALL_MODEL,
-        split_fractions=(0.5, 0.25, 0.25),
-    )
-    train(cat, d / "model", cfg, preprocess=SMALL_PRE, progress=False, log=lambda *_: None)
+    model_dir, cat = train_tiny_model(d)
     with h5py.File(cat) as h5:
         r = h5["r"][()]
         types = [
@@ -52,7 +42,7 @@ def tiny(tmp_path_factory):
         ia = int(np.flatnonzero(ps == types.index("fcc"))[0])
         ib = int(np.flatnonzero(ps == types.index("icosahedron"))[0])
         ga, gb = h5["pdfs/g"][ia], h5["pdfs/g"][ib]
-    return d / "model", cat, (r, ga.astype(float)), (r, gb.astype(float))
+    return model_dir, cat, (r, ga.astype(float)), (r, gb.astype(float))
 
 
 @pytest.fixture(scope="module")

@@ -32,22 +32,9 @@ EXAMPLE_XYZ = (
 @functools.cache
 def tiny_model_dir() -> Path:
     """A CVAE trained for 3 epochs on a tiny synthetic catalog (Ag, Au, Cu, Pt)."""
-    from test_training import SMALL_MODEL, SMALL_PRE, make_catalog
+    from test_training import train_tiny_model
 
-    from diffpy_deepstruc.training import TrainConfig, train
-
-    d = Path(tempfile.mkdtemp(prefix="deepstruc-tiny-"))
-    cat = make_catalog(d / "tiny.h5")
-    cfg = TrainConfig(
-        epochs=3,
-        batch_size=8,
-        seed=0,
-        threads=1,
-        model=SMALL_MODEL,
-        split_fractions=(0.5, 0.25, 0.25),
-    )
-    train(cat, d / "model", cfg, preprocess=SMALL_PRE, progress=False, log=lambda *_: None)
-    return d / "model"
+    return train_tiny_model(Path(tempfile.mkdtemp(prefix="deepstruc-tiny-")))[0]
 
 
 @functools.cache

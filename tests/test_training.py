@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -118,6 +119,30 @@ def make_catalog(path, n_pdfs: int = 2, seed: int = 0, elements=("Pt", "Au", "Cu
         ds = h5.create_dataset("pdfs/params", data=np.asarray(params, np.float32))
         ds.attrs["columns"] = "qmin,qmax,qdamp,qbroad,delta2,uiso,scale,noise"
     return path
+
+
+def train_tiny_model(directory: Path) -> tuple[Path, Path]:
+    """A CVAE trained for 3 epochs on a tiny synthetic catalog (Ag, Au, Cu, Pt) in
+    ``directory``: (model folder, catalog path).  Shared by the generator, latent and
+    solve tests."""
+    cat = make_catalog(directory / "tiny.h5")
+    cfg = TrainConfig(
+        epochs=3,
+        batch_size=8,
+        seed=0,
+        threads=1,
+        model=SMALL_MODEL,
+        split_fractions=(0.5, 0.25, 0.25),
+    )
+    train(
+        cat,
+        directory / "model",
+        cfg,
+        preprocess=SMALL_PRE,
+        progress=False,
+        log=lambda *_: None,
+    )
+    return directory / "model", cat
 
 
 @pytest.fixture(scope="module")
