@@ -12,8 +12,15 @@ imprecise and, with a decoder that also read the PDF, a 2-D latent that carried 
    ``q_u`` + ``shape_beta`` * KL(q_u || N(0, I)) (CVAE) or ``shape_beta * |m_u|^2`` with
    ``s_u = 0`` (DAE), + ``aux_weight`` * (cross-entropy of a linear structure-type head on
    ``m_u`` + squared error of a linear hcp-layer-fraction head on ``m_u`` for fcc, hcp
-   and stacking-faulted shapes).  The means start from the first two principal
-   components of each shape's mean training PDF, so PDFs that look alike start close.
+   and stacking-faulted shapes) + ``stack_weight`` * :func:`stacking_loss` (each
+   stacking-faulted shape's position on the line from the fcc to the hcp shapes = its
+   hcp-like layer fraction, so that one direction of the map reads the stacking
+   sequence).  The means start from the first two principal components of each
+   shape's mean training PDF, so PDFs that look alike start close.  CVAE only, with
+   ``gap_fraction`` > 0: each batch also holds draws of the prior N(0, I), each decoded
+   to the training shape with the nearest mean (:func:`prior_samples`), so that the
+   decoder is trained wherever the prior puts mass, not only at the shapes' posteriors
+   (the DAE, which has no prior over z, is not).
 2. **Prior** (``epochs`` epochs over the training PDFs, decoder frozen): the PDF encoder
    and the prior p(z | PDF) minimise KL(q_u || p(z | PDF)) (CVAE) or
    ``|mu_p - m_u|^2`` (DAE) -- the latent term of the objective with q fixed -- and the
@@ -47,6 +54,9 @@ __all__ = [
     "fit_readout",
     "train_staged",
     "STAGED_MODEL",
+    "stacking_targets",
+    "stacking_loss",
+    "prior_samples",
 ]
 
 #: Architecture options the staged schedule uses (decoder from z alone).
@@ -134,21 +144,131 @@ def _cosine(step: int, total: int, final: float = 0.03) -> float:
     return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def stacking_targets(
+    tidx: np.ndarray, hcp: np.ndarray, names: list, shapes: np.ndarray, counts: np.ndarray
+) -> dict[str, torch.Tensor] | None:
+    """Index sets and weights of the stacking-axis term (see :func:`stacking_loss`).
+
+    Parameters
+    ----------
+    tidx, hcp, names
+        :func:`shape_labels` of every shape.
+    shapes : int ``[S]``
+        Training shapes.
+    counts : ``[U]``
+        Training structures per shape (the weights of the fcc / hcp centroids and of
+        each stacking-faulted shape, as in the structure map).
+
+    Returns
+    -------
+    dict of tensors (``fcc``, ``fcc_w``, ``hcp``, ``hcp_w``, ``st``, ``st_w``, ``st_h``)
+    or None when the training shapes lack fcc, hcp or stacking-faulted shapes.
+    """
+    sel = {}
+    for key in ("fcc", "hcp", "stacking"):
+        if key not in names:
+            return None
+        i = shapes[tidx[shapes] == names.index(key)]
+        if key == "stacking":
+            i = i[np.isfinite(hcp[i])]
+        if len(i) == 0:
+            return None
+        w = counts[i].astype(np.float32)
+        sel[key] = (torch.from_numpy(i), torch.from_numpy(w / max(w.sum(), 1e-12)))
+    return {
+        "fcc": sel["fcc"][0],
+        "fcc_w": sel["fcc"][1],
+        "hcp": sel["hcp"][0],
+        "hcp_w": sel["hcp"][1],
+        "st": sel["stacking"][0],
+        "st_w": sel["stacking"][1],
+        "st_h": torch.from_numpy(hcp[sel["stacking"][0].numpy()].astype(np.float32)),
+    }
+
+
+def stacking_loss(mean: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Squared error between each stacking-faulted shape's position on the fcc -> hcp
+    line and its hcp-like layer fraction.
+
+    The position is the projection of the shape's latent mean onto the line from the
+    (structure-weighted) centroid of the fcc shapes (0) to that of the hcp shapes (1),
+    the quantity :func:`diffpy_deepstruc.latent.stacking_spearman` ranks.
+
+    Parameters
+    ----------
+    mean : ``[U, D]`` shape latent means.
+    t : dict
+        :func:`stacking_targets`.
+
+    Returns
+    -------
+    Scalar tensor: the weighted mean of ``(position - hcp_fraction)^2``.
+    """
+    c0 = t["fcc_w"] @ mean[t["fcc"]]
+    c1 = t["hcp_w"] @ mean[t["hcp"]]
+    u = c1 - c0
+    pos = (mean[t["st"]] - c0) @ u / (u @ u).clamp_min(1e-12)
+    return (t["st_w"] * (pos - t["st_h"]) ** 2).sum()
+
+
+def prior_samples(
+    means: torch.Tensor, n: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draws of the stage-1 prior N(0, I) and the training shape each decodes to.
+
+    The CVAE's decoder must decode wherever the prior puts mass, not only near the
+    shapes' posteriors.  A draw's target is the shape whose mean is nearest (its
+    Voronoi cell): the most probable shape under equal, narrow posteriors.
+
+    Parameters
+    ----------
+    means : ``[S, D]`` shape latent means (training shapes).
+    n : int
+        Number of draws.
+    generator : torch.Generator
+
+    Returns
+    -------
+    z : ``[n, D]`` (on the CPU); index : int ``[n]`` row of ``means`` assigned to each.
+    """
+    z = torch.randn(n, means.shape[1], generator=generator)
+    d = torch.cdist(z.to(means.device), means)
+    return z, d.argmin(1)
+
+
 class _ShapeLatents(nn.Module):
     """Per-shape posterior means / log std and the auxiliary map heads (training only)."""
 
-    def __init__(self, z0: np.ndarray, n_types: int, stochastic: bool) -> None:
+    def __init__(
+        self,
+        z0: np.ndarray,
+        n_types: int,
+        stochastic: bool,
+        present: np.ndarray | None = None,
+        std_floor: float = 0.0,
+    ) -> None:
         super().__init__()
         self.mean = nn.Parameter(torch.from_numpy(z0.copy()))
         self.log_std = nn.Parameter(torch.full_like(self.mean, -4.0))
         self.log_std.requires_grad_(stochastic)
         self.stochastic = stochastic
+        self.std_floor = float(std_floor)
+        keep = np.ones(len(z0), bool) if present is None else np.asarray(present, bool)
+        self.register_buffer("present", torch.from_numpy(keep), persistent=False)
         self.type_head = nn.Linear(z0.shape[1], n_types)
         self.hcp_head = nn.Linear(z0.shape[1], 1)
 
+    def floor(self) -> torch.Tensor:
+        """Smallest posterior std: ``std_floor`` x the RMS radius of the training
+        shapes' means (constant under a rescaling of the whole map; no gradient)."""
+        m = self.mean.detach()[self.present]
+        return self.std_floor * (m**2).sum(-1).mean().sqrt()
+
     def std(self, idx: torch.Tensor) -> torch.Tensor:
         s = self.log_std[idx].clamp(-9.0, 1.0).exp()
-        return s if self.stochastic else torch.zeros_like(s)
+        if not self.stochastic:
+            return torch.zeros_like(s)
+        return torch.maximum(s, self.floor()) if self.std_floor > 0 else s
 
 
 def _recon(model, out, sat, adm, mask, weights, adm_rows):
@@ -161,7 +281,7 @@ def _recon(model, out, sat, adm, mask, weights, adm_rows):
     return t, sum(weights.get(k, 0.0) * t[k] for k in keys)
 
 
-def _stage_shapes(model, lat, batcher, shapes, hcp, tidx, cfg, start, log, progress):
+def _stage_shapes(model, lat, batcher, shapes, hcp, tidx, stack, cfg, start, log, progress):
     """Stage 1: decoder + shape latents."""
     from tqdm import tqdm
 
@@ -179,8 +299,12 @@ def _stage_shapes(model, lat, batcher, shapes, hcp, tidx, cfg, start, log, progr
     shapes_t = torch.from_numpy(shapes)
     hcp_t = torch.from_numpy(hcp.astype(np.float32)).to(dev)
     tidx_t = torch.from_numpy(tidx).to(dev)
-    c0 = torch.zeros(cfg.shape_batch, model.config.cond_dim, device=dev)
+    n_gap = round(cfg.gap_fraction * cfg.shape_batch) if lat.stochastic else 0
+    shapes_d = shapes_t.to(dev)
+    c0 = torch.zeros(cfg.shape_batch + n_gap, model.config.cond_dim, device=dev)
     rows, sums, n = [], {}, 0
+    if stack is not None:
+        stack = {k: v.to(dev) for k, v in stack.items()}
     every = max(1, min(500, cfg.shape_steps // 5))
     bar = tqdm(range(cfg.shape_steps), desc="stage 1: shapes", disable=not progress)
     model.decoder.train()
@@ -193,6 +317,9 @@ def _stage_shapes(model, lat, batcher, shapes, hcp, tidx, cfg, start, log, progr
         mu, std = lat.mean[idx_d], lat.std(idx_d)
         eps = torch.randn(mu.shape, generator=gen).to(dev)
         z = mu + std * eps
+        if n_gap:
+            zg, ig = prior_samples(lat.mean.detach()[shapes_d], n_gap, gen)
+            z, idx = torch.cat([z, zg.to(dev)]), torch.cat([idx, shapes_t[ig.cpu()]])
         out = model.decoder(z, c0[: len(idx)])
         t, rec = _recon(
             model,
@@ -214,6 +341,10 @@ def _stage_shapes(model, lat, batcher, shapes, hcp, tidx, cfg, start, log, progr
         hp = lat.hcp_head(mu).squeeze(-1)
         he = ((hp - torch.nan_to_num(h)) ** 2 * ok).sum() / ok.sum().clamp_min(1)
         loss = rec + cfg.shape_beta * reg + cfg.aux_weight * (ce + he)
+        if stack is not None and cfg.stack_weight > 0:
+            sl = stacking_loss(lat.mean, stack)
+            loss = loss + cfg.stack_weight * sl
+            t = dict(t, stack=sl)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dec_params, 5.0)
@@ -230,6 +361,8 @@ def _stage_shapes(model, lat, batcher, shapes, hcp, tidx, cfg, start, log, progr
                 f"stage 1 step {step + 1}: loss {row['train_loss']:.5f} sat "
                 f"{row['train_sat']:.2e} adm {row['train_adm']:.2e} mask "
                 f"{row['train_mask']:.4f} aux {row['train_aux']:.3f}"
+                + (f" stack {row['train_stack']:.2e}" if "train_stack" in row else "")
+                + (f" std floor {float(lat.floor()):.4f}" if lat.std_floor > 0 else "")
             )
             bar.set_postfix(loss=f"{row['train_loss']:.4f}")
             sums, n = {}, 0
@@ -288,19 +421,33 @@ def fit_readout(model, lat, batcher, shapes, cfg) -> dict[str, float]:
     R = cfg.readout_samples if lat.stochastic else 0
     zs = [m] + [m + sd * torch.randn(m.shape, generator=gen).to(dev) for _ in range(R)]
     w = [torch.ones(len(m))] + [torch.full((len(m),), 1.0 / max(R, 1))] * R
-    c0 = torch.zeros(len(m), model.config.cond_dim, device=dev)
-    H = torch.cat([dec.mlp(dec.features(z, c0)).double().cpu() for z in zs])
+    rows = [torch.arange(len(m))] * (R + 1)
+    n_gap = len(m) * R if cfg.gap_fraction > 0 and lat.stochastic else 0
+    if n_gap:  # prior draws, weighted as in stage 1 (gap_fraction of the shape draws)
+        zg, ig = prior_samples(m, n_gap, gen)
+        zs, rows = zs + [zg.to(dev)], rows + [ig.cpu()]
+        w.append(torch.full((n_gap,), cfg.gap_fraction * len(m) / n_gap))
+    H = torch.cat(
+        [
+            dec.mlp(dec.features(z, torch.zeros(len(z), model.config.cond_dim, device=dev)))
+            .double()
+            .cpu()
+            for z in zs
+        ]
+    )
     H = torch.cat([H, torch.ones(len(H), 1, dtype=H.dtype)], 1)
     wt = torch.cat(w).double()
     Y1 = readout_targets(
         batcher.coords[idx], batcher.natoms[idx], batcher.sat[idx], model.config.adm_dim
     ).double()
-    Y = Y1.repeat(R + 1, 1)
+    Y = Y1[torch.cat(rows)]
     Hw = H * wt.unsqueeze(1)
     A = H.T @ Hw
     reg = cfg.readout_ridge * torch.eye(A.shape[0], dtype=A.dtype)
     reg[-1, -1] = 0.0  # no penalty on the bias
     W = torch.linalg.solve(A + reg, Hw.T @ Y)
+
+    c0 = torch.zeros(len(m), model.config.cond_dim, device=dev)
 
     def rms() -> tuple[float, float]:
         o = dec(m, c0)
@@ -419,7 +566,18 @@ def train_staged(ctx: dict[str, Any]):
     z0 = initial_latents(
         data.pdf[train_rows], shape_of_pdf[train_rows], len(data.shape_keys), cfg.latent
     )
-    lat = _ShapeLatents(z0, len(names), stochastic=cfg.kind == "cvae").to(batcher.device)
+    present = np.zeros(len(data.shape_keys), bool)
+    present[shapes] = True
+    lat = _ShapeLatents(
+        z0,
+        len(names),
+        stochastic=cfg.kind == "cvae",
+        present=present,
+        std_floor=cfg.shape_std_floor,
+    ).to(batcher.device)
+    structs = np.unique(data.pdf_structure[train_rows])
+    counts = np.bincount(data.shape_of[structs], minlength=len(data.shape_keys))
+    stack = stacking_targets(tidx, hcp, names, shapes, counts)
     opt = torch.optim.AdamW(
         [p for n_, p in model.named_parameters() if not n_.startswith("decoder.")],
         lr=cfg.lr,
@@ -454,7 +612,7 @@ def train_staged(ctx: dict[str, Any]):
     if stage < 1:
         log(f"stage 1: decoder on {len(shapes)} training shapes, {cfg.shape_steps} steps")
         history += _stage_shapes(
-            model, lat, batcher, shapes, hcp, tidx, cfg, time.time(), log, progress
+            model, lat, batcher, shapes, hcp, tidx, stack, cfg, time.time(), log, progress
         )
         if cfg.readout_ridge > 0:
             r = fit_readout(model, lat, batcher, shapes, cfg)

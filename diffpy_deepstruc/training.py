@@ -154,6 +154,17 @@ class TrainConfig:
         (0: skip the solve).
     readout_samples : int
         Staged stage 1b: posterior draws per shape in that solve (CVAE).
+    stack_weight : float
+        Staged stage 1: weight of the stacking-axis term
+        (:func:`~diffpy_deepstruc.staged.stacking_loss`: a stacking-faulted shape's
+        position on the fcc -> hcp line = its hcp-like layer fraction).
+    shape_std_floor : float
+        Staged stage 1, CVAE: smallest posterior std of a shape latent, as a fraction
+        of the RMS radius of the shape means (0: no floor).
+    gap_fraction : float
+        Staged stage 1 and 1b, CVAE: draws of the prior N(0, I) added to each batch, as
+        a fraction of ``shape_batch``, each decoded to the training shape with the
+        nearest mean (:func:`~diffpy_deepstruc.staged.prior_samples`; 0: none).
     """
 
     kind: str = "cvae"
@@ -194,6 +205,9 @@ class TrainConfig:
     prior_batch: int = 128
     readout_ridge: float = 1e-6
     readout_samples: int = 8
+    stack_weight: float = 1.0
+    shape_std_floor: float = 0.0
+    gap_fraction: float = 0.0
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -224,6 +238,10 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ParameterError(f"{name} must be a positive integer, not {v!r}")
+        for name in ("stack_weight", "shape_std_floor", "gap_fraction"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ParameterError(f"{name} must be a finite number >= 0, not {v!r}")
         if not self.readout_ridge >= 0:
             raise ParameterError(f"readout_ridge must be >= 0, not {self.readout_ridge}")
         if self.beta < 0 or self.anneal_epochs < 0 or self.patience < 1:

@@ -12,7 +12,14 @@ from test_training import SMALL_MODEL, SMALL_PRE, _cfg, make_catalog
 
 from diffpy_deepstruc.checkpoint import load_checkpoint
 from diffpy_deepstruc.errors import CheckpointError
-from diffpy_deepstruc.staged import initial_latents, shape_labels
+from diffpy_deepstruc.staged import (
+    _ShapeLatents,
+    initial_latents,
+    prior_samples,
+    shape_labels,
+    stacking_loss,
+    stacking_targets,
+)
 from diffpy_deepstruc.training import train
 
 STAGED_SMALL = {"dense_hidden": 48, "dense_layers": 2, "fourier": 8}
@@ -156,3 +163,71 @@ def test_mixture_prior_samples_distinct_components():
             assert got == [0.0, 2.0, 4.0, 6.0, 8.0]
     with pytest.raises(Exception, match="n_components"):
         ModelConfig(prior="mixture", n_components=0)
+
+
+def _stack_setup():
+    # shapes: 0, 1 fcc; 2 hcp; 3, 4, 5 stacking (hcp fractions 0.25, 0.5, 1.0); 6 bcc
+    keys = [
+        'fcc|{"a": 1}',
+        'fcc|{"a": 2}',
+        'hcp|{"a": 1}',
+        'stacking|{"sequence": "ABCACB"}',
+        'stacking|{"sequence": "ABCB"}',
+        'stacking|{"sequence": "ABAB"}',
+        'bcc|{"n": 2}',
+    ]
+    tidx, hcp, names = shape_labels(keys)
+    counts = np.array([1, 3, 2, 1, 1, 1, 5])
+    return stacking_targets(tidx, hcp, names, np.arange(7), counts), hcp
+
+
+def test_stacking_loss_zero_on_the_line_and_rotation_invariant():
+    t, hcp = _stack_setup()
+    assert t is not None
+    assert torch.allclose(t["fcc_w"], torch.tensor([0.25, 0.75]))
+    # fcc centroid (weights 1:3) at (0, 0), hcp at (2, 0); stacking shapes at x = 2 h
+    # with arbitrary offsets across the line: the loss is 0
+    m = torch.zeros(7, 2)
+    m[0], m[1] = torch.tensor([0.6, 1.0]), torch.tensor([-0.2, -1 / 3])
+    m[2] = torch.tensor([2.0, 0.0])
+    for i in (3, 4, 5):
+        m[i] = torch.tensor([2 * float(hcp[i]), 0.7 * i])
+    m[6] = torch.tensor([5.0, 5.0])  # bcc: not part of the term
+    assert float(stacking_loss(m, t)) == pytest.approx(0.0, abs=1e-10)
+    # moving one stacking shape by 0.5 along the line (= 0.25 fcc->hcp units) costs
+    # its weight (1/3) x 0.25^2, whatever the map's rotation or scale
+    m[4, 0] += 0.5
+    rot = torch.tensor([[0.6, -0.8], [0.8, 0.6]])
+    for mm in (m, 3.0 * m @ rot.T):
+        assert float(stacking_loss(mm, t)) == pytest.approx(0.25**2 / 3, rel=1e-5)
+
+
+def test_stacking_targets_need_fcc_hcp_and_stacking():
+    tidx, hcp, names = shape_labels(['fcc|{"a": 1}', 'stacking|{"sequence": "ABCB"}'])
+    assert stacking_targets(tidx, hcp, names, np.arange(2), np.ones(2)) is None
+
+
+def test_std_floor_scales_with_the_map():
+    z0 = np.array([[3.0, 4.0], [0.0, 0.0], [-3.0, -4.0]], np.float32)
+    lat = _ShapeLatents(z0, 1, stochastic=True, std_floor=0.1)
+    idx = torch.arange(3)
+    # RMS radius sqrt((25 + 0 + 25) / 3); log_std starts at -4 (0.018) < floor
+    floor = 0.1 * np.sqrt(50 / 3)
+    assert torch.allclose(lat.std(idx), torch.full((3, 2), floor), rtol=1e-6)
+    with torch.no_grad():
+        lat.mean.mul_(10.0)
+    assert torch.allclose(lat.std(idx), torch.full((3, 2), 10 * floor), rtol=1e-6)
+    dae = _ShapeLatents(z0, 1, stochastic=False, std_floor=0.1)
+    assert float(dae.std(idx).abs().max()) == 0.0
+
+
+def test_prior_samples_go_to_the_nearest_shape():
+    means = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
+    z, idx = prior_samples(means, 500, torch.Generator().manual_seed(0))
+    assert z.shape == (500, 2) and idx.shape == (500,)
+    d = ((z[:, None] - means[None]) ** 2).sum(-1)
+    assert torch.equal(idx, d.argmin(1))
+    assert float(z.mean()) == pytest.approx(0.0, abs=0.15)  # draws of N(0, I)
+    # same generator seed, same draws
+    z2, _ = prior_samples(means, 500, torch.Generator().manual_seed(0))
+    assert torch.equal(z, z2)

@@ -65,6 +65,27 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=10000,
         help="staged stage-1 steps (decoder + shape latents; default 10000)",
     )
+    p.add_argument(
+        "--stack-weight",
+        type=float,
+        default=1.0,
+        help="staged stage 1: weight of the term placing stacking-faulted shapes on the "
+        "fcc -> hcp line at their hcp-layer fraction (default 1; 0: off)",
+    )
+    p.add_argument(
+        "--shape-std-floor",
+        type=float,
+        default=0.0,
+        help="staged stage 1, CVAE: smallest shape-posterior std as a fraction of the "
+        "RMS radius of the shape means (default 0: none)",
+    )
+    p.add_argument(
+        "--gap-fraction",
+        type=float,
+        default=0.0,
+        help="staged stage 1, CVAE: prior N(0, I) draws per batch (fraction of the "
+        "batch) decoded to the nearest training shape (default 0: none)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     p.add_argument("--force", action="store_true", help="replace an existing model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -89,6 +110,9 @@ def run(args) -> int:
         time_limit=args.time_limit,
         schedule=args.schedule,
         shape_steps=args.shape_steps,
+        stack_weight=args.stack_weight,
+        shape_std_floor=args.shape_std_floor,
+        gap_fraction=args.gap_fraction,
     )
     out = Path(args.output)
     cache = args.cache_dir or (out.resolve().parent / ".deepstruc-cache")
