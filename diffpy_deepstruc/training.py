@@ -205,9 +205,9 @@ class TrainConfig:
     prior_batch: int = 128
     readout_ridge: float = 1e-6
     readout_samples: int = 8
-    stack_weight: float = 1.0
+    stack_weight: float = 5.0
     shape_std_floor: float = 0.0
-    gap_fraction: float = 0.0
+    gap_fraction: float = 0.25
     model: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -68,9 +68,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--stack-weight",
         type=float,
-        default=1.0,
+        default=5.0,
         help="staged stage 1: weight of the term placing stacking-faulted shapes on the "
-        "fcc -> hcp line at their hcp-layer fraction (default 1; 0: off)",
+        "fcc -> hcp line at their hcp-layer fraction (default 5; 0: off)",
     )
     p.add_argument(
         "--shape-std-floor",
@@ -82,9 +82,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--gap-fraction",
         type=float,
-        default=0.0,
+        default=0.25,
         help="staged stage 1, CVAE: prior N(0, I) draws per batch (fraction of the "
-        "batch) decoded to the nearest training shape (default 0: none)",
+        "batch) decoded to the nearest training shape (default 0.25; 0: none)",
     )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     p.add_argument("--force", action="store_true", help="replace an existing model")
