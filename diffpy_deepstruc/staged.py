@@ -404,8 +404,12 @@ def fit_readout(model, lat, batcher, shapes, cfg) -> dict[str, float]:
 
     The stage-1 reconstruction error is (nearly) quadratic in that layer on the fixed
     hidden features, so its minimiser is one linear solve: rows are the shape means
-    (weight 1) and ``readout_samples`` draws of each shape's posterior (total weight 1
-    per shape), targets :func:`readout_targets`, ridge ``readout_ridge`` on the weights.
+    (weight ``readout_mean_weight`` for the CVAE, 1 for the DAE) and, for the CVAE,
+    ``readout_samples`` draws of each shape's posterior (total weight 1 per shape) and
+    the prior draws of ``gap_fraction`` (:func:`prior_samples`); targets
+    :func:`readout_targets`, ridge ``readout_ridge`` on the weights.  The heavy weight
+    on the means keeps the decoded training shapes exact (the generator's prior-mode
+    sample) while the draws shape the decoder around and between them.
 
     Returns
     -------
@@ -420,7 +424,8 @@ def fit_readout(model, lat, batcher, shapes, cfg) -> dict[str, float]:
     m, sd = lat.mean[idx.to(dev)].detach(), lat.std(idx.to(dev)).detach()
     R = cfg.readout_samples if lat.stochastic else 0
     zs = [m] + [m + sd * torch.randn(m.shape, generator=gen).to(dev) for _ in range(R)]
-    w = [torch.ones(len(m))] + [torch.full((len(m),), 1.0 / max(R, 1))] * R
+    wm = cfg.readout_mean_weight if lat.stochastic else 1.0
+    w = [torch.full((len(m),), wm)] + [torch.full((len(m),), 1.0 / max(R, 1))] * R
     rows = [torch.arange(len(m))] * (R + 1)
     n_gap = len(m) * R if cfg.gap_fraction > 0 and lat.stochastic else 0
     if n_gap:  # prior draws, weighted as in stage 1 (gap_fraction of the shape draws)

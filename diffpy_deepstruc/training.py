@@ -154,6 +154,9 @@ class TrainConfig:
         (0: skip the solve).
     readout_samples : int
         Staged stage 1b: posterior draws per shape in that solve (CVAE).
+    readout_mean_weight : float
+        Staged stage 1b, CVAE: weight of each shape mean's row in that solve (the
+        posterior draws of a shape weigh 1 in all).
     stack_weight : float
         Staged stage 1: weight of the stacking-axis term
         (:func:`~diffpy_deepstruc.staged.stacking_loss`: a stacking-faulted shape's
@@ -205,6 +208,7 @@ class TrainConfig:
     prior_batch: int = 128
     readout_ridge: float = 1e-6
     readout_samples: int = 8
+    readout_mean_weight: float = 30.0
     stack_weight: float = 5.0
     shape_std_floor: float = 0.0
     gap_fraction: float = 0.25
@@ -238,7 +242,12 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or v < 1:
                 raise ParameterError(f"{name} must be a positive integer, not {v!r}")
-        for name in ("stack_weight", "shape_std_floor", "gap_fraction"):
+        for name in (
+            "stack_weight",
+            "shape_std_floor",
+            "gap_fraction",
+            "readout_mean_weight",
+        ):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ParameterError(f"{name} must be a finite number >= 0, not {v!r}")
