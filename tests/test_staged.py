@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_training import SMALL_MODEL, SMALL_PRE, _cfg, make_catalog
+from test_training import SMALL_MODEL, SMALL_PRE, _cfg, make_catalog, quiet_train
 
 from diffpy_deepstruc.checkpoint import load_checkpoint
 from diffpy_deepstruc.errors import CheckpointError
@@ -20,7 +20,6 @@ from diffpy_deepstruc.staged import (
     stacking_loss,
     stacking_targets,
 )
-from diffpy_deepstruc.training import train
 
 STAGED_SMALL = {"dense_hidden": 48, "dense_layers": 2, "fourier": 8}
 
@@ -74,14 +73,7 @@ def test_initial_latents_order_by_pdf():
 @pytest.mark.parametrize("kind", ["cvae", "dae"])
 def test_staged_loss_falls_checkpoint_reloads(tiny_catalog, tmp_path, kind):
     out = tmp_path / kind
-    res = train(
-        tiny_catalog,
-        out,
-        _staged(kind=kind),
-        preprocess=SMALL_PRE,
-        progress=False,
-        log=lambda *_: None,
-    )
+    res = quiet_train(tiny_catalog, out, _staged(kind=kind))
     rows = list(csv.DictReader(open(out / "loss_log.csv")))
     stage1 = [r for r in rows if r["epoch"].startswith("s")]
     stage2 = [r for r in rows if r["epoch"].isdigit()]
@@ -113,22 +105,17 @@ def test_staged_loss_falls_checkpoint_reloads(tiny_catalog, tmp_path, kind):
 
 
 def test_staged_resume_repeats_uninterrupted(tiny_catalog, tmp_path):
-    kw = dict(preprocess=SMALL_PRE, progress=False, log=lambda *_: None)
-    a = train(tiny_catalog, tmp_path / "a", _staged(epochs=3), **kw)
-    b = train(tiny_catalog, tmp_path / "b", _staged(epochs=3), stop_after=1, **kw)
-    c = train(tiny_catalog, tmp_path / "b", _staged(epochs=3), resume=True, **kw)
+    a = quiet_train(tiny_catalog, tmp_path / "a", _staged(epochs=3))
+    b = quiet_train(tiny_catalog, tmp_path / "b", _staged(epochs=3), stop_after=1)
+    c = quiet_train(tiny_catalog, tmp_path / "b", _staged(epochs=3), resume=True)
     assert b.stopped == "stop_after" and c.stopped == "epochs"
     la = [r["train_loss"] for r in a.log if "train_loss" in r]
     lc = [r["train_loss"] for r in c.log if "train_loss" in r]
     assert len(la) == len(lc) > 3
     assert np.allclose(la, lc, rtol=1e-5)
     with pytest.raises(CheckpointError):
-        train(
-            tiny_catalog,
-            tmp_path / "b",
-            _staged(epochs=3, aux_weight=0.5),
-            resume=True,
-            **kw,
+        quiet_train(
+            tiny_catalog, tmp_path / "b", _staged(epochs=3, aux_weight=0.5), resume=True
         )
 
 

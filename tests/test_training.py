@@ -121,6 +121,13 @@ def make_catalog(path, n_pdfs: int = 2, seed: int = 0, elements=("Pt", "Au", "Cu
     return path
 
 
+def quiet_train(catalog, out, cfg, **kw):
+    """:func:`train` on the tiny-test preprocessing, without progress bar or log."""
+    return train(
+        catalog, out, cfg, preprocess=SMALL_PRE, progress=False, log=lambda *_: None, **kw
+    )
+
+
 def train_tiny_model(directory: Path) -> tuple[Path, Path]:
     """A CVAE trained for 3 epochs on a tiny synthetic catalog (Ag, Au, Cu, Pt) in
     ``directory``: (model folder, catalog path).  Shared by the generator, latent and
@@ -134,14 +141,7 @@ def train_tiny_model(directory: Path) -> tuple[Path, Path]:
         model=SMALL_MODEL,
         split_fractions=(0.5, 0.25, 0.25),
     )
-    train(
-        cat,
-        directory / "model",
-        cfg,
-        preprocess=SMALL_PRE,
-        progress=False,
-        log=lambda *_: None,
-    )
+    quiet_train(cat, directory / "model", cfg)
     return directory / "model", cat
 
 
@@ -195,14 +195,7 @@ def test_split_keeps_structures_and_groups_together():
 @pytest.mark.parametrize("kind", ["cvae", "dae"])
 def test_loss_falls_and_checkpoint_written(tiny_catalog, tmp_path, kind):
     out = tmp_path / kind
-    res = train(
-        tiny_catalog,
-        out,
-        _cfg(kind=kind),
-        preprocess=SMALL_PRE,
-        progress=False,
-        log=lambda *_: None,
-    )
+    res = quiet_train(tiny_catalog, out, _cfg(kind=kind))
     rows = list(csv.DictReader(open(out / "loss_log.csv")))
     assert len(rows) == 6 and res.epochs_run == 6
     first, last = float(rows[0]["train_sat"]), float(rows[-1]["train_sat"])
@@ -212,57 +205,19 @@ def test_loss_falls_and_checkpoint_written(tiny_catalog, tmp_path, kind):
     assert conf["split"]["seed"] == 1 and conf["kind"] == kind
     assert conf["elements"] == ["Ag", "Au", "Cu", "Pt"]
     with pytest.raises(OutputExistsError):
-        train(
-            tiny_catalog,
-            out,
-            _cfg(kind=kind),
-            preprocess=SMALL_PRE,
-            progress=False,
-            log=lambda *_: None,
-        )
+        quiet_train(tiny_catalog, out, _cfg(kind=kind))
 
 
 def test_deterministic_and_resume(tiny_catalog, tmp_path):
-    a = train(
-        tiny_catalog,
-        tmp_path / "a",
-        _cfg(epochs=4),
-        preprocess=SMALL_PRE,
-        progress=False,
-        log=lambda *_: None,
-    )
-    b = train(
-        tiny_catalog,
-        tmp_path / "b",
-        _cfg(epochs=4),
-        preprocess=SMALL_PRE,
-        progress=False,
-        log=lambda *_: None,
-        stop_after=2,
-    )
-    c = train(
-        tiny_catalog,
-        tmp_path / "b",
-        _cfg(epochs=4),
-        preprocess=SMALL_PRE,
-        progress=False,
-        log=lambda *_: None,
-        resume=True,
-    )
+    a = quiet_train(tiny_catalog, tmp_path / "a", _cfg(epochs=4))
+    b = quiet_train(tiny_catalog, tmp_path / "b", _cfg(epochs=4), stop_after=2)
+    c = quiet_train(tiny_catalog, tmp_path / "b", _cfg(epochs=4), resume=True)
     assert b.epochs_run == 2 and c.epochs_run == 4
     la = [r["train_loss"] for r in a.log]
     lc = [r["train_loss"] for r in c.log]
     assert np.allclose(la, lc, rtol=1e-5)
     with pytest.raises(CheckpointError):
-        train(
-            tiny_catalog,
-            tmp_path / "b",
-            _cfg(epochs=5, lr=1e-3),
-            preprocess=SMALL_PRE,
-            progress=False,
-            log=lambda *_: None,
-            resume=True,
-        )
+        quiet_train(tiny_catalog, tmp_path / "b", _cfg(epochs=5, lr=1e-3), resume=True)
 
 
 def test_bad_catalog(tmp_path):
