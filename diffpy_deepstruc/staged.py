@@ -164,26 +164,22 @@ def stacking_targets(
     dict of tensors (``fcc``, ``fcc_w``, ``hcp``, ``hcp_w``, ``st``, ``st_w``, ``st_h``)
     or None when the training shapes lack fcc, hcp or stacking-faulted shapes.
     """
-    sel = {}
-    for key in ("fcc", "hcp", "stacking"):
-        if key not in names:
+    out = {}
+    for key, name in (("fcc", "fcc"), ("hcp", "hcp"), ("st", "stacking")):
+        if name not in names:
             return None
-        i = shapes[tidx[shapes] == names.index(key)]
-        if key == "stacking":
+        i = shapes[tidx[shapes] == names.index(name)]
+        if name == "stacking":
             i = i[np.isfinite(hcp[i])]
         if len(i) == 0:
             return None
         w = counts[i].astype(np.float32)
-        sel[key] = (torch.from_numpy(i), torch.from_numpy(w / max(w.sum(), 1e-12)))
-    return {
-        "fcc": sel["fcc"][0],
-        "fcc_w": sel["fcc"][1],
-        "hcp": sel["hcp"][0],
-        "hcp_w": sel["hcp"][1],
-        "st": sel["stacking"][0],
-        "st_w": sel["stacking"][1],
-        "st_h": torch.from_numpy(hcp[sel["stacking"][0].numpy()].astype(np.float32)),
-    }
+        out[key], out[f"{key}_w"] = (
+            torch.from_numpy(i),
+            torch.from_numpy(w / max(w.sum(), 1e-12)),
+        )
+    out["st_h"] = torch.from_numpy(hcp[out["st"].numpy()].astype(np.float32))
+    return out
 
 
 def stacking_loss(mean: torch.Tensor, t: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -432,14 +428,9 @@ def fit_readout(model, lat, batcher, shapes, cfg) -> dict[str, float]:
         zg, ig = prior_samples(m, n_gap, gen)
         zs, rows = zs + [zg.to(dev)], rows + [ig.cpu()]
         w.append(torch.full((n_gap,), cfg.gap_fraction * len(m) / n_gap))
-    H = torch.cat(
-        [
-            dec.mlp(dec.features(z, torch.zeros(len(z), model.config.cond_dim, device=dev)))
-            .double()
-            .cpu()
-            for z in zs
-        ]
-    )
+    # the decoder reads z alone: one all-zero PDF condition, sliced to each block
+    c0 = torch.zeros(max(len(z) for z in zs), model.config.cond_dim, device=dev)
+    H = torch.cat([dec.mlp(dec.features(z, c0[: len(z)])).double().cpu() for z in zs])
     H = torch.cat([H, torch.ones(len(H), 1, dtype=H.dtype)], 1)
     wt = torch.cat(w).double()
     Y1 = readout_targets(
@@ -452,10 +443,8 @@ def fit_readout(model, lat, batcher, shapes, cfg) -> dict[str, float]:
     reg[-1, -1] = 0.0  # no penalty on the bias
     W = torch.linalg.solve(A + reg, Hw.T @ Y)
 
-    c0 = torch.zeros(len(m), model.config.cond_dim, device=dev)
-
     def rms() -> tuple[float, float]:
-        o = dec(m, c0)
+        o = dec(m, c0[: len(m)])
         real = batcher.mask[idx].to(dev)
         err = ((o["sat_dist"] - batcher.sat[idx].to(dev)) ** 2).mean(-1)
         r = float(err[real].mean().sqrt())
