@@ -22,6 +22,7 @@ shape's pair distances with the peaks of G(r) (:func:`fit_scale`).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -35,7 +36,14 @@ from .errors import CheckpointError, ElementError, ParameterError, PDFDataError
 from .models import DeepStrucNet, pairwise_distances
 from .preprocess import PreprocessConfig, nn_peak_position, prepare_input
 
-__all__ = ["Candidate", "DeepStruc", "fit_scale", "nn_peak_position", "unit_nn_distance"]
+__all__ = [
+    "Candidate",
+    "DeepStruc",
+    "element_note",
+    "fit_scale",
+    "nn_peak_position",
+    "unit_nn_distance",
+]
 _ = nn_peak_position  # re-exported
 
 DEFAULT_UISO = 0.005
@@ -243,13 +251,25 @@ class DeepStruc:
         return mu[0].numpy().astype(float), std[0].numpy().astype(float)
 
     def _check_element(self, element: str) -> str:
-        from .elements import normalize_element
+        """Normalise ``element`` and check that it is a metal.
+
+        Any metal is accepted, also one the model was not trained on: the network
+        reads G(r) on r / r_nn and its shapes carry no element, so the candidates are
+        its shapes scaled to the PDF's nearest-neighbour distance.
+        :func:`element_note` says when the element or its distance lie outside what
+        the model saw.
+
+        Raises
+        ------
+        ElementError
+            When ``element`` names no element or a non-metal.
+        """
+        from .elements import is_metal, normalize_element
 
         sym = normalize_element(element)
-        if self.elements and sym not in self.elements:
+        if not is_metal(sym):
             raise ElementError(
-                f"element {sym!r} is not supported by this model (trained on "
-                f"{', '.join(self.elements)})"
+                f"{sym} is not a metal; DeepStruc models metal nanoparticles"
             )
         return sym
 
@@ -385,3 +405,78 @@ class DeepStruc:
                 )
             )
         return out
+
+
+#: Relative margin around the model's nearest-neighbour range within which a distance
+#: counts as seen (the catalog's shapes are scaled continuously between the metals).
+NN_RANGE_MARGIN = 0.02
+
+
+def element_note(
+    model_elements: Sequence[str], sym: str, nn: float | None = None
+) -> str | None:
+    """A one-line note when ``sym`` or its distance lie outside the model's training.
+
+    Parameters
+    ----------
+    model_elements : sequence of str
+        The metals the model was trained on (:attr:`DeepStruc.elements`); empty when
+        the checkpoint does not record them (then no note is given).
+    sym : str
+        The element of the solve.
+    nn : float, optional
+        Its nearest-neighbour distance (A), e.g. the position of the PDF's first peak;
+        default the bulk value of :func:`~diffpy_deepstruc.elements.nearest_neighbour_distance`.
+
+    Returns
+    -------
+    str or None
+        For an element outside the training metals, e.g. ``"Pb (nearest-neighbour
+        3.50 A) was not in the model's training metals (Ag, Au, ...; 2.35-3.00 A);
+        candidates are the model's shapes scaled to Pb's distance"``; for a training
+        metal whose ``nn`` lies more than :data:`NN_RANGE_MARGIN` outside the training
+        range, a note saying so; otherwise None.
+
+    Raises
+    ------
+    ElementError
+        When ``sym`` names no element or no library has a distance for it (and
+        ``nn`` is not given).
+    ParameterError
+        When ``nn`` is not a positive finite number.
+    """
+    from .elements import nearest_neighbour_distance, normalize_element
+
+    el = normalize_element(sym)
+    if nn is None:
+        nn = nearest_neighbour_distance(el)
+    try:
+        nn = float(nn)
+    except (TypeError, ValueError):
+        raise ParameterError(f"nn must be a distance in A, got {nn!r}") from None
+    if not (np.isfinite(nn) and nn > 0):
+        raise ParameterError(f"nn must be a positive distance in A, got {nn}")
+    trained = sorted({normalize_element(e) for e in model_elements})
+    if not trained:
+        return None
+    known = []
+    for e in trained:
+        try:
+            known.append(nearest_neighbour_distance(e))
+        except ElementError:
+            continue
+    lo, hi = (min(known), max(known)) if known else (nn, nn)
+    span = f"{lo:.2f}-{hi:.2f} A"
+    names = ", ".join(trained)
+    if el not in trained:
+        return (
+            f"{el} (nearest-neighbour {nn:.2f} A) was not in the model's training metals "
+            f"({names}; {span}); candidates are the model's shapes scaled to {el}'s distance"
+        )
+    if nn < lo * (1 - NN_RANGE_MARGIN) or nn > hi * (1 + NN_RANGE_MARGIN):
+        return (
+            f"{el}'s nearest-neighbour distance {nn:.2f} A lies outside the distances of "
+            f"the model's training metals ({span}); candidates are the model's shapes "
+            f"scaled to {nn:.2f} A"
+        )
+    return None

@@ -50,8 +50,10 @@ def test_generate_candidates(tiny_model):
 def test_generator_errors(tiny_model):
     path, (r, g) = tiny_model
     ds = DeepStruc.load(path)
-    with pytest.raises(ElementError, match="not supported"):
-        ds.generate((r, g), n=1, element="Os")
+    # any metal is accepted, also one outside the training metals; non-metals are not
+    assert len(ds.generate((r, g), n=1, element="Os")) == 1
+    with pytest.raises(ElementError, match="Si is not a metal"):
+        ds.generate((r, g), n=1, element="Si")
     with pytest.raises(PDFDataError):
         ds.generate((r[r < 10], g[r < 10]), n=1, element="Au")
 

@@ -338,13 +338,6 @@ CLI_CASES: list[tuple[str, str, Callable[[], list], str, str]] = [
         "'Au']); pass --element",
         "error",
     ),
-    (
-        "element",
-        "metal the model was not trained on",
-        lambda: solve_args(gr(), "--element", "Fe"),
-        "element 'Fe' is not supported by this model (trained on Ag, Au, Cu, Pt)",
-        "error",
-    ),
     # --- checkpoints
     (
         "checkpoint",
