@@ -823,7 +823,7 @@ def relax_surface(
     atoms: Atoms,
     method: str = "auto",
     fmax: float = 0.05,
-    steps: int = 60,
+    steps: int = 40,
     max_atoms: int = EMT_MAX_ATOMS,
     contraction: float = 0.05,
     nn: float | None = None,
@@ -840,7 +840,7 @@ def relax_surface(
     fmax : float
         FIRE force criterion (eV/A).
     steps : int
-        At most this many FIRE steps (default 60: under 1 s for 200 atoms).
+        At most this many FIRE steps (default 40: under 2 s for 200 atoms).
     max_atoms : int
         Largest particle relaxed with EMT.
     contraction : float
