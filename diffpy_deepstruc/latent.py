@@ -57,6 +57,7 @@ __all__ = [
     "encode",
     "decode",
     "interpolate",
+    "interpolation_element",
     "interpolation_table",
     "validity",
     "min_distance_ratio",
@@ -242,6 +243,83 @@ def interpolate(
     return out
 
 
+def header_metal(pdf: Any) -> str | None:
+    """The one metal a PDF's ``composition`` header names, or None.
+
+    None when the data carry no composition (or are not a PDFData), or when it names
+    no metal or several (e.g. ``"Au50 Ag50"``); ``"Au144 S60 C180"`` gives ``"Au"``.
+    """
+    from .elements import is_metal
+
+    comp = getattr(pdf, "composition", None)
+    if not comp:
+        return None
+    try:
+        els = pdf.elements or []
+    except DeepStrucError:
+        return None
+    metals = sorted({e for e in els if is_metal(e)})
+    return metals[0] if len(metals) == 1 else None
+
+
+def interpolation_element(
+    pdf_a: Any,
+    pdf_b: Any,
+    element: str | None = None,
+    names: tuple[str, str] = ("A", "B"),
+) -> tuple[str, str]:
+    """The metal to decode an interpolation with, and one sentence saying why.
+
+    Parameters
+    ----------
+    pdf_a, pdf_b : PDFData
+        The two ends (their ``composition`` headers are read).
+    element : str, optional
+        Explicit choice; it wins over the headers (the note says when a header
+        disagrees).
+    names : (str, str)
+        How to call the two inputs in the note (e.g. their file names).
+
+    Returns
+    -------
+    (str, str)
+        Element symbol and the note, e.g. ``"Au (from the headers of A.gr and B.gr)"``.
+
+    Raises
+    ------
+    ElementError
+        Without ``element``, when an input's header names no single metal or the two
+        headers name different metals.
+    """
+    from .elements import normalize_element
+    from .errors import ElementError
+
+    ha, hb = header_metal(pdf_a), header_metal(pdf_b)
+    na, nb = names
+    if element is not None:
+        sym = normalize_element(element)
+        note = f"{sym} (--element)"
+        other = [f"{n} names {h}" for n, h in ((na, ha), (nb, hb)) if h and h != sym]
+        if other:
+            note += f"; note: {' and '.join(other)} in its header"
+        elif ha is None and hb is None:
+            note += "; the inputs' headers name no metal"
+        return sym, note
+    missing = [n for n, h in ((na, ha), (nb, hb)) if h is None]
+    if missing:
+        raise ElementError(
+            f"{' and '.join(missing)}: no single metal in the composition header; "
+            "pass --element (the metal sets the size of the decoded structures and the "
+            "distances their validity is judged by)"
+        )
+    if ha != hb:
+        raise ElementError(
+            f"{na} names {ha} and {nb} names {hb}; pass --element to choose the metal of "
+            "the decoded structures"
+        )
+    return ha, f"{ha} (from the headers of {na} and {nb})"
+
+
 def _xyz(structure: Any) -> np.ndarray:
     if isinstance(structure, np.ndarray):
         return np.asarray(structure, float).reshape(-1, 3)
@@ -299,10 +377,11 @@ def validity(structure: Any, nn: float | None = None) -> bool:
 
 
 def interpolation_table(
-    path_steps: list[tuple[np.ndarray, Any]], nn: float
+    path_steps: list[tuple[np.ndarray, Any]], nn: float, element: str | None = None
 ) -> list[dict[str, Any]]:
     """One row per interpolation step: ``step, t, z1.., n_atoms, min_dist_over_nn,
-    valid``."""
+    valid`` (and ``element``, the metal the step was decoded and judged with, when
+    given)."""
     rows = []
     n = len(path_steps)
     for k, (z, s) in enumerate(path_steps):
@@ -311,6 +390,8 @@ def interpolation_table(
         row["n_atoms"] = len(_xyz(s))
         row["min_dist_over_nn"] = round(min_distance_ratio(s, nn), 4)
         row["valid"] = validity(s, nn)
+        if element is not None:
+            row["element"] = element
         rows.append(row)
     return rows
 

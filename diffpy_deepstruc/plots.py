@@ -50,6 +50,7 @@ def plot_fit(
     *,
     title: str = "",
     rw: float | None = None,
+    source: str | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Data, fit and difference curve as PDFgui shows them.
@@ -64,6 +65,9 @@ def plot_fit(
         Figure title.
     rw : float, optional
         Rw of the fit, printed in the title.
+    source : str, optional
+        Where the refined structure came from (e.g. ``"model sample 3"`` or
+        ``"library shape: icosahedron 55"``), printed under the title.
     overwrite : bool
         Replace an existing file.
 
@@ -84,10 +88,93 @@ def plot_fit(
     ax.set_xlabel(r"$r$ ($\mathrm{\AA}$)")
     ax.set_ylabel(r"$G(r)$ ($\mathrm{\AA}^{-2}$)")
     label = title + (f"  Rw = {rw:.4f}" if rw is not None else "")
-    ax.set_title(label.strip())
+    if source:
+        ax.set_title(label.strip(), pad=18)
+        ax.text(
+            0.5,
+            1.015,
+            f"structure from: {source}",
+            transform=ax.transAxes,
+            ha="center",
+            va="bottom",
+            fontsize=8.5,
+            color="0.25",
+        )
+    else:
+        ax.set_title(label.strip())
     ax.set_xlim(r.min(), r.max())
     ax.legend(loc="upper right", frameon=False)
     return _save(fig, path, overwrite)
+
+
+def _distinct(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct rows of ``points`` and how many points share each."""
+    if len(points) == 0:
+        return points.reshape(0, 2), np.zeros(0, dtype=int)
+    uniq, counts = np.unique(points, axis=0, return_counts=True)
+    return uniq, counts
+
+
+def _text_box(ann, renderer):
+    """Display box of an annotation's text and its frame, without the leader line."""
+    from matplotlib.text import Text
+
+    ann.update_positions(renderer)
+    box = Text.get_window_extent(ann, renderer)
+    pad = 3 * ann.figure.dpi / 72  # the round frame around the text
+    return box.expanded(1.0, 1.0).padded(pad)
+
+
+def _label_inside(ax, xy: np.ndarray, text: str, placed: list, **kw) -> None:
+    """Annotate ``xy`` with ``text`` inside the frame, clear of earlier labels.
+
+    Tries offsets towards the middle of the axes first, then further out and to the
+    other side, and keeps the first whose box lies inside the axes and overlaps none
+    of the boxes in ``placed`` (display coordinates, appended to).  A label moved
+    away from its point gets a thin leader line.
+    """
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    sx = -1 if xy[0] > 0.5 * (x0 + x1) else 1
+    sy = -1 if xy[1] > 0.5 * (y0 + y1) else 1
+    tries = [(sx * d, sy * d) for d in (10, 24)]
+    tries += [(sx * 10, sy * (10 + 15 * k)) for k in range(1, 6)]
+    tries += [(sx * 10, -sy * (10 + 15 * k)) for k in range(0, 6)]
+    tries += [(-sx * 10, sy * 10), (-sx * 10, -sy * 10)]
+    ann = None
+    for k, (dx, dy) in enumerate(tries):
+        if ann is not None:
+            ann.remove()
+        ann = ax.annotate(
+            text,
+            xy,
+            xytext=(dx, dy),
+            textcoords="offset points",
+            ha="left" if dx > 0 else "right",
+            va="bottom" if dy > 0 else "top",
+            fontsize=8,
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.5", "alpha": 0.9},
+            arrowprops=(
+                {"arrowstyle": "-", "color": "0.3", "lw": 0.6, "shrinkB": 6}
+                if k > 0
+                else None
+            ),
+            zorder=20,
+            annotation_clip=False,
+            **kw,
+        )
+        box = _text_box(ann, renderer)
+        inside = (
+            box.x0 >= frame.x0
+            and box.x1 <= frame.x1
+            and box.y0 >= frame.y0
+            and box.y1 <= frame.y1
+        )
+        if inside and not any(box.overlaps(b) for b in placed):
+            break
+    placed.append(_text_box(ann, renderer))
 
 
 def plot_latent_map(
@@ -98,9 +185,17 @@ def plot_latent_map(
     samples: np.ndarray | None = None,
     data: Mapping[str, np.ndarray] | None = None,
     title: str = "Latent space",
+    best: np.ndarray | None = None,
+    best_label: str = "best candidate",
     overwrite: bool = False,
 ) -> Path:
     """Latent means of catalog structures coloured by type, plus samples and data.
+
+    Every type stays visible: structures at the same latent point (the same shape in
+    several metals, variants with one PDF) are drawn once, with a marker whose area
+    grows with their number, and the types are layered by how many distinct points
+    they have, the rarest on top with a dark edge.  Data points and the best sample
+    are labelled inside the frame.
 
     Parameters
     ----------
@@ -115,7 +210,11 @@ def plot_latent_map(
     data : mapping of str to ndarray of shape (2,), optional
         Measured PDFs placed on the map, drawn as labelled crosses.
     title : str
-        Figure title.
+        Figure title; a second line says how many structures and points are drawn.
+    best : ndarray of shape (2,), optional
+        Latent point of the best candidate, drawn as a labelled star.
+    best_label : str
+        Its label.
     overwrite : bool
         Replace an existing file.
 
@@ -126,22 +225,106 @@ def plot_latent_map(
     """
     pts = np.asarray(points, dtype=float).reshape(-1, 2)
     types = np.asarray(list(types))
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = plt.subplots(figsize=(7.2, 6.0))
+    layers = []
     for key, (name, colour) in TYPE_STYLE.items():
         sel = types == key
         if sel.any():
-            ax.scatter(*pts[sel].T, s=8, color=colour, alpha=0.6, label=name, lw=0)
+            uniq, counts = _distinct(pts[sel])
+            layers.append((len(uniq), key, name, colour, uniq, counts, int(sel.sum())))
+    n_distinct = len(_distinct(pts)[0])
+    layers.sort(key=lambda t: -t[0])  # most distinct points at the bottom
+    for z, (ndist, _, name, colour, uniq, counts, n) in enumerate(layers):
+        rare = ndist <= 40
+        ax.scatter(
+            *uniq.T,
+            s=np.clip(12 * np.sqrt(counts), 12, 140) * (1.6 if rare else 1.0),
+            color=colour,
+            alpha=0.95 if rare else 0.55,
+            edgecolors="black" if rare else "none",
+            linewidths=0.6 if rare else 0,
+            label=f"{name} ({n} at {ndist} point{'s' if ndist != 1 else ''})",
+            zorder=2 + z,
+        )
+    extra = []
     if samples is not None and len(samples):
         s = np.asarray(samples, dtype=float).reshape(-1, 2)
-        ax.scatter(*s.T, s=22, color="black", marker=".", label="samples")
+        ax.scatter(
+            *s.T,
+            s=18,
+            color="black",
+            marker="o",
+            edgecolors="white",
+            linewidths=0.5,
+            label=f"samples ({len(s)})",
+            zorder=12,
+        )
+        extra.append(s)
+    marks = []
     for label, z in (data or {}).items():
-        z = np.asarray(z, dtype=float).reshape(2)
-        ax.scatter(*z, s=90, color="black", marker="x", lw=2)
-        ax.annotate(label, z, xytext=(5, 5), textcoords="offset points", fontsize=8)
+        z = np.asarray(z, dtype=float).reshape(-1)[:2]
+        marks.append((label, z))
+        extra.append(z[None])
+    if best is not None:
+        extra.append(np.asarray(best, dtype=float).reshape(-1)[:2][None])
+    allp = np.concatenate([pts, *extra]) if extra else pts
+    if len(allp):
+        lo, hi = allp.min(0), allp.max(0)
+        pad = 0.06 * np.maximum(hi - lo, 1e-6)
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+    # the marks themselves are obstacles for every label
+    from matplotlib.transforms import Bbox
+
+    placed: list = []
+    for z in [m[1] for m in marks] + ([] if best is None else [np.ravel(best)[:2]]):
+        px, py = ax.transData.transform(z)
+        h = 6 * fig.dpi / 72  # half the X marker, in pixels
+        placed.append(Bbox([[px - h, py - h], [px + h, py + h]]))
+    for k, (label, z) in enumerate(marks):
+        ax.scatter(
+            *z,
+            s=150,
+            color="black",
+            marker="X",
+            edgecolors="white",
+            linewidths=1.2,
+            label="data" if k == 0 else None,
+            zorder=14,
+        )
+        _label_inside(ax, z, label, placed)
+    if best is not None:
+        b = np.asarray(best, dtype=float).reshape(-1)[:2]
+        ax.scatter(
+            *b,
+            s=260,
+            color="gold",
+            marker="*",
+            edgecolors="black",
+            linewidths=1.0,
+            label=best_label,
+            zorder=15,
+        )
+        _label_inside(ax, b, best_label, placed)
     ax.set_xlabel("$z_1$")
     ax.set_ylabel("$z_2$")
-    ax.set_title(title)
-    ax.legend(loc="best", fontsize=8, markerscale=2, frameon=False)
+    sub = (
+        f"all {len(pts)} structures drawn: {n_distinct} distinct points, "
+        "area ~ structures per point"
+        if len(pts)
+        else "no structure map"
+    )
+    ax.set_title(f"{title}\n{sub}", fontsize=10)
+    leg = ax.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
+        fontsize=8,
+        frameon=False,
+        borderaxespad=0.0,
+    )
+    for h in getattr(leg, "legend_handles", getattr(leg, "legendHandles", [])):
+        if hasattr(h, "set_sizes"):
+            h.set_sizes([60])
     return _save(fig, path, overwrite)
 
 

@@ -451,6 +451,81 @@ def test_cli_interpolate(tmp_path, tiny, capsys):
         main(["latent", "interpolate", str(fa), str(fb), "--steps", "1", "-o", str(out)])
 
 
+def test_interpolation_element_from_headers_or_option(tmp_path, tiny):
+    from diffpy_deepstruc.errors import ElementError
+    from diffpy_deepstruc.pdfdata import load_pdf
+
+    _, _, a, b = tiny
+    au = load_pdf(_gr(tmp_path / "au.gr", a))
+    bare = load_pdf(write_pdf(tmp_path / "bare.gr", *b))
+    pt = load_pdf(write_pdf(tmp_path / "pt.gr", *b, {"composition": "Pt55"}))
+    mixed = load_pdf(write_pdf(tmp_path / "m.gr", *b, {"composition": "Au144 S60 C180"}))
+    assert latent.header_metal(mixed) == "Au" and latent.header_metal(bare) is None
+    sym, note = latent.interpolation_element(au, mixed, names=("au.gr", "m.gr"))
+    assert sym == "Au" and note == "Au (from the headers of au.gr and m.gr)"
+    with pytest.raises(ElementError, match="bare.gr: no single metal.*--element"):
+        latent.interpolation_element(au, bare, names=("au.gr", "bare.gr"))
+    with pytest.raises(ElementError, match="au.gr names Au and pt.gr names Pt"):
+        latent.interpolation_element(au, pt, names=("au.gr", "pt.gr"))
+    sym, note = latent.interpolation_element(au, bare, "pt", names=("au.gr", "bare.gr"))
+    assert sym == "Pt" and "au.gr names Au" in note
+    sym, note = latent.interpolation_element(bare, bare, "Ag")
+    assert note == "Ag (--element); the inputs' headers name no metal"
+
+
+def test_cli_interpolate_says_which_element(tmp_path, tiny, capsys):
+    model, _, a, b = tiny
+    fa = _gr(tmp_path / "A.gr", a)
+    fb = write_pdf(tmp_path / "B.gr", *b)  # no composition
+    out = tmp_path / "interp"
+    base = ["latent", "interpolate", str(fa), str(fb), "--steps", "2"]
+    base += ["--model", str(model), "-o", str(out)]
+    assert main(base) == 2
+    assert "B.gr: no single metal" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(base + ["--element", "Au"]) == 0
+    text = capsys.readouterr().out
+    assert "element: Au (--element)" in text
+    with open(out / "interpolation.csv") as fh:
+        assert {r["element"] for r in csv.DictReader(fh)} == {"Au"}
+
+
+def test_map_plot_marks_best_and_keeps_labels_in_frame(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from diffpy_deepstruc import plots
+
+    rng = np.random.default_rng(0)
+    pts = np.concatenate([rng.normal(0, 1, (300, 2)), np.zeros((50, 2))])
+    types = ["stacking"] * 300 + ["icosahedron"] * 50
+    data = {"a_long_label_at_the_corner": pts[:, :].max(0), "b": pts.min(0)}
+    out = plots.plot_latent_map(
+        pts, types, tmp_path / "m.png", data=data, samples=pts[:5], best=pts[0]
+    )
+    assert out.stat().st_size > 0
+    fig, ax = plt.subplots()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    placed = []
+    for xy in ([0.99, 0.99], [0.98, 0.985], [0.01, 0.01]):
+        plots._label_inside(ax, np.array(xy), "a rather long label", placed)
+    frame = ax.get_window_extent(fig.canvas.get_renderer())
+    for box in placed[-3:]:
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1
+        assert frame.y0 <= box.y0 and box.y1 <= frame.y1
+    assert not placed[0].overlaps(placed[1])
+    plt.close(fig)
+    fit = plots.plot_fit(
+        np.arange(1, 10, 0.1),
+        np.ones(90),
+        np.ones(90),
+        tmp_path / "f.png",
+        rw=0.1,
+        source="model sample 3",
+    )
+    assert fit.stat().st_size > 0
+
+
 # ---------------------------------------------------------------- the shipped model
 def _shipped_map(kind: str = "cvae") -> LatentMap:
     root = resources.files("diffpy_deepstruc") / "pretrained"

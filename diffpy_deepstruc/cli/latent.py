@@ -6,8 +6,10 @@
     the map that comes with the model (``latent_map.csv`` in its folder) is used.
 ``deepstruc latent interpolate A.gr B.gr [--steps 8] [--element Pt] -o DIR``
     Structures decoded along the latent line from A to B: ``step_XX.xyz``,
-    ``interpolation.csv`` (latent point, atom count, shortest distance / nn, validity)
-    and ``interpolation.png`` (the structures in a row).
+    ``interpolation.csv`` (latent point, atom count, shortest distance / nn, validity,
+    element) and ``interpolation.png`` (the structures in a row).  The metal comes from
+    the inputs' composition headers unless ``--element`` is given; without either the
+    command stops, and the output says which it used.
 """
 
 from __future__ import annotations
@@ -80,7 +82,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     i.add_argument(
         "--steps", type=_steps, default=8, help="points, ends included (default 8)"
     )
-    i.add_argument("--element", default="Pt", help="metal of the structures (default Pt)")
+    i.add_argument(
+        "--element",
+        default=None,
+        help="metal of the decoded structures (default: the one metal both inputs' "
+        "composition headers name; required when they name none or differ)",
+    )
     i.add_argument("--model", default="pretrained", help=model_help)
     i.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     i.add_argument("--force", action="store_true", help="replace existing files in DIR")
@@ -99,6 +106,7 @@ def _run_map(args) -> int:
         as_deepstruc,
         compute_latent_map,
         encode,
+        header_metal,
         load_latent_map,
         model_map_path,
         save_latent_map,
@@ -131,8 +139,7 @@ def _run_map(args) -> int:
         mu, _ = encode(ds, pdf)
         labels.append(Path(f).stem)
         zs.append(mu)
-        comp = pdf.composition or ""
-        els.append(comp.split()[0].rstrip("0123456789.") if comp else "")
+        els.append(header_metal(pdf) or "")
     if labels:
         table = table.with_data(labels, zs, els)
     save_latent_map(table, csv_path, overwrite=args.force)
@@ -145,17 +152,23 @@ def _run_map(args) -> int:
     print(
         f"{len(cat)} structures from {source}" + (f", {len(labels)} data" if labels else "")
     )
-    for lab, z in data.items():
-        print(f"  {lab}: z = ({z[0]:.4g}, {z[1]:.4g})")
+    for lab, z, el in zip(labels, zs, els, strict=True):
+        what = f"metal {el} (header)" if el else "no single metal in the header"
+        print(f"  {lab}: z = ({z[0]:.4g}, {z[1]:.4g}); {what}")
     print(f"map written to {png} and {csv_path}")
     return 0
 
 
 def _run_interpolate(args) -> int:
-    from ..elements import nearest_neighbour_distance, normalize_element
+    from ..elements import nearest_neighbour_distance
     from ..errors import OutputExistsError
     from ..fileio import atomic_write_text
-    from ..latent import as_deepstruc, interpolate, interpolation_table
+    from ..latent import (
+        as_deepstruc,
+        interpolate,
+        interpolation_element,
+        interpolation_table,
+    )
     from ..pdfdata import load_pdf
     from ..plots import plot_structure_row
     from ..structures import structure_to_atoms, write_structure
@@ -170,12 +183,14 @@ def _run_interpolate(args) -> int:
         raise OutputExistsError(
             f"{out}: holds {clash[0]} (and {len(clash) - 1} more); use --force to replace"
         )
-    sym = normalize_element(args.element)
-    ds = as_deepstruc(args.model)
     a, b = load_pdf(args.pdf_a), load_pdf(args.pdf_b)
+    sym, note = interpolation_element(
+        a, b, args.element, (Path(args.pdf_a).name, Path(args.pdf_b).name)
+    )
+    ds = as_deepstruc(args.model)
     path = interpolate(ds, a, b, steps=args.steps, element=sym)
     nn = nearest_neighbour_distance(sym)
-    rows = interpolation_table(path, nn)
+    rows = interpolation_table(path, nn, element=sym)
     out.mkdir(parents=True, exist_ok=True)
     for k, (_, s) in enumerate(path):
         write_structure(s, out / f"step_{k:02d}.xyz", overwrite=args.force)
@@ -200,6 +215,7 @@ def _run_interpolate(args) -> int:
         overwrite=args.force,
     )
     n_valid = sum(r["valid"] for r in rows)
+    print(f"element: {note}; structures sized and judged with its nn = {nn:.3f} A")
     print(
         f"{ds.kind}: {len(rows)} steps, {n_valid} physically valid "
         f"(no two atoms closer than 0.8 x {nn:.3f} A)"
