@@ -1,0 +1,1412 @@
+"""Complete a starting structure atom by atom against a measured PDF.
+
+A candidate from the solver (or any cluster a user has) is usually *almost* the
+particle in the data: the complete ideal shape of a particle with surface vacancies,
+the neighbouring cut of an off-centre cut, the closed shell below a partial shell.
+:func:`complete` edits it atom by atom until the data stop justifying changes:
+
+moves
+    ``remove``: a surface atom (fewer neighbours than the best-coordinated atoms);
+    ``add``: a vacant site of the structure's own lattice or shell (an atom plus one
+    of the bond vectors of its neighbourhood, or the apex of a triangle of bonded
+    surface atoms), unoccupied (>= 0.85 nn from every atom) with >= 3 occupied
+    neighbours at ~nn; ``swap``: the best vacant site added and a surface atom removed
+    in one move (shifts the particle by one site); ``recut``: the convex hull of the
+    particle shifted by half a bond vector and the particle's sites plus its vacant
+    sites cut again (shifts the cut centre); ``relax``: a restrained relaxation of all
+    coordinates against the PDF (torch gradients), with a bond-length restraint that
+    keeps every pair >= 0.85 nn apart and bonded pairs bonded.
+fast
+    The PDF is the histogram model of :mod:`diffpy_deepstruc.histpdf`: the pair
+    histogram of the current structure is kept and each move adds or subtracts the
+    histogram of the atoms it touches (O(N) per atom); G is linear in the histogram
+    at fixed parameters, so a batch of candidate moves is screened by one product.
+    Scale is solved in closed form; zoomscale, Uiso and delta2 are re-refined by a few
+    Levenberg-Marquardt steps (torch autograd Jacobian) on the best candidates.
+noise-aware
+    A move is accepted only when chi^2 drops by more than ``penalty`` per site it
+    adds or removes (BIC: ``ln n_obs``; AIC: 2), chi^2 counted over the
+    ``n_obs = (rmax - rmin) Qmax / pi`` independent points of the fit range with the
+    noise variance of the data (:func:`estimate_noise`); the fast model's own error
+    (its difference from the exact Debye engine on the start) is added to that
+    variance so that the approximation is never "fitted".
+    ``criterion="hamilton"`` uses Hamilton's R-ratio test instead.
+
+The result is never worse than the start (fast-model Rw): moves are only accepted when
+they lower chi^2.  All final numbers a user reads come from srfit (``make_recipe``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import minimize
+from scipy.spatial import ConvexHull, QhullError, cKDTree
+from scipy.stats import f as f_dist
+
+from . import debye
+from .errors import ParameterError, PDFDataError, StructureError
+from .histpdf import HIST_STEP, HistogramPDF, pair_histogram
+
+__all__ = [
+    "MOVES",
+    "CompletionResult",
+    "Move",
+    "complete",
+    "coordination",
+    "estimate_nn",
+    "estimate_noise",
+    "independent_points",
+    "is_physical",
+    "surface_atoms",
+    "vacant_sites",
+]
+
+#: Move kinds of :func:`complete`, in the order they are tried.
+MOVES = ("remove", "add", "swap", "recut", "relax")
+#: Shell of nearest neighbours, in units of the nearest-neighbour distance nn: a
+#: neighbour lies at (MIN_DISTANCE, BOND_MAX] nn (bcc's second shell, 1.155 nn, is out;
+#: a Mackay icosahedron's strained in-shell bonds, 1.05 nn, are in).
+MIN_DISTANCE = 0.85
+BOND_MAX = 1.12
+#: An added site needs at least this many occupied neighbours.
+MIN_SITE_NEIGHBOURS = 3
+#: Bounds of the refined parameters (as refine.VARIABLE_BOUNDS; Uiso > 0 for the model).
+_BOUNDS = {"zoomscale": (0.7, 1.3), "uiso": (1e-4, 0.1), "delta2": (0.0, 10.0)}
+
+
+# -- results ----------------------------------------------------------------------------
+
+
+@dataclass
+class Move:
+    """One accepted move.
+
+    Attributes
+    ----------
+    kind : str
+        One of :data:`MOVES`.
+    added : ndarray, shape (a, 3)
+        Positions of the atoms added (A, the start's frame).
+    removed : ndarray, shape (m, 3)
+        Positions of the atoms removed.
+    removed_index : list of int
+        Their indices in the structure *before* the move.
+    n_atoms : int
+        Atom count after the move.
+    rw_before, rw_after : float
+        Fast-model Rw before and after (parameters re-refined).
+    delta_chi2 : float
+        Drop of chi^2 over the independent points.
+    penalty : float
+        The drop it had to exceed.
+    """
+
+    kind: str
+    added: np.ndarray
+    removed: np.ndarray
+    removed_index: list[int]
+    n_atoms: int
+    rw_before: float
+    rw_after: float
+    delta_chi2: float
+    penalty: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary."""
+        return {
+            "kind": self.kind,
+            "added": np.round(self.added, 6).tolist(),
+            "removed": np.round(self.removed, 6).tolist(),
+            "removed_index": list(self.removed_index),
+            "n_atoms": self.n_atoms,
+            "rw_before": self.rw_before,
+            "rw_after": self.rw_after,
+            "delta_chi2": self.delta_chi2,
+            "penalty": self.penalty,
+        }
+
+
+@dataclass
+class CompletionResult:
+    """Outcome of :func:`complete`.
+
+    Attributes
+    ----------
+    structure : diffpy.structure.Structure
+        The completed cluster (Cartesian coordinates on a unit lattice, in the frame of
+        the start: zoomscale is *not* applied; Uiso set to the refined value).
+    start : diffpy.structure.Structure
+        The starting cluster (a copy).
+    added, removed : ndarray, shape (k, 3)
+        Positions of the atoms in ``structure`` but not in ``start`` and vice versa
+        (net, after all moves; relaxation displacements are not counted).
+    moves : list of Move
+        Every accepted move, in order.
+    rw_start, rw : float
+        Fast-model Rw of the start and of the result, each with its parameters refined.
+    parameters_start, parameters : dict
+        ``scale``, ``zoomscale``, ``uiso``, ``delta2`` of the start and of the result.
+    n_obs : float
+        Independent points of the fit range, ``(rmax - rmin) Qmax / pi``.
+    noise : float
+        The noise standard deviation of G used by the stopping rule (1/A^2).
+    noise_source : str
+        ``"dg"``, ``"tail"`` (G beyond the particle), or ``"residual"`` (the start's
+        misfit, when neither is available); see :func:`estimate_noise`.
+    model_error : float
+        RMS difference of the fast model and the exact Debye engine on the start.
+    criterion : str
+        The stopping rule, ``"bic"``, ``"aic"`` or ``"hamilton"``.
+    settings : dict
+        qmin, qmax, qdamp, qbroad, rmin, rmax, nn and their sources.
+    timings : dict
+        Seconds spent per stage (``setup``, ``search``, ``relax``, ``total``).
+    n_evaluated : int
+        Candidate moves screened.
+    stopped : str
+        Why the search ended (``"converged"``, ``"max_seconds"``, ``"max_moves"``).
+    """
+
+    structure: Any
+    start: Any
+    added: np.ndarray
+    removed: np.ndarray
+    moves: list[Move]
+    rw_start: float
+    rw: float
+    parameters_start: dict[str, float]
+    parameters: dict[str, float]
+    n_obs: float
+    noise: float
+    noise_source: str
+    model_error: float
+    criterion: str
+    settings: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    n_evaluated: int = 0
+    stopped: str = "converged"
+
+    @property
+    def n_atoms_start(self) -> int:
+        """Atoms in the start."""
+        return len(self.start)
+
+    @property
+    def n_atoms(self) -> int:
+        """Atoms in the completed structure."""
+        return len(self.structure)
+
+    @property
+    def changed(self) -> bool:
+        """Whether any move was accepted."""
+        return bool(self.moves)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary (no structures)."""
+        return {
+            "n_atoms_start": self.n_atoms_start,
+            "n_atoms": self.n_atoms,
+            "n_added": len(self.added),
+            "n_removed": len(self.removed),
+            "rw_start": self.rw_start,
+            "rw": self.rw,
+            "parameters_start": dict(self.parameters_start),
+            "parameters": dict(self.parameters),
+            "n_obs": self.n_obs,
+            "noise": self.noise,
+            "noise_source": self.noise_source,
+            "model_error": self.model_error,
+            "criterion": self.criterion,
+            "settings": dict(self.settings),
+            "timings": dict(self.timings),
+            "n_evaluated": self.n_evaluated,
+            "stopped": self.stopped,
+            "moves": [m.to_dict() for m in self.moves],
+        }
+
+
+# -- geometry ---------------------------------------------------------------------------
+
+
+def _check_xyz(xyz) -> np.ndarray:
+    x = np.asarray(xyz, dtype=float)
+    if x.ndim != 2 or x.shape[1] != 3 or len(x) == 0:
+        raise StructureError(f"expected coordinates of shape (N, 3), got {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise StructureError("coordinates must be finite")
+    return x
+
+
+def estimate_nn(xyz) -> float:
+    """Nearest-neighbour distance of a cluster: the median distance to each atom's closest.
+
+    Parameters
+    ----------
+    xyz : array_like, shape (N, 3), N >= 2
+        Cartesian coordinates (A).
+
+    Returns
+    -------
+    float
+        The distance (A).
+    """
+    x = _check_xyz(xyz)
+    if len(x) < 2:
+        raise StructureError("a nearest-neighbour distance needs at least two atoms")
+    d, _ = cKDTree(x).query(x, k=2)
+    nn = float(np.median(d[:, 1]))
+    if nn <= 0:
+        raise StructureError("atoms on top of each other (nearest distance 0)")
+    return nn
+
+
+def _neighbour_lists(x: np.ndarray, nn: float) -> list[np.ndarray]:
+    tree = cKDTree(x)
+    lists = tree.query_ball_point(x, BOND_MAX * nn)
+    return [np.array(sorted(set(li) - {i}), dtype=int) for i, li in enumerate(lists)]
+
+
+def coordination(xyz, nn: float) -> np.ndarray:
+    """Number of neighbours of each atom within ``BOND_MAX * nn``.
+
+    Parameters
+    ----------
+    xyz : array_like, shape (N, 3)
+        Coordinates (A).
+    nn : float
+        Nearest-neighbour distance (A).
+
+    Returns
+    -------
+    ndarray of int, shape (N,)
+    """
+    x = _check_xyz(xyz)
+    tree = cKDTree(x)
+    return np.asarray(tree.query_ball_point(x, BOND_MAX * nn, return_length=True)) - 1
+
+
+def surface_atoms(xyz, nn: float) -> np.ndarray:
+    """Indices of the surface atoms: fewer neighbours than the best-coordinated atoms.
+
+    Parameters
+    ----------
+    xyz : array_like, shape (N, 3)
+        Coordinates (A).
+    nn : float
+        Nearest-neighbour distance (A).
+
+    Returns
+    -------
+    ndarray of int
+        Sorted indices; every atom when all have the same coordination.
+    """
+    cn = coordination(xyz, nn)
+    bulk = cn.max()
+    idx = np.flatnonzero(cn < bulk)
+    return idx if len(idx) else np.arange(len(cn))
+
+
+def _dedupe(sites: np.ndarray, score: np.ndarray, radius: float) -> np.ndarray:
+    """Keep one site per cluster of sites closer than ``radius`` (highest score first)."""
+    if len(sites) == 0:
+        return sites
+    order = np.lexsort((np.arange(len(sites)), -score))
+    sites = sites[order]
+    tree = cKDTree(sites)
+    keep = np.ones(len(sites), dtype=bool)
+    for i in range(len(sites)):
+        if not keep[i]:
+            continue
+        for j in tree.query_ball_point(sites[i], radius):
+            if j > i:
+                keep[j] = False
+    return sites[keep]
+
+
+def _triangle_apices(x: np.ndarray, nbrs: list[np.ndarray], surf: np.ndarray, nn: float):
+    """Both apices at ~nn above every triangle of mutually bonded surface atoms."""
+    is_surf = np.zeros(len(x), dtype=bool)
+    is_surf[surf] = True
+    tri = []
+    for i in surf:
+        ni = nbrs[i][(nbrs[i] > i) & is_surf[nbrs[i]]]
+        si = set(ni.tolist())
+        for j in ni:
+            for k in nbrs[j]:
+                if k > j and k in si:
+                    tri.append((i, j, k))
+    if not tri:
+        return np.zeros((0, 3))
+    t = np.array(tri)
+    a, b, c = x[t[:, 0]], x[t[:, 1]], x[t[:, 2]]
+    cen = (a + b + c) / 3.0
+    nrm = np.cross(b - a, c - a)
+    nrm /= np.linalg.norm(nrm, axis=1, keepdims=True)
+    r2 = (
+        np.sum((a - cen) ** 2, axis=1)
+        + np.sum((b - cen) ** 2, axis=1)
+        + np.sum((c - cen) ** 2, axis=1)
+    ) / 3.0
+    h = np.sqrt(np.clip(nn * nn - r2, 0.0, None))[:, None]
+    return np.concatenate([cen + h * nrm, cen - h * nrm])
+
+
+def _lattice_sites(x: np.ndarray, nbrs: list[np.ndarray], surf: np.ndarray):
+    """Surface atom + any bond vector of its own neighbourhood (and the reverse)."""
+    out = []
+    for a in surf:
+        hood = np.concatenate([[a], nbrs[a]])
+        vec = [x[nbrs[b]] - x[b] for b in hood if len(nbrs[b])]
+        if not vec:
+            continue
+        v = np.concatenate(vec)
+        v = np.concatenate([v, -v])
+        out.append(x[a] + v)
+    return np.concatenate(out) if out else np.zeros((0, 3))
+
+
+def vacant_sites(
+    xyz, nn: float, *, min_neighbours: int = MIN_SITE_NEIGHBOURS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Vacant surface sites of the cluster's own lattice or shell.
+
+    Candidates are (a) a surface atom plus a bond vector of its neighbourhood (the
+    vectors from its neighbours and itself to their neighbours, and their reverses),
+    which are the sites of the cluster's own lattice, and (b) the two apices at nn
+    above each triangle of mutually bonded surface atoms, which are the hollow sites
+    of close-packed and icosahedral shells.  A site is kept when it lies at least
+    ``MIN_DISTANCE * nn`` from every atom and has ``>= min_neighbours`` atoms within
+    ``BOND_MAX * nn``; sites closer than 0.4 nn are merged (the best-coordinated kept).
+
+    Parameters
+    ----------
+    xyz : array_like, shape (N, 3)
+        Coordinates (A).
+    nn : float
+        Nearest-neighbour distance (A).
+    min_neighbours : int
+        Occupied neighbours a site needs.
+
+    Returns
+    -------
+    sites : ndarray, shape (M, 3)
+    n_neighbours : ndarray of int, shape (M,)
+    """
+    x = _check_xyz(xyz)
+    if len(x) < 2:
+        return np.zeros((0, 3)), np.zeros(0, dtype=int)
+    nbrs = _neighbour_lists(x, nn)
+    surf = surface_atoms(x, nn)
+    cand = np.concatenate(
+        [_lattice_sites(x, nbrs, surf), _triangle_apices(x, nbrs, surf, nn)]
+    )
+    if len(cand) == 0:
+        return np.zeros((0, 3)), np.zeros(0, dtype=int)
+    tree = cKDTree(x)
+    dmin, _ = tree.query(cand, k=1)
+    cand = cand[dmin >= MIN_DISTANCE * nn]
+    if len(cand) == 0:
+        return np.zeros((0, 3)), np.zeros(0, dtype=int)
+    cnt = np.asarray(tree.query_ball_point(cand, BOND_MAX * nn, return_length=True))
+    ok = cnt >= min_neighbours
+    cand, cnt = cand[ok], cnt[ok]
+    # a site on a lattice position is found many times: round to merge exact copies,
+    # then keep the best-coordinated site of each close group
+    cand = _dedupe(cand, cnt + 1e-3 * dmin[dmin >= MIN_DISTANCE * nn][ok], 0.4 * nn)
+    if len(cand) == 0:
+        return np.zeros((0, 3)), np.zeros(0, dtype=int)
+    cnt = np.asarray(tree.query_ball_point(cand, BOND_MAX * nn, return_length=True))
+    order = np.lexsort((cand[:, 2], cand[:, 1], cand[:, 0], -cnt))
+    return cand[order], cnt[order]
+
+
+def is_physical(xyz, nn: float, *, min_neighbours: int = 1) -> bool:
+    """True when no two atoms are closer than ``MIN_DISTANCE * nn`` and every atom has
+    at least ``min_neighbours`` neighbours within ``BOND_MAX * nn``."""
+    x = _check_xyz(xyz)
+    if len(x) < 2:
+        return True
+    d, _ = cKDTree(x).query(x, k=2)
+    if d[:, 1].min() < MIN_DISTANCE * nn - 1e-9:
+        return False
+    return bool(coordination(x, nn).min() >= min_neighbours)
+
+
+# -- statistics -------------------------------------------------------------------------
+
+
+def independent_points(rmin: float, rmax: float, qmax: float) -> float:
+    """Independent points of a PDF over ``rmin..rmax``: ``(rmax - rmin) Qmax / pi``."""
+    n = (float(rmax) - float(rmin)) * float(qmax) / math.pi
+    if not n > 0:
+        raise ParameterError(f"no independent points in {rmin}-{rmax} A with Qmax {qmax}")
+    return n
+
+
+def estimate_noise(
+    r: np.ndarray,
+    g: np.ndarray,
+    dg: np.ndarray | None,
+    *,
+    qmax: float,
+    particle_size: float,
+    rmin: float,
+    rmax: float,
+    min_points: float = 20.0,
+) -> tuple[float | None, str]:
+    """Noise standard deviation of G(r) per point, and how it was found.
+
+    1. ``dg`` given: the root mean square of dG over the fit range (``"dg"``).
+    2. Otherwise, G beyond the particle: a cluster's G(r) is zero past its diameter, so
+       what the data hold at ``r > particle_size + 3 A`` is noise; its root mean square
+       is the estimate when that range spans at least ``min_points`` independent
+       points (``"tail"``).  The estimate is high when the real particle is larger
+       than ``particle_size`` (conservative: fewer moves accepted).
+    3. Neither: None (``"residual"``); :func:`complete` then uses the start's misfit,
+       ``RSS / N``, which makes the rule Hamilton-like and conservative.
+
+    Parameters
+    ----------
+    r, g, dg : ndarray
+        The data (dg may be None).
+    qmax : float
+        Qmax of the data (1/A).
+    particle_size : float
+        Largest interatomic distance of the model (A, zoomscale applied).
+    rmin, rmax : float
+        Fit range (A).
+    min_points : float
+        Independent points the tail must span.
+
+    Returns
+    -------
+    sigma : float or None
+    source : str
+    """
+    if dg is not None:
+        m = (r >= rmin) & (r <= rmax)
+        return float(np.sqrt(np.mean(dg[m] ** 2))), "dg"
+    start = particle_size + 3.0
+    m = r > start
+    if np.count_nonzero(m) >= 2 and (r[-1] - start) * qmax / math.pi >= min_points:
+        return float(np.sqrt(np.mean(g[m] ** 2))), "tail"
+    return None, "residual"
+
+
+def _penalty(criterion: str, n_obs: float) -> float:
+    if criterion == "bic":
+        return math.log(n_obs)
+    if criterion == "aic":
+        return 2.0
+    return 0.0
+
+
+def _hamilton_ratio(n_obs: float, n_sites: int, n_par: int, alpha: float) -> float:
+    """Hamilton's R-ratio threshold R0/R1 for ``n_sites`` extra parameters."""
+    dof = max(n_obs - n_par - n_sites, 1.0)
+    return math.sqrt(n_sites / dof * float(f_dist.ppf(1.0 - alpha, n_sites, dof)) + 1.0)
+
+
+# -- the fast model ---------------------------------------------------------------------
+
+
+class _Model:
+    """The histogram PDF on the fit grid, as a linear map of the histogram.
+
+    At fixed (zoomscale, Uiso, delta2), ``G = counts @ K @ S / N`` with ``K [n_bins, nQ]``
+    the F(Q) of one pair at each grid distance (``HistogramPDF.fq``) and ``S [nQ, nr]``
+    the sine transform; the scale is fitted, so 1/N drops out of every Rw.  Candidate
+    moves are screened on every ``stride``-th point of the fit grid (spacing about
+    pi / (2 Qmax), the sampling of a signal band-limited to Qmax).
+    """
+
+    def __init__(self, r, g, w, settings: dict[str, Any], n_bins: int, step: float, device):
+        self.hp = HistogramPDF(
+            r,
+            qmin=settings["qmin"],
+            qmax=settings["qmax"],
+            qdamp=settings["qdamp"],
+            qbroad=settings["qbroad"],
+            n_bins=n_bins,
+            step=step,
+            device=device,
+        )
+        dev = self.hp.device
+        self.device, self.n_bins, self.step = dev, int(n_bins), float(step)
+        dr = float(np.median(np.diff(r)))
+        self.stride = max(1, int(math.pi / (2.0 * settings["qmax"]) / dr))
+        t = torch.float64
+        self.g = torch.as_tensor(g, dtype=t, device=dev)
+        self.w = torch.as_tensor(w, dtype=t, device=dev)
+        self.sw = float((self.w * self.g**2).sum())
+        sl = slice(None, None, self.stride)
+        self.sine_s = self.hp.sine[:, sl].contiguous()
+        self.g_s, self.w_s = self.g[sl].contiguous(), self.w[sl].contiguous()
+        self.sw_s = float((self.w_s * self.g_s**2).sum())
+        self.n_fit, self.n_scr = len(r), int(self.g_s.numel())
+        d = torch.arange(self.n_bins, dtype=t, device=dev) * self.step
+        d[0] = self.step
+        self._d = d[:, None]
+        self._one = torch.ones(self.n_bins, 1, dtype=t, device=dev)
+        self._one[0] = 0.0  # weight at d = 0 carries no signal (as HistogramPDF)
+
+    def kernel(self, theta: torch.Tensor) -> torch.Tensor:
+        """F(Q) of one pair at each grid distance, ``[n_bins, nQ]`` (differentiable)."""
+        nb = self.n_bins
+        ones = torch.ones(nb, dtype=torch.float64, device=self.device)
+        return self.hp.fq(
+            self._d,
+            self._one,
+            ones,
+            theta[0].expand(nb),
+            theta[1].expand(nb),
+            theta[2].expand(nb),
+        )
+
+    def calc(self, counts: torch.Tensor, kern: torch.Tensor, screen: bool) -> torch.Tensor:
+        """Unnormalised G (times N) of histograms ``[B, n_bins]`` -> ``[B, nr]``."""
+        sine = self.sine_s if screen else self.hp.sine
+        return (counts @ kern) @ sine
+
+    def rss(self, c: torch.Tensor, screen: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weighted RSS at the best non-negative scale, and that scale (batched)."""
+        g, w, sw = (self.g_s, self.w_s, self.sw_s) if screen else (self.g, self.w, self.sw)
+        gc = (w * g * c).sum(-1)
+        cc = (w * c * c).sum(-1).clamp_min(1e-300)
+        s = (gc / cc).clamp_min(0.0)
+        return (sw - 2 * s * gc + s * s * cc).clamp_min(0.0), s
+
+    def refine(
+        self, counts: np.ndarray, theta: torch.Tensor, steps: int
+    ) -> tuple[torch.Tensor, float, float]:
+        """Levenberg-Marquardt steps on (zoomscale, Uiso, delta2) with the scale
+        projected out, on the full fit grid.  Returns theta, RSS and the scale."""
+        cnt = torch.as_tensor(counts, dtype=torch.float64, device=self.device)
+        sqw = torch.sqrt(self.w)
+
+        def resid(th: torch.Tensor) -> torch.Tensor:
+            c = self.calc(cnt, self.kernel(th), screen=False)
+            gc = (self.w * self.g * c).sum()
+            cc = (self.w * c * c).sum().clamp_min(1e-300)
+            return sqw * (self.g - (gc / cc).clamp_min(0.0) * c)
+
+        theta = _clip_theta(theta.detach().clone())
+        with torch.no_grad():
+            r0 = resid(theta)
+        cost = float((r0 * r0).sum())
+        lam = 1e-3
+        for _ in range(steps):
+            prev = cost
+            jac = _jacobian(resid, theta)
+            jtj, jtr = jac.T @ jac, jac.T @ r0
+            improved = False
+            for _ in range(8):
+                a = jtj + lam * torch.diag(torch.diagonal(jtj).clamp_min(1e-12))
+                try:
+                    step = torch.linalg.solve(a, -jtr)
+                except RuntimeError:  # pragma: no cover - singular system
+                    lam *= 10
+                    continue
+                trial = _clip_theta(theta + step)
+                with torch.no_grad():
+                    r1 = resid(trial)
+                c1 = float((r1 * r1).sum())
+                if c1 < cost:
+                    theta, r0, cost, improved = trial, r1, c1, True
+                    lam = max(lam / 10, 1e-9)
+                    break
+                lam *= 10
+            if not improved or cost <= 1e-30 or cost > (1 - 1e-7) * prev:
+                break
+        with torch.no_grad():
+            rss, s = self.rss(self.calc(cnt[None], self.kernel(theta), False), False)
+        return theta, float(rss[0]), float(s[0])
+
+
+def _jacobian(fun, theta: torch.Tensor) -> torch.Tensor:
+    """Jacobian ``[n_out, n_par]`` of ``fun`` by forward-mode autograd (one pass per
+    parameter)."""
+    import torch.autograd.forward_ad as fwad
+
+    cols = []
+    eye = torch.eye(len(theta), dtype=theta.dtype, device=theta.device)
+    for k in range(len(theta)):
+        with fwad.dual_level():
+            out = fun(fwad.make_dual(theta, eye[k]))
+            cols.append(fwad.unpack_dual(out).tangent)
+    return torch.stack(cols, dim=1)
+
+
+def _clip_theta(t: torch.Tensor) -> torch.Tensor:
+    names = ("zoomscale", "uiso", "delta2")
+    lo = torch.tensor([_BOUNDS[k][0] for k in names], dtype=t.dtype, device=t.device)
+    hi = torch.tensor([_BOUNDS[k][1] for k in names], dtype=t.dtype, device=t.device)
+    return torch.minimum(torch.maximum(t, lo), hi)
+
+
+def _deposit_rows(d: np.ndarray, step: float, n_bins: int, sign: np.ndarray) -> np.ndarray:
+    """Rows of linearly split histograms, ``d [B, M]`` -> ``[B, n_bins]`` (as histpdf)."""
+    b, m = d.shape
+    x = d / step
+    k = np.floor(x).astype(np.int64)
+    w = x - k
+    base = (np.arange(b, dtype=np.int64) * n_bins)[:, None]
+    sg = np.broadcast_to(np.asarray(sign, dtype=float).reshape(-1, 1), (b, m))
+    h = np.bincount(
+        (base + k).ravel(), weights=(sg * (1.0 - w)).ravel(), minlength=b * n_bins
+    )
+    hk1 = np.bincount(
+        (base + k + 1).ravel(), weights=(sg * w).ravel(), minlength=b * n_bins + 1
+    )
+    h = h[: b * n_bins] + hk1[: b * n_bins]
+    return h.reshape(b, n_bins)
+
+
+def _add_histograms(
+    x: np.ndarray, sites: np.ndarray, step: float, n_bins: int
+) -> np.ndarray:
+    """Histogram updates that add each site to cluster ``x``: ``[M, n_bins]``."""
+    if len(sites) == 0:
+        return np.zeros((0, n_bins))
+    d = np.linalg.norm(sites[:, None, :] - x[None, :, :], axis=2)
+    return _deposit_rows(d, step, n_bins, np.ones(len(sites)))
+
+
+def _remove_histograms(
+    x: np.ndarray, idx: np.ndarray, step: float, n_bins: int
+) -> np.ndarray:
+    """Histogram updates that remove each atom ``idx`` from cluster ``x``."""
+    if len(idx) == 0:
+        return np.zeros((0, n_bins))
+    d = np.linalg.norm(x[idx][:, None, :] - x[None, :, :], axis=2)
+    h = _deposit_rows(d, step, n_bins, -np.ones(len(idx)))
+    h[:, 0] += 1.0  # the atom's zero distance to itself
+    return h
+
+
+# -- the search -------------------------------------------------------------------------
+
+
+@dataclass
+class _Candidate:
+    kind: str
+    dh: np.ndarray
+    added: np.ndarray  # positions [a, 3]
+    removed: np.ndarray  # indices into the current structure
+    score_screen: float = -np.inf
+
+
+def _bond_directions(x: np.ndarray, nn: float, max_dirs: int = 26) -> np.ndarray:
+    """Up to ``max_dirs`` distinct bond directions of the cluster (farthest-point pick)."""
+    tree = cKDTree(x)
+    pairs = tree.query_pairs(BOND_MAX * nn, output_type="ndarray")
+    if len(pairs) == 0:
+        return np.zeros((0, 3))
+    v = x[pairs[:, 1]] - x[pairs[:, 0]]
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    v = np.concatenate([v, -v])
+    v = np.unique(np.round(v, 3), axis=0)
+    chosen = [0]
+    dist = 1.0 - v @ v[0]
+    for _ in range(min(max_dirs, len(v)) - 1):
+        j = int(np.argmax(dist))
+        if dist[j] < 0.03:  # within ~14 degrees of a chosen direction
+            break
+        chosen.append(j)
+        dist = np.minimum(dist, 1.0 - v @ v[j])
+    return v[chosen]
+
+
+def _prune(points: np.ndarray, n_fixed: int, nn: float) -> np.ndarray | None:
+    """Drop added points (index >= n_fixed) that clash or hang by < 3 bonds; None when
+    an original point is left with < 3 neighbours."""
+    keep = np.ones(len(points), dtype=bool)
+    for j in range(n_fixed, len(points)):
+        if not keep[j]:
+            continue
+        d = np.linalg.norm(points[:j][keep[:j]] - points[j], axis=1)
+        if len(d) and d.min() < MIN_DISTANCE * nn:
+            keep[j] = False
+    for _ in range(5):
+        cn = coordination(points[keep], nn)
+        idx = np.flatnonzero(keep)
+        low = idx[cn < MIN_SITE_NEIGHBOURS]
+        if not len(low):
+            break
+        if np.any(low < n_fixed):
+            return None
+        keep[low] = False
+    return np.flatnonzero(keep)
+
+
+class _Search:
+    """State and moves of one completion run."""
+
+    def __init__(self, x, model: _Model, theta, nn, chi, decide, max_dist, moves, rng):
+        self.x = np.array(x, dtype=float)
+        self.ids = np.arange(len(self.x))
+        self.next_id = len(self.x)
+        self.model, self.nn, self.moves = model, nn, tuple(moves)
+        self.h = pair_histogram(self.x, step=model.step, n_bins=model.n_bins)
+        self.theta = theta
+        self.theta, self.rss, self.scale = model.refine(self.h, theta, steps=8)
+        self.chi = chi  # (factor fit, factor screen)
+        self.decide = decide
+        self.max_dist = max_dist
+        self.rng = rng
+        self.accepted: list[Move] = []
+        self.n_evaluated = 0
+        self.since_refine = 0
+
+    # scores ------------------------------------------------------------------------
+    def score(self, rss_old: float, rss_new: float, n_sites: int, screen: bool) -> float:
+        return self.decide(
+            rss_old, rss_new, n_sites, self.chi[1] if screen else self.chi[0]
+        )
+
+    def rw(self, rss: float) -> float:
+        return math.sqrt(rss / self.model.sw) if self.model.sw > 0 else 0.0
+
+    # candidates --------------------------------------------------------------------
+    def _sites(self) -> np.ndarray:
+        sites, _ = vacant_sites(self.x, self.nn)
+        if len(sites):
+            far = np.linalg.norm(sites[:, None] - self.x[None], axis=2).max(axis=1)
+            sites = sites[far < self.max_dist]
+        return sites
+
+    def _removable(self) -> np.ndarray:
+        if len(self.x) <= 4:
+            return np.zeros(0, dtype=int)
+        surf = surface_atoms(self.x, self.nn)
+        nbrs = _neighbour_lists(self.x, self.nn)
+        cn = np.array([len(n) for n in nbrs])
+        ok = []
+        for i in surf:
+            nb = nbrs[i]
+            # no neighbour with >= 3 bonds may drop below 3
+            if np.any((cn[nb] >= MIN_SITE_NEIGHBOURS) & (cn[nb] - 1 < MIN_SITE_NEIGHBOURS)):
+                continue
+            ok.append(i)
+        return np.array(ok, dtype=int)
+
+    def _recuts(self, sites: np.ndarray) -> list[_Candidate]:
+        if len(self.x) < 8:
+            return []
+        try:
+            hull = ConvexHull(self.x)
+        except (QhullError, ValueError):
+            return []
+        eq = hull.equations
+        pts = np.concatenate([self.x, sites]) if len(sites) else self.x
+        n = len(self.x)
+        out, seen = [], set()
+        for u in _bond_directions(self.x, self.nn):
+            t = 0.5 * self.nn * u
+            inside = ((pts - t) @ eq[:, :3].T + eq[:, 3] <= 0.25 * self.nn).all(axis=1)
+            if inside[:n].all() and not inside[n:].any():
+                continue
+            new = np.concatenate([self.x[inside[:n]], pts[n:][inside[n:]]])
+            keep = _prune(new, int(inside[:n].sum()), self.nn)
+            if keep is None:
+                continue
+            kept_old = np.flatnonzero(inside[:n])
+            n_old = len(kept_old)
+            removed = np.setdiff1d(np.arange(n), kept_old[keep[keep < n_old]])
+            added = new[keep[keep >= n_old]]
+            if not len(removed) and not len(added):
+                continue
+            key = (tuple(removed.tolist()), tuple(np.round(added, 2).ravel().tolist()))
+            if key in seen or len(self.x) - len(removed) < 4:
+                continue
+            seen.add(key)
+            if (
+                np.linalg.norm(added[:, None] - self.x[None], axis=2).max(initial=0)
+                >= self.max_dist
+            ):
+                continue
+            out.append(_Candidate("recut", self._edit_dh(removed, added), added, removed))
+        return out
+
+    def _edit_dh(self, removed: np.ndarray, added: np.ndarray) -> np.ndarray:
+        """Exact histogram change of removing atoms ``removed`` then adding ``added``."""
+        step, nb = self.model.step, self.model.n_bins
+        cur = self.x.copy()
+        mask = np.ones(len(cur), dtype=bool)
+        dh = np.zeros(nb)
+        for i in removed:
+            mask[i] = False
+            dh += _deposit_rows(
+                np.linalg.norm(cur[mask] - cur[i], axis=1)[None], step, nb, np.array([-1.0])
+            )[0]
+        rest = cur[mask]
+        for p in added:
+            dh += _deposit_rows(
+                np.linalg.norm(rest - p, axis=1)[None], step, nb, np.ones(1)
+            )[0]
+            rest = np.concatenate([rest, p[None]])
+        return dh
+
+    def _screen(
+        self, cands: list[_Candidate], kern, base: torch.Tensor, rss0: float
+    ) -> None:
+        if not cands:
+            return
+        dh = torch.as_tensor(np.stack([c.dh for c in cands]), dtype=torch.float64)
+        dh = dh.to(self.model.device)
+        with torch.no_grad():
+            rss, _ = self.model.rss(base + self.model.calc(dh, kern, True), True)
+        for c, v in zip(cands, rss.tolist(), strict=True):
+            c.score_screen = self.score(rss0, v, len(c.added) + len(c.removed), True)
+        self.n_evaluated += len(cands)
+
+    def step(self) -> bool:
+        """Screen every move, refine the best few, apply the best that passes."""
+        m = self.model
+        kern = m.kernel(self.theta).detach()
+        h_t = torch.as_tensor(self.h, dtype=torch.float64, device=m.device)
+        with torch.no_grad():
+            base = m.calc(h_t[None], kern, True)[0]
+            rss0_s = float(m.rss(base[None], True)[0][0])
+        sites = (
+            self._sites()
+            if ("add" in self.moves or "swap" in self.moves)
+            else np.zeros((0, 3))
+        )
+        rem = self._removable() if ("remove" in self.moves or "swap" in self.moves) else []
+        step, nb = m.step, m.n_bins
+        adds = [
+            _Candidate("add", dh, s[None], np.zeros(0, dtype=int))
+            for s, dh in zip(sites, _add_histograms(self.x, sites, step, nb), strict=True)
+        ]
+        rems = [
+            _Candidate("remove", dh, np.zeros((0, 3)), np.array([i]))
+            for i, dh in zip(
+                rem, _remove_histograms(self.x, np.asarray(rem, int), step, nb), strict=True
+            )
+        ]
+        self._screen(adds, kern, base, rss0_s)
+        self._screen(rems, kern, base, rss0_s)
+        pool: list[_Candidate] = []
+        if "add" in self.moves:
+            pool += sorted(adds, key=lambda c: -c.score_screen)[:3]
+        if "remove" in self.moves:
+            pool += sorted(rems, key=lambda c: -c.score_screen)[:3]
+        if "swap" in self.moves and adds and rems:
+            swaps = []
+            for a in sorted(adds, key=lambda c: -c.score_screen)[:4]:
+                for r in sorted(rems, key=lambda c: -c.score_screen)[:6]:
+                    i = int(r.removed[0])
+                    p = a.added[0]
+                    if np.linalg.norm(self.x[i] - p) < BOND_MAX * self.nn:
+                        # the site would lose a neighbour: check it keeps >= 3
+                        cnt = np.sum(
+                            np.linalg.norm(self.x - p, axis=1) <= BOND_MAX * self.nn
+                        )
+                        if cnt - 1 < MIN_SITE_NEIGHBOURS:
+                            continue
+                    swaps.append(
+                        _Candidate(
+                            "swap", self._edit_dh(r.removed, a.added), a.added, r.removed
+                        )
+                    )
+            self._screen(swaps, kern, base, rss0_s)
+            pool += sorted(swaps, key=lambda c: -c.score_screen)[:3]
+        if "recut" in self.moves:
+            recuts = self._recuts(sites)
+            self._screen(recuts, kern, base, rss0_s)
+            pool += sorted(recuts, key=lambda c: -c.score_screen)[:2]
+        pool = [c for c in pool if np.isfinite(c.score_screen)]
+        if not pool:
+            return False
+        # the shortlist on the full fit grid at the current parameters ...
+        dh = torch.as_tensor(np.stack([c.dh for c in pool]), dtype=torch.float64)
+        with torch.no_grad():
+            full = m.calc(h_t[None] + dh.to(m.device), kern, False)
+            rss_full, _ = m.rss(full, False)
+        scores = [
+            self.score(self.rss, v, len(c.added) + len(c.removed), False)
+            for c, v in zip(pool, rss_full.tolist(), strict=True)
+        ]
+        # ... the best is applied when it passes at the current parameters (scale refit);
+        # zoomscale, Uiso and delta2 are re-refined every few moves and whenever no move
+        # passes (then the moves are screened again with the new parameters)
+        k = int(np.argmax(scores))
+        if scores[k] > 0:
+            c = pool[k]
+            self._apply(c, (self.theta, float(rss_full[k]), None, self.h + c.dh), scores[k])
+            self.since_refine += 1
+            if self.since_refine >= 5:
+                self.refine_current(steps=1)
+            return True
+        if self.since_refine > 0:
+            return self.refine_current(steps=3)
+        return False
+
+    def refine_current(self, steps: int) -> bool:
+        """Re-refine the parameters of the current structure; True when the RSS fell."""
+        th, rss, s = self.model.refine(self.h, self.theta, steps=steps)
+        self.since_refine = 0
+        if rss < self.rss:
+            self.theta, self.rss, self.scale = th, rss, s
+            return True
+        return False
+
+    def _apply(self, c: _Candidate, fit, score: float) -> None:
+        th, rss, s, h_new = fit
+        n_sites = len(c.added) + len(c.removed)
+        keep = np.ones(len(self.x), dtype=bool)
+        keep[c.removed] = False
+        removed_pos = self.x[c.removed].copy()
+        self.x = np.concatenate([self.x[keep], c.added])
+        self.ids = np.concatenate(
+            [self.ids[keep], np.arange(self.next_id, self.next_id + len(c.added))]
+        )
+        self.next_id += len(c.added)
+        chi = self.chi[0]
+        self.accepted.append(
+            Move(
+                kind=c.kind,
+                added=np.array(c.added, dtype=float).reshape(-1, 3),
+                removed=removed_pos.reshape(-1, 3),
+                removed_index=[int(i) for i in c.removed],
+                n_atoms=len(self.x),
+                rw_before=self.rw(self.rss),
+                rw_after=self.rw(rss),
+                delta_chi2=(self.rss - rss) * chi,
+                penalty=(self.rss - rss) * chi - score if n_sites else 0.0,
+            )
+        )
+        self.h, self.theta, self.rss = h_new, th, rss
+        if s is not None:
+            self.scale = s
+        else:
+            with torch.no_grad():
+                c = self.model.calc(
+                    torch.as_tensor(h_new, dtype=torch.float64, device=self.model.device)[
+                        None
+                    ],
+                    self.model.kernel(th),
+                    False,
+                )
+                self.scale = float(self.model.rss(c, False)[1][0])
+
+    def relax(self, max_iter: int = 25, weight: float = 10.0) -> bool:
+        """Restrained relaxation of all coordinates; applied when it lowers chi^2 and the
+        particle stays physical."""
+        m, nn = self.model, self.nn
+        n = len(self.x)
+        if n < 3:
+            return False
+        i, j = np.triu_indices(n, 1)
+        ti = torch.as_tensor(i, device=m.device)
+        tj = torch.as_tensor(j, device=m.device)
+        x0 = torch.as_tensor(self.x, dtype=torch.float64, device=m.device)
+        d0 = torch.linalg.norm(x0[ti] - x0[tj], dim=1)
+        bonded = d0 <= BOND_MAX * nn
+        kern = m.kernel(self.theta).detach()
+        lim = m.n_bins - 2
+        cn0 = coordination(self.x, nn)
+
+        def fun(flat: np.ndarray) -> tuple[float, np.ndarray]:
+            xv = torch.as_tensor(flat.reshape(n, 3), dtype=torch.float64, device=m.device)
+            xv.requires_grad_(True)
+            d = torch.linalg.norm(xv[ti] - xv[tj], dim=1)
+            xs = (d / m.step).clamp(max=float(lim))
+            k = torch.floor(xs).detach()
+            f = xs - k
+            k = k.long()
+            cnt = torch.zeros(m.n_bins, dtype=torch.float64, device=m.device)
+            cnt = cnt.index_add(0, k, 1.0 - f).index_add(0, k + 1, f)
+            rss, _ = m.rss(m.calc(cnt[None], kern, True), True)
+            close = torch.relu((MIN_DISTANCE + 0.03) * nn - d)
+            stretch = torch.relu(d[bonded] - (BOND_MAX - 0.02) * nn)
+            move = torch.relu(torch.linalg.norm(xv - x0, dim=1) - 0.25 * nn)
+            restr = (close**2).sum() + (stretch**2).sum() + (move**2).sum()
+            loss = rss[0] / m.sw_s + weight * restr / nn**2
+            loss.backward()
+            return float(loss.detach()), xv.grad.cpu().numpy().ravel()
+
+        res = minimize(
+            fun, self.x.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": max_iter}
+        )
+        x_new = np.asarray(res.x, dtype=float).reshape(n, 3)
+        if not np.all(np.isfinite(x_new)):
+            return False
+        cn1 = coordination(x_new, nn)
+        d_min = cKDTree(x_new).query(x_new, k=2)[0][:, 1].min()
+        if d_min < MIN_DISTANCE * nn or np.any(cn1 < np.minimum(cn0, MIN_SITE_NEIGHBOURS)):
+            return False
+        if np.linalg.norm(x_new[:, None] - x_new[None], axis=2).max() >= self.max_dist:
+            return False
+        h_new = pair_histogram(x_new, step=m.step, n_bins=m.n_bins)
+        th, rss, s = m.refine(h_new, self.theta, steps=2)
+        if not rss < self.rss:
+            return False
+        self.accepted.append(
+            Move(
+                kind="relax",
+                added=np.zeros((0, 3)),
+                removed=np.zeros((0, 3)),
+                removed_index=[],
+                n_atoms=n,
+                rw_before=self.rw(self.rss),
+                rw_after=self.rw(rss),
+                delta_chi2=(self.rss - rss) * self.chi[0],
+                penalty=0.0,
+            )
+        )
+        self.x, self.h, self.theta, self.rss, self.scale = x_new, h_new, th, rss, s
+        return True
+
+
+# -- the public function ----------------------------------------------------------------
+
+
+def _structure_input(structure) -> tuple[Any, np.ndarray, str, float]:
+    """(copy of the Structure, xyz, element, mean Uiso) of a monatomic cluster."""
+    import copy
+
+    from diffpy.structure import Structure
+
+    from .structures import atoms_to_structure, structure_arrays
+
+    if isinstance(structure, Structure):
+        stru = copy.deepcopy(structure)
+    elif type(structure).__name__ == "Atoms" and hasattr(structure, "get_positions"):
+        stru = atoms_to_structure(structure)
+    else:
+        raise StructureError(
+            f"expected a diffpy.structure.Structure or ase.Atoms, got {type(structure).__name__}"
+        )
+    xyz, elements, uiso = structure_arrays(stru)
+    if len(set(elements)) != 1:
+        raise StructureError(
+            f"completion handles one element, the structure holds {sorted(set(elements))}"
+        )
+    if len(xyz) < 4:
+        raise StructureError(
+            f"a cluster to complete needs at least 4 atoms, got {len(xyz)}"
+        )
+    u = float(np.mean(uiso))
+    return stru, xyz, elements[0], (u if u > 0 else 0.005)
+
+
+def _pdf_input(pdf) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, float]]:
+    """r, g, dg and header settings of a PDFData or an (r, g[, dg]) tuple."""
+    meta: dict[str, float] = {}
+    if hasattr(pdf, "r") and hasattr(pdf, "g"):
+        r, g, dg = pdf.r, pdf.g, getattr(pdf, "dg", None)
+        for key in ("qmin", "qmax", "qdamp", "qbroad"):
+            v = getattr(pdf, key, None)
+            if v is not None:
+                meta[key] = float(v)
+    elif isinstance(pdf, (tuple, list)) and len(pdf) in (2, 3):
+        r, g = pdf[0], pdf[1]
+        dg = pdf[2] if len(pdf) == 3 else None
+    else:
+        raise PDFDataError("pdf must be a PDFData or a tuple (r, g) or (r, g, dg)")
+    try:
+        r = np.asarray(r, dtype=float)
+        g = np.asarray(g, dtype=float)
+        dg = None if dg is None else np.asarray(dg, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise PDFDataError(f"r, g and dg must be numeric arrays: {exc}") from exc
+    if r.ndim != 1 or g.shape != r.shape or (dg is not None and dg.shape != r.shape):
+        raise PDFDataError("r, g (and dg) must be 1-D arrays of one length")
+    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(g))) or np.any(np.diff(r) <= 0):
+        raise PDFDataError("r and g must be finite and r strictly increasing")
+    if dg is not None and not (np.all(np.isfinite(dg)) and np.all(dg > 0)):
+        raise PDFDataError("dg must be finite and positive")
+    return r, g, dg, meta
+
+
+def _setting(name: str, given, meta: dict[str, float], default, sources: dict[str, str]):
+    if given is not None:
+        sources[name] = "argument"
+        value = given
+    elif name in meta:
+        sources[name] = "header"
+        value = meta[name]
+    else:
+        sources[name] = "default"
+        value = default
+    if value is None:
+        raise ParameterError(f"{name} is not in the data's header; give it explicitly")
+    v = float(value)
+    if not math.isfinite(v) or v < 0:
+        raise ParameterError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def _decider(criterion: str, n_obs: float, alpha: float):
+    if criterion in ("bic", "aic"):
+        pen = _penalty(criterion, n_obs)
+
+        def decide(old: float, new: float, k: int, factor: float) -> float:
+            return (old - new) * factor - pen * k
+
+        return decide, pen
+    if criterion == "hamilton":
+
+        def decide(old: float, new: float, k: int, factor: float) -> float:
+            if new <= 0:
+                return np.inf if old > 0 else -np.inf
+            gain = 0.5 * math.log(old / new) if old > 0 else -np.inf
+            return gain - (math.log(_hamilton_ratio(n_obs, k, 4, alpha)) if k else 0.0)
+
+        return decide, float("nan")
+    raise ParameterError(f"criterion must be 'bic', 'aic' or 'hamilton', got {criterion!r}")
+
+
+def _model_error(xyz, element, theta, scale_n, settings, r_fit, g_fast) -> float:
+    """RMS of scale * (exact Debye G - histogram G) over the fit range, at theta."""
+    dr = float(np.median(np.diff(r_fit)))
+    zoom, uiso, delta2 = (float(v) for v in theta)
+    p = debye.PDFParameters(
+        rmin=0.0,
+        rmax=float(r_fit[-1]) + 2 * dr,
+        rstep=dr,
+        qmin=settings["qmin"],
+        qmax=settings["qmax"],
+        qdamp=settings["qdamp"],
+        qbroad=settings["qbroad"],
+        delta2=delta2,
+    )
+    r_ex, g_ex = debye.pdf_from_arrays(xyz * zoom, element, uiso, p, backend="torch")
+    return float(np.sqrt(np.mean((scale_n * (np.interp(r_fit, r_ex, g_ex) - g_fast)) ** 2)))
+
+
+def complete(
+    structure,
+    pdf,
+    *,
+    qmin: float | None = None,
+    qmax: float | None = None,
+    qdamp: float | None = None,
+    qbroad: float | None = None,
+    rmin: float = 1.5,
+    rmax: float | None = None,
+    max_seconds: float = 60.0,
+    seed: int = 0,
+    moves: Sequence[str] = MOVES,
+    criterion: str = "bic",
+    alpha: float = 0.05,
+    nn: float | None = None,
+    zoomscale: float = 1.0,
+    uiso: float | None = None,
+    delta2: float = 2.0,
+    max_moves: int | None = None,
+    relax_rounds: int = 1,
+    device=None,
+) -> CompletionResult:
+    """Complete a monatomic cluster against a PDF, atom by atom (see the module docs).
+
+    Parameters
+    ----------
+    structure : diffpy.structure.Structure or ase.Atoms
+        The starting cluster (one element; copied, never modified).
+    pdf : PDFData or tuple
+        The data: a :class:`~diffpy_deepstruc.pdfdata.PDFData` (``load_pdf``) or
+        ``(r, g)`` / ``(r, g, dg)`` arrays.
+    qmin, qmax, qdamp, qbroad : float, optional
+        As in :func:`~diffpy_deepstruc.refine.make_recipe`: the argument, else the
+        PDFData header, else qmin 0, qdamp 0.04, qbroad 0 (qmax is required).
+    rmin, rmax : float
+        Fit range (A); rmax defaults to the end of the data.
+    max_seconds : float
+        Wall-time budget of the search (the best structure so far is returned).
+    seed : int
+        Seed of the (deterministic) tie-breaking; kept for reproducible variants.
+    moves : sequence of str
+        Move kinds to use, among :data:`MOVES`.
+    criterion : {"bic", "aic", "hamilton"}
+        Stopping rule: chi^2 must drop by more than ``ln n_obs`` (BIC) or 2 (AIC) per
+        site added or removed; or Hamilton's R-ratio test at level ``alpha``.
+    alpha : float
+        Significance level of the Hamilton test.
+    nn : float, optional
+        Nearest-neighbour distance (A); default :func:`estimate_nn` of the start.
+    zoomscale, uiso, delta2 : float
+        Starting parameters (uiso defaults to the structure's mean Uiso, 0.005 if 0).
+    max_moves : int, optional
+        Most count-changing moves (default: half the atoms + 10).
+    relax_rounds : int
+        Restrained relaxations tried (each followed by a new search when accepted).
+    device : torch device, optional
+
+    Returns
+    -------
+    CompletionResult
+
+    Raises
+    ------
+    StructureError, PDFDataError, ParameterError
+        On a structure of several elements or fewer than 4 atoms, bad data or settings.
+    """
+    t0 = time.perf_counter()
+    stru, xyz, element, u0 = _structure_input(structure)
+    r, g, dg, meta = _pdf_input(pdf)
+    unknown = sorted(set(moves) - set(MOVES))
+    if unknown:
+        raise ParameterError(f"unknown moves {unknown}; choose among {', '.join(MOVES)}")
+    sources: dict[str, str] = {}
+    qmax_v = _setting("qmax", qmax, meta, None, sources)
+    qmin_v = _setting("qmin", qmin, meta, 0.0, sources)
+    settings = {
+        "qmin": qmin_v,
+        "qmax": qmax_v,
+        "qdamp": _setting("qdamp", qdamp, meta, debye.PDFParameters.qdamp, sources),
+        "qbroad": _setting("qbroad", qbroad, meta, debye.PDFParameters.qbroad, sources),
+    }
+    if qmax_v <= qmin_v:
+        raise ParameterError(f"qmax ({qmax_v}) must exceed qmin ({qmin_v})")
+    rmax_v = float(r[-1]) if rmax is None else float(rmax)
+    if not (0 <= rmin < rmax_v):
+        raise ParameterError(f"rmin ({rmin}) must be >= 0 and below rmax ({rmax_v})")
+    m = (r >= rmin) & (r <= rmax_v)
+    if np.count_nonzero(m) < 10:
+        raise ParameterError(f"fit range {rmin}-{rmax_v} A holds fewer than 10 data points")
+    if not max_seconds > 0:
+        raise ParameterError(f"max_seconds must be > 0, got {max_seconds}")
+    nn_v = estimate_nn(xyz) if nn is None else float(nn)
+    if not nn_v > 0:
+        raise ParameterError(f"nn must be > 0, got {nn}")
+    settings.update(rmin=float(rmin), rmax=rmax_v, nn=nn_v, sources=sources)
+    n_obs = independent_points(rmin, rmax_v, qmax_v)
+    decide, pen = _decider(criterion, n_obs, alpha)
+
+    step = HIST_STEP
+    size0 = float(np.linalg.norm(xyz[:, None] - xyz[None], axis=2).max())
+    max_dist = size0 + 3.0 * nn_v
+    n_bins = int(math.floor(max_dist / step)) + 3
+    w = np.ones(np.count_nonzero(m)) if dg is None else 1.0 / dg[m] ** 2
+    model = _Model(r[m], g[m], w, settings, n_bins, step, device)
+    theta0 = torch.tensor(
+        [zoomscale, u0 if uiso is None else float(uiso), delta2], dtype=torch.float64
+    )
+    rng = np.random.default_rng(seed)
+
+    # the start, its parameters and the noise
+    search = _Search(xyz, model, theta0, nn_v, (1.0, 1.0), decide, max_dist, moves, rng)
+    n0 = len(xyz)
+    with torch.no_grad():
+        g_fast = (
+            model.calc(
+                torch.as_tensor(search.h, dtype=torch.float64, device=model.device)[None],
+                model.kernel(search.theta),
+                False,
+            )[0]
+            .cpu()
+            .numpy()
+        )
+    err = _model_error(
+        xyz, element, search.theta.tolist(), search.scale * n0, settings, r[m], g_fast / n0
+    )
+    sigma, source = estimate_noise(
+        r,
+        g,
+        dg,
+        qmax=qmax_v,
+        particle_size=size0 * float(search.theta[0]),
+        rmin=rmin,
+        rmax=rmax_v,
+    )
+    wbar = float(np.mean(w))
+    if sigma is None:
+        var_w = search.rss / model.n_fit
+        sigma = math.sqrt(var_w / wbar)
+    else:
+        var_w = wbar * (sigma**2 + err**2)
+    var_w = max(var_w, 1e-300)
+    search.chi = (n_obs / (model.n_fit * var_w), n_obs / (model.n_scr * var_w))
+    rss_start, theta_start, scale_start = search.rss, search.theta.clone(), search.scale
+    t_setup = time.perf_counter() - t0
+
+    # the search
+    limit = (n0 // 2 + 10) if max_moves is None else int(max_moves)
+    stopped = "converged"
+    t_relax = 0.0
+    rounds = 0
+    while True:
+        while True:
+            if time.perf_counter() - t0 > max_seconds:
+                stopped = "max_seconds"
+                break
+            if sum(mv.kind != "relax" for mv in search.accepted) >= limit:
+                stopped = "max_moves"
+                break
+            if not search.step():
+                break
+        if stopped != "converged" or "relax" not in moves or rounds >= relax_rounds:
+            break
+        rounds += 1
+        tr = time.perf_counter()
+        relaxed = search.relax()
+        t_relax += time.perf_counter() - tr
+        if not relaxed:
+            break
+        if not any(k in moves for k in ("add", "remove", "swap", "recut")):
+            break
+
+    # never worse than the start
+    if not search.rss <= rss_start:  # pragma: no cover - moves only ever lower the RSS
+        search = _Search(
+            xyz, model, theta_start, nn_v, search.chi, decide, max_dist, moves, rng
+        )
+    from .structures import arrays_to_structure
+
+    th = search.theta.tolist()
+    out = arrays_to_structure(
+        search.x, element, uiso=th[1], title=f"{stru.title} completed".strip()
+    )
+    new = search.ids >= n0
+    removed_ids = np.setdiff1d(np.arange(n0), search.ids)
+    total = time.perf_counter() - t0
+    return CompletionResult(
+        structure=out,
+        start=stru,
+        added=search.x[new].copy(),
+        removed=xyz[removed_ids].copy(),
+        moves=list(search.accepted),
+        rw_start=math.sqrt(rss_start / model.sw) if model.sw > 0 else 0.0,
+        rw=search.rw(search.rss),
+        parameters_start={
+            "scale": scale_start * n0,
+            "zoomscale": float(theta_start[0]),
+            "uiso": float(theta_start[1]),
+            "delta2": float(theta_start[2]),
+        },
+        parameters={
+            "scale": search.scale * len(search.x),
+            "zoomscale": th[0],
+            "uiso": th[1],
+            "delta2": th[2],
+        },
+        n_obs=n_obs,
+        noise=float(sigma),
+        noise_source=source,
+        model_error=err,
+        criterion=criterion,
+        settings={
+            **settings,
+            "penalty_per_site": pen,
+            "alpha": alpha,
+            "moves": list(moves),
+        },
+        timings={
+            "setup": t_setup,
+            "search": total - t_setup - t_relax,
+            "relax": t_relax,
+            "total": total,
+        },
+        n_evaluated=search.n_evaluated,
+        stopped=stopped,
+    )
