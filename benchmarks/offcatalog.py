@@ -24,8 +24,9 @@ kind               particles
 ``rods``           rods along low-index directions of fcc, bcc and hcp lattices
 ``large``          250-3000 atoms: icosahedra, decahedra, octahedra, off-centre lattice
                    spheres and twinned fcc particles
-``sp_metals``      s- and p-block metals (Al, Mg, Sn, Pb, Ca, Li, Na, K, Sr, Ba, In, Tl,
-                   Ga, Bi) as ideal and off-centre cuts of their own lattice
+``sp_metals``      s- and p-block metals, particle i of Al, Pb, Mg, Sn, Ca, Li, In, K, Sr,
+                   Na, Ba, Tl, Ga, Bi (i mod 14), as ideal and off-centre cuts of their
+                   own lattice
 =================  ==================================================================
 
 Determinism and independence: particle ``i`` of kind ``k`` is drawn from
@@ -132,6 +133,24 @@ SP_METALS: dict[str, str] = {
     "Ga": "fcc",
     "Bi": "fcc",
 }
+
+#: Order in which the ``sp_metals`` kind visits the metals (particle i: i mod 14).
+SP_ORDER: tuple[str, ...] = (
+    "Al",
+    "Pb",
+    "Mg",
+    "Sn",
+    "Ca",
+    "Li",
+    "In",
+    "K",
+    "Sr",
+    "Na",
+    "Ba",
+    "Tl",
+    "Ga",
+    "Bi",
+)
 
 MAX_SMALL = 200
 
@@ -377,8 +396,9 @@ def _large(rng):
     return (el, *_retry(rng, draw_i, lo, hi))
 
 
-def _sp_metals(rng):
-    el = _pick(rng, SP_METALS)
+def _sp_metals(rng, i: int = 0):
+    # the metals in a fixed order, so any 8 consecutive particles cover 8 of them
+    el = SP_ORDER[i % len(SP_ORDER)]
     lat = SP_METALS[el]
     if lat == "fcc" and rng.random() < 0.5:
         atoms, t, b = _ideal(rng, el, 30, MAX_SMALL)
@@ -386,7 +406,7 @@ def _sp_metals(rng):
     return (el, *_lattice_cut(rng, el, lat, 30, MAX_SMALL))
 
 
-_MAKERS: dict[str, Callable[[np.random.Generator], tuple]] = {
+_MAKERS: dict[str, Callable[..., tuple]] = {
     "offcentre": _offcentre,
     "vacancies": _vacancies,
     "partial_shell": _partial_shell,
@@ -426,7 +446,8 @@ def make_particle(kind: str, i: int, seed: int = DEFAULT_SEED) -> OffCatalogPart
     if kind not in _MAKERS:
         raise ParameterError(f"kind must be one of {KINDS}, got {kind!r}")
     rng = _stream(seed, kind, i)
-    el, atoms, truth_type, builder = _MAKERS[kind](rng)
+    maker = _MAKERS[kind]
+    el, atoms, truth_type, builder = maker(rng, i) if kind == "sp_metals" else maker(rng)
     params = _pdf_params(rng)
     atoms = Atoms(symbols=atoms.get_chemical_symbols(), positions=atoms.positions)
     name = f"{kind}_{i:02d}_{el}_{truth_type}_{len(atoms)}"

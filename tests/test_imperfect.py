@@ -198,9 +198,9 @@ def test_twinned_particle() -> None:
 def test_relax_surface_emt() -> None:
     a = lattice_sphere("Pt", "fcc", 3.3, (0.2, 0.1, 0.3))
     assert 150 < len(a) < 220
-    t0 = time.perf_counter()
+    t0 = time.process_time()  # CPU time: the test VM's cores are shared
     r = relax_surface(a)
-    assert time.perf_counter() - t0 < 4  # < 2 s on an idle core; margin for a shared VM
+    assert time.process_time() - t0 < 2
     assert r.info["relaxation"] == "emt" and 0 < r.info["emt_steps"] <= 40
     assert len(r) == len(a)
     nn = a.info["nn"]
