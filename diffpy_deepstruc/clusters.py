@@ -617,11 +617,13 @@ _LATTICE_FACTORIES = {
 }
 
 
-def _lattice_layer_table(structure_type: str) -> tuple[np.ndarray, np.ndarray]:
+def _lattice_layer_table(
+    structure_type: str, max_layers: int = MAX_LAYERS
+) -> tuple[np.ndarray, np.ndarray]:
     """Positions (nn = 1) and required layer counts of a lattice type, for enumeration.
 
-    Returns ``(xyz[N, 3], need[N, 3])``: the atoms of the cluster cut at ``MAX_LAYERS``
-    in every surface family, as :mod:`ase.cluster` places them (relative to the central
+    Returns ``(xyz[N, 3], need[N, 3])``: the atoms of the cluster cut at ``max_layers``
+    (default ``MAX_LAYERS``; the large-shape library uses more) in every surface family, as :mod:`ase.cluster` places them (relative to the central
     lattice point), and for each atom and family the smallest layer count 1.. whose cut
     keeps it.  The cluster with layers ``l`` is then exactly ``(need <= l).all(1)``:
     the same atoms as the builder, with a vector test instead of one ASE call per
@@ -636,7 +638,7 @@ def _lattice_layer_table(structure_type: str) -> tuple[np.ndarray, np.ndarray]:
         given = [list(x) for x in CUBIC_SURFACES]
         latt = lattice_constant(structure_type, 1.0)
         surfaces = [list(x) for x in CUBIC_SURFACES]
-    big = fac("Cu", surfaces, [MAX_LAYERS] * 3, latt)
+    big = fac("Cu", surfaces, [max_layers] * 3, latt)
     # The block of lattice points ASE cut the big cluster from, relative to its centre.
     size = np.asarray(fac.size, dtype=int)
     hkl = np.array(list(itertools.product(*(range(int(n)) for n in size))), dtype=float)
@@ -652,12 +654,12 @@ def _lattice_layer_table(structure_type: str) -> tuple[np.ndarray, np.ndarray]:
         fam = next(f for f, eq in enumerate(families) if (eq == surf).all(axis=1).any())
         proj = xyz @ fac.miller_to_direction(surf)
         rmax = np.array(
-            [fac.get_layer_distance(surf, k + 0.1) for k in range(1, MAX_LAYERS + 1)]
+            [fac.get_layer_distance(surf, k + 0.1) for k in range(1, max_layers + 1)]
         )
-        # ASE keeps an atom when proj < rmax(l): the smallest such l (MAX_LAYERS + 1: none)
+        # ASE keeps an atom when proj < rmax(l): the smallest such l (max_layers + 1: none)
         req = np.searchsorted(rmax, proj, side="right") + 1
         need[:, fam] = np.maximum(need[:, fam], req)
-    keep = (need <= MAX_LAYERS).all(axis=1)
+    keep = (need <= max_layers).all(axis=1)
     xyz, need = xyz[keep], need[keep]
     if len(xyz) != len(big):  # pragma: no cover - would mean ASE changed its recipe
         raise RuntimeError(
