@@ -222,7 +222,7 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
     outdir : str
         Its result folder.
     options : dict
-        Keyword arguments of :func:`~diffpy_deepstruc.ranking.solve` (``n``,
+        Keyword arguments of :func:`~diffpy_deepstruc.solve.solve` (``n``,
         ``element``, ``seed``, ``qmax``...) plus ``model`` (a checkpoint folder or None
         for the shipped model), ``force`` and ``threads`` (torch threads in this worker).
 
@@ -233,7 +233,7 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
     """
     from .latent import shipped_map_or_none
     from .pdfdata import load_pdf
-    from .ranking import nearest_neighbour_distance, prepare_outdir, solve, write_solution
+    from .solve import nearest_neighbour_distance, prepare_outdir, solve, write_solution
 
     t0 = time.perf_counter()
     row: dict[str, Any] = dict.fromkeys(SERIES_COLUMNS, "")

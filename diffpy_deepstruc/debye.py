@@ -197,7 +197,7 @@ class PDFParameters:
             )
         if self.qmax * (self.rmax + _MAX_EXTENSION) / math.pi > _MAX_Q_POINTS:
             raise ParameterError(
-                f"qmax={self.qmax} with rmax={self.rmax} needs more than "
+                f"qmax={self.qmax:g} with rmax={self.rmax:.6g} needs more than "
                 f"{_MAX_Q_POINTS} Q points; reduce qmax or rmax"
             )
         if self.qdamp < 0:

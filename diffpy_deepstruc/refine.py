@@ -51,7 +51,22 @@ __all__ = [
     "refine_recipe",
     "refined_structure",
     "VARIABLE_BOUNDS",
+    "DEFAULT_QDAMP",
+    "DEFAULT_QBROAD",
+    "DEFAULT_RMIN",
+    "DEFAULT_RMAX",
 ]
+
+#: Defaults of :func:`make_recipe` and of ``deepstruc solve`` (one per setting): a setting
+#: neither given nor in the data's header takes these values, and the output says so.
+#: Qdamp 0 and Qbroad 0 describe an ideal instrument; pass the values calibrated on a
+#: standard (e.g. Ni) for real data.
+DEFAULT_QDAMP: float = 0.0
+DEFAULT_QBROAD: float = 0.0
+#: Fit range (A): below 1.5 A a metal PDF holds only termination ripples; the end is
+#: min(30 A, end of the data).
+DEFAULT_RMIN: float = 1.5
+DEFAULT_RMAX: float = 30.0
 
 #: Variables of :func:`make_recipe` and the ones refined by default.
 RECIPE_VARIABLES = ("scale", "zoomscale", "Uiso", "delta2", "delta1", "qdamp", "qbroad")
@@ -418,7 +433,7 @@ def make_recipe(
     qmax: float | None = None,
     qdamp: float | None = None,
     qbroad: float | None = None,
-    rmin: float = 1.5,
+    rmin: float = DEFAULT_RMIN,
     rmax: float | None = None,
     rstep: float | None = None,
     dg=None,
@@ -445,9 +460,11 @@ def make_recipe(
         Q-range of the data (1/A); taken from the PDFData header when not given.
     qdamp, qbroad : float
         Instrument resolution (1/A), fixed unless listed in ``refine``; default the
-        header values, else 0.04 and 0.
+        header values, else :data:`DEFAULT_QDAMP` and :data:`DEFAULT_QBROAD` (0: an
+        ideal instrument), as ``deepstruc solve``.
     rmin, rmax : float
-        Fit range (A); rmax defaults to the end of the data.
+        Fit range (A); rmax defaults to min(:data:`DEFAULT_RMAX`, end of the data), as
+        ``deepstruc solve``.
     rstep : float, optional
         Spacing of the fit grid (A).  None keeps the data's own points; a coarser step
         has srfit resample the data (``Profile.setCalculationRange(dx=...)``), which
@@ -480,14 +497,18 @@ def make_recipe(
     if qmax is None:
         raise ParameterError("qmax is required (the data's Qmax, 1/A)")
     qmin = 0.0 if qmin is None else qmin
-    qdamp = meta.get("qdamp", debye.PDFParameters.qdamp) if qdamp is None else qdamp
-    qbroad = meta.get("qbroad", debye.PDFParameters.qbroad) if qbroad is None else qbroad
+    if qdamp is None:
+        qdamp = meta.get("qdamp")
+        qdamp = DEFAULT_QDAMP if qdamp is None else qdamp
+    if qbroad is None:
+        qbroad = meta.get("qbroad")
+        qbroad = DEFAULT_QBROAD if qbroad is None else qbroad
     qmin, qmax = _positive("qmin", qmin), _positive("qmax", qmax, allow_zero=False)
     if qmax <= qmin:
         raise ParameterError(f"qmax ({qmax}) must be larger than qmin ({qmin})")
     qdamp, qbroad = _positive("qdamp", qdamp), _positive("qbroad", qbroad)
     rmin = _positive("rmin", rmin)
-    rmax = float(r[-1]) if rmax is None else _positive("rmax", rmax)
+    rmax = min(DEFAULT_RMAX, float(r[-1])) if rmax is None else _positive("rmax", rmax)
     if not (rmin < rmax and np.count_nonzero((r >= rmin) & (r <= rmax)) >= 2):
         raise ParameterError(
             f"fit range {rmin}-{rmax} A holds fewer than two data points "

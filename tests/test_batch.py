@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 from test_solve_cli import cli, tiny_model_dir, write_au_pdf
 
-from diffpy_deepstruc import batch, ranking
+from diffpy_deepstruc import batch
+from diffpy_deepstruc import solve as solve_pkg
+from diffpy_deepstruc.solve import refine as solve_refine
 from diffpy_deepstruc.batch import SERIES_COLUMNS, find_pdf_files, read_series, solve_series
 from diffpy_deepstruc.errors import OutputExistsError, ParameterError, PDFDataError
 
@@ -116,9 +118,9 @@ def test_interrupted_series_resumes(series, tmp_path, model, monkeypatch):
 
     refined = []
     monkeypatch.setattr(
-        ranking,
+        solve_refine,
         "refine_candidate",
-        lambda *a, _r=ranking.refine_candidate, **k: refined.append(1) or _r(*a, **k),
+        lambda *a, _r=solve_refine.refine_candidate, **k: refined.append(1) or _r(*a, **k),
     )
     rc, _, err = _solve(series, out, model, "--workers", 1, "--resume")
     assert rc == 1, err
@@ -136,14 +138,14 @@ def test_interrupted_series_resumes(series, tmp_path, model, monkeypatch):
 
 
 def test_a_crashing_pdf_does_not_stop_the_series(series, tmp_path, model, monkeypatch):
-    real = ranking.solve
+    real = solve_pkg.solve
 
     def flaky(pdf, **kw):
         if str(pdf.source).endswith("a.gr"):
             raise RuntimeError("boom")
         return real(pdf, **kw)
 
-    monkeypatch.setattr(ranking, "solve", flaky)
+    monkeypatch.setattr(solve_pkg, "solve", flaky)
     rows = solve_series(
         [series / "a.gr", series / "b.gr"], tmp_path / "o", model=str(model), n=2
     )

@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_solve_cli import tiny_model_dir, write_au_pdf
 
-from diffpy_deepstruc import ranking
+from diffpy_deepstruc.solve import RefinedCandidate
+from diffpy_deepstruc.solve import refine as solve_refine
 from diffpy_deepstruc.cli import catalog as cli_catalog
 from diffpy_deepstruc.cli import main
 
@@ -127,9 +128,11 @@ class _Stop(Exception):
     """Raised by the stand-in catalog build: the arguments were accepted."""
 
 
-def _fake_refine(structure, r, g, settings, *, dg=None, index=0, latent=(), residual=0.0):
+def _fake_refine(
+    structure, r, g, settings, *, dg=None, index=0, latent=(), residual=0.0, start=None
+):
     sel = (r >= settings.rmin) & (r <= settings.rmax)
-    return ranking.RefinedCandidate(
+    return RefinedCandidate(
         index=index,
         structure=structure,
         rw=0.5 + 0.01 * index,
@@ -156,7 +159,7 @@ def inputs(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _cheap(monkeypatch):
-    monkeypatch.setattr(ranking, "refine_candidate", _fake_refine)
+    monkeypatch.setattr(solve_refine, "refine_candidate", _fake_refine)
     monkeypatch.setattr(cli_catalog, "build_catalog", _fake_build)
     import diffpy_deepstruc.plots as plots
 

@@ -37,7 +37,7 @@ def test_settings_from_header_then_arguments():
         "rmax": "default",
         "rstep": "default",
     }
-    assert (s.rmin, s.rmax, s.rstep) == (1.5, 30.0, 0.05)  # 0.01 A data: resampled
+    assert (s.rmin, s.rmax, s.rstep) == (1.5, 30.0, None)  # the data's own points
     s = resolve_settings(pdf, qmax=20.0, rmax=25.0)
     assert s.qmax == 20.0 and s.sources["qmax"] == "argument" and s.rmax == 25.0
 
@@ -151,7 +151,7 @@ def test_fit_grid_step():
         metadata={"qmax": 25.0},
     )
     s = resolve_settings(coarse)
-    assert s.rstep is None and s.sources["rstep"] == "data"
+    assert s.rstep is None and s.sources["rstep"] == "default"
 
 
 def test_fit_range_end_one_step_past_the_data_is_clipped():

@@ -283,7 +283,7 @@ CLI_CASES: list[tuple[str, str, Callable[[], list], str, str]] = [
         "settings",
         "Qmax too large for the r-grid",
         lambda: solve_args(gr(), "--qmax", "1e6"),
-        "qmax=1000000.0 with rmax=19.975 needs more than 1000000 Q points; reduce qmax or rmax",
+        "qmax=1e+06 with rmax=20 needs more than 1000000 Q points; reduce qmax or rmax",
         "error",
     ),
     (

@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from ..errors import ParameterError
+from ..errors import DeepStrucError, ParameterError
 from ._args import int_range, non_negative_float, path_arg, seed_int, word
 
 #: Upper bounds of -n and --workers (a typo like -n 2000000 would exhaust memory).
@@ -53,7 +53,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--rstep",
         type=non_negative_float,
-        help="fit-grid spacing, A (0.05; finer data are resampled by srfit)",
+        help="fit-grid spacing, A (default: the data's own points, as make_recipe)",
     )
     p.add_argument(
         "--qmin", type=non_negative_float, help="Qmin, 1/A (default: header, else 0)"
@@ -86,8 +86,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=int,
         default=5,
         metavar="K",
-        help="also refine the K shape-library structures of the sampled sizes that best "
+        help="also screen the K shape-library structures of the sampled sizes that best "
         "match the data (5; 0: only the model's samples)",
+    )
+    p.add_argument(
+        "--refine-k",
+        type=int_range(1, MAX_CANDIDATES),
+        default=5,
+        metavar="K",
+        help="distinct candidates, best by the batched screening, refined with srfit (5)",
+    )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default=None,
+        help="torch device of the batched screening (default: cpu)",
     )
     p.add_argument("--force", action="store_true", help="replace an existing result")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -107,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..latent import shipped_map_or_none
     from ..pdfdata import load_pdf
-    from ..ranking import prepare_outdir, solve, write_solution
+    from ..solve import discard_outdir, prepare_outdir, solve, write_solution
 
     if args.force and args.resume:
         raise ParameterError("--force and --resume exclude each other")
@@ -140,11 +153,16 @@ def run(args: argparse.Namespace) -> int:
             rmax=args.rmax,
             rstep=args.rstep,
             library_k=max(0, args.library_k),
-            workers=min(args.workers, args.n),
+            refine_k=args.refine_k,
+            workers=min(args.workers, args.refine_k),
             outdir=outdir,
             resume=args.resume,
             progress=not args.no_progress,
+            device=args.device,
         )
+    except DeepStrucError:
+        discard_outdir(outdir)  # bad input: leave nothing behind that this run made
+        raise
     except KeyboardInterrupt:
         kept = len(list((outdir / "partial").glob("candidate_*.json")))
         print(
@@ -154,30 +172,40 @@ def run(args: argparse.Namespace) -> int:
         )
         raise
     write_solution(result, outdir, latent_map=shipped_map_or_none(model), overwrite=True)
+    print_result(result)
+    print(f"results in {outdir}/ (report.html, ranking.csv, summary.json, fit_XX.png)")
+    return 0
+
+
+def print_result(result) -> None:
+    """The terminal summary of one solve: settings, notes, the ranking."""
+    from ..solve import nearest_neighbour_distance
+
     s = result.settings
-    assumed = [k for k, v in s.sources.items() if v == "default" and k.startswith("q")]
+    rstep = "data points" if s.rstep is None else f"step {s.rstep:g} A"
     print(
-        f"{pdf.source}: {result.element}, fit {s.rmin:g}-{s.rmax:g} A, "
+        f"{result.pdf.source}: {result.element}, fit {s.rmin:g}-{s.rmax:g} A ({rstep}), "
         f"Qmin {s.qmin:g}, Qmax {s.qmax:g}, Qdamp {s.qdamp:g}, Qbroad {s.qbroad:g}"
     )
-    if assumed:
-        print(f"  assumed (not in header, not given): {', '.join(assumed)}")
+    for note in result.notes:
+        print(f"  note: {note}")
     print(
         f"  {result.n_sampled} sampled + {result.n_library} library shapes, "
-        f"{len(result.candidates)} after merging duplicates; "
-        f"{result.timings['total']:.1f} s"
+        f"{len(result.screened)} distinct screened, {len(result.candidates)} refined "
+        f"with srfit; {result.timings['total']:.1f} s"
     )
-    print(f"  {'rank':>4} {'Rw':>8} {'atoms':>5} {'NN (A)':>7}  file  source")
-    from ..ranking import nearest_neighbour_distance
-
+    print(f"  {'rank':>4} {'Rw':>8} {'fits':>5} {'atoms':>5} {'NN (A)':>7}  file  source")
     for k, c in enumerate(result.candidates[:10], start=1):
+        src = c.source if c.source == "model" else c.source.split("{")[0].strip()
+        if c.source == "model":
+            src = f"model sample {c.index}"
         print(
-            f"  {k:>4} {c.rw:8.4f} {c.n_atoms:>5} "
-            f"{nearest_neighbour_distance(c.structure):7.3f}  candidate_{k:02d}.xyz  "
-            f"{c.source if c.source == 'model' else c.source.split('{')[0].strip()}"
+            f"  {k:>4} {c.rw:8.4f} {'yes' if c.consistent else 'no':>5} {c.n_atoms:>5} "
+            f"{nearest_neighbour_distance(c.structure):7.3f}  candidate_{k:02d}.xyz  {src}"
         )
-    print(f"results in {outdir}/ (ranking.csv, summary.json, fit_XX.png, latent.png)")
-    return 0
+    text = (result.consistent_test or {}).get("text")
+    if text:
+        print(f"  {text}")
 
 
 def _check_outdir_only(outdir, force: bool, resume: bool) -> None:

@@ -1,0 +1,250 @@
+"""``solve``: a measured PDF to ranked, srfit-refined candidate structures.
+
+The pipeline, one module per stage::
+
+    settings   -> fit settings and the metal, each with where it came from
+    candidates -> model samples + shape-library matches, near-duplicates grouped
+    screen     -> all candidates refined at once (batched torch, fast model)
+    refine     -> the finalists in the standard srfit recipe (the Rw a user reads)
+    rank       -> near-duplicates merged, ordered by srfit's Rw, consistent set marked
+    report     -> files (ranking.csv, structures, fits, latent map, report.html)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+from ..pdfdata import PDFData, load_pdf
+from .candidates import propose
+from .rank import SolveResult, mark_consistent, merge_near_duplicates
+from .refine import job_payload, refine_finalists, run_key
+from .screen import screen_candidates
+from .settings import resolve_element, resolve_settings
+
+__all__ = ["DEFAULT_REFINE_K", "solve"]
+
+#: Finalists refined with srfit (the screening's best distinct candidates).
+DEFAULT_REFINE_K: int = 5
+
+
+def _check_count(name: str, value: Any, minimum: int) -> int:
+    if not isinstance(value, int | np.integer) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ParameterError(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def solve(
+    pdf: PDFData | str | os.PathLike,
+    *,
+    n: int = 20,
+    element: str | None = None,
+    model: Any = None,
+    seed: int = 0,
+    qmin: float | None = None,
+    qmax: float | None = None,
+    qdamp: float | None = None,
+    qbroad: float | None = None,
+    rmin: float | None = None,
+    rmax: float | None = None,
+    rstep: float | None = None,
+    workers: int = 1,
+    outdir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    merge_tol: float = 0.05,
+    library: Any = "shipped",
+    library_k: int = 5,
+    refine_k: int = DEFAULT_REFINE_K,
+    device: str | None = None,
+) -> SolveResult:
+    """Propose candidate structures for a PDF, refine them and rank them by Rw.
+
+    Parameters
+    ----------
+    pdf : PDFData or path
+        The measured PDF.
+    n : int
+        Samples drawn from the model.
+    element : str, optional
+        The metal; default: the single metal of the header's composition.
+    model : DeepStruc, optional
+        The generator; default :meth:`DeepStruc.pretrained`.
+    seed : int
+        Sampling seed.
+    qmin, qmax, qdamp, qbroad, rmin, rmax, rstep : float, optional
+        Fit settings (argument > header > default, see
+        :func:`~diffpy_deepstruc.solve.settings.resolve_settings`); the same defaults
+        as :func:`diffpy_deepstruc.refine.make_recipe`.
+    workers : int
+        Processes for the srfit refinements of the finalists (1: this one).
+    outdir : path, optional
+        Where finished refinements are kept (``outdir/partial``) as they complete.
+    resume : bool
+        Reuse finished refinements of an interrupted run with the same inputs.
+    progress : bool
+        Progress bars.
+    merge_tol : float
+        Near-duplicate tolerance (A), see :func:`merge_near_duplicates`.
+    library : ShapeLibrary, "shipped" or None
+        Shape library whose best ``library_k`` shapes join the samples.
+    library_k : int
+        Number of library shapes (0: the model's samples alone).
+    refine_k : int
+        Distinct candidates, best by the screening, refined with srfit.
+    device : str, optional
+        Torch device of the screening ("cpu", "cuda"); default CPU.
+
+    Returns
+    -------
+    SolveResult
+        ``candidates``: the finalists, srfit-refined, best first; ``screened``: every
+        distinct candidate with its screening Rw.
+    """
+    from ..generator import DeepStruc
+
+    n = _check_count("n", n, 1)
+    if not isinstance(seed, int | np.integer) or not 0 <= seed < 2**63:
+        raise ParameterError(f"seed must be an integer in 0..2**63-1, got {seed!r}")
+    workers = _check_count("workers", workers, 1)
+    library_k = _check_count("library_k", library_k, 0)
+    refine_k = _check_count("refine_k", refine_k, 1)
+    t0 = time.perf_counter()
+    if not isinstance(pdf, PDFData):
+        pdf = load_pdf(pdf)
+    sym = resolve_element(pdf, element)
+    settings = resolve_settings(
+        pdf, qmin=qmin, qmax=qmax, qdamp=qdamp, qbroad=qbroad, rmin=rmin, rmax=rmax,
+        rstep=rstep,
+    )  # fmt: skip
+    ds = model if model is not None else DeepStruc.pretrained()
+    model_id = str((ds.meta.get("weights") or {}).get("sha256", ds.kind))
+
+    proposals, latents, timings = propose(
+        pdf, settings, sym, ds, n=n, seed=seed, library=library, library_k=library_k,
+        merge_tol=merge_tol,
+    )  # fmt: skip
+
+    t1 = time.perf_counter()
+    screen = screen_candidates(
+        [p.xyz for p in proposals], pdf.r, pdf.g, settings, dg=pdf.dg, device=device
+    )
+    order = np.argsort(screen.rw, kind="stable")
+    timings["screening"] = time.perf_counter() - t1
+    screened = [
+        {
+            "index": proposals[i].index,
+            "source": proposals[i].source,
+            "n_atoms": proposals[i].n_atoms,
+            "screen_rw": float(screen.rw[i]),
+            **screen.parameters(i),
+        }
+        for i in order
+    ]
+
+    finalists = _distinct_best(proposals, order, refine_k, merge_tol)
+    jobs = [
+        job_payload(
+            proposals[i].structure,
+            pdf,
+            settings,
+            index=proposals[i].index,
+            source=proposals[i].source,
+            latent=proposals[i].latent,
+            residual=proposals[i].residual,
+            start=screen.parameters(i),
+            screen_rw=float(screen.rw[i]),
+        )  # fmt: skip
+        for i in finalists
+    ]
+    t1 = time.perf_counter()
+    lib_id = (
+        "none"
+        if library is None or library_k <= 0
+        else f"{getattr(library, 'source', library)}/{library_k}"
+    )
+    key = run_key(pdf, sym, settings, n, int(seed), f"{model_id}/{lib_id}/{refine_k}")
+    refined = refine_finalists(
+        jobs, workers=workers, outdir=outdir, key=key, resume=resume, progress=progress
+    )
+    timings["refinement"] = time.perf_counter() - t1
+
+    by_index = {p.index: p for p in proposals}
+    for c in refined:
+        c.merged.extend(by_index[c.index].absorbed)
+    ranked = merge_near_duplicates(refined, tol=merge_tol)
+    test = mark_consistent(ranked, pdf, settings)
+    timings["total"] = time.perf_counter() - t0
+    return SolveResult(
+        candidates=ranked,
+        settings=settings,
+        element=sym,
+        pdf=pdf,
+        n_sampled=n,
+        timings=timings,
+        model=f"{ds.kind} {model_id[:12]}",
+        seed=int(seed),
+        n_library=sum(p.source.startswith("library") for p in proposals),
+        screened=screened,
+        notes=_notes(settings, sym, ds),
+        consistent_test=test,
+        sample_latents=latents,
+    )
+
+
+def _distinct_best(proposals, order, k: int, tol: float) -> list[int]:
+    """Positions of the ``k`` best-screened proposals that are not the same structure.
+
+    A model sample that is the same structure as a better-screened finalist is recorded
+    in that finalist's ``absorbed`` list (ranking.csv's ``duplicates``).
+    """
+    from .candidates import sorted_distances
+
+    picked: list[int] = []
+    prints: list[np.ndarray] = []
+    for i in order:
+        d = sorted_distances(proposals[i].structure)
+        same = [
+            j
+            for j, p in zip(picked, prints, strict=True)
+            if p.shape == d.shape and (d.size == 0 or float(np.mean(np.abs(p - d))) < tol)
+        ]
+        if same:
+            if proposals[i].source == "model":
+                keeper = proposals[same[0]]
+                keeper.absorbed.extend([proposals[i].index, *proposals[i].absorbed])
+            continue
+        if len(picked) < k:
+            picked.append(int(i))
+            prints.append(d)
+    return picked
+
+
+def _notes(settings, element: str, model) -> list[str]:
+    """What the output must tell the user: assumed settings, an unfamiliar metal."""
+    notes = []
+    assumed = [
+        f"{k} = {getattr(settings, k):g}"
+        for k, v in settings.sources.items()
+        if v == "default" and k in ("qmin", "qdamp", "qbroad")
+    ]
+    if assumed:
+        notes.append(
+            "assumed (not in the header, not given): "
+            + ", ".join(assumed)
+            + "; give the instrument's calibrated values (--qdamp, --qbroad) for real data"
+        )
+    try:
+        from ..elements import nearest_neighbour_distance
+        from ..generator import element_note
+    except ImportError:  # pragma: no cover - older generator without the note
+        return notes
+    note = element_note(model.elements, element, nearest_neighbour_distance(element))
+    if note:
+        notes.append(note)
+    return notes

@@ -1,0 +1,355 @@
+"""Stage 7, report: the files of a solve.
+
+``ranking.csv`` (the finalists, srfit's Rw, the consistent set marked),
+``screening.csv`` (every distinct candidate with its screening Rw),
+``candidate_XX.xyz`` / ``.stru``, ``fit_XX.png``, ``structure_XX.png``, ``latent.png``,
+``summary.json`` (strict JSON) and ``report.html``, a one-page report that links the
+figures.  Every file is written atomically; ``partial/`` is removed at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..fileio import atomic_write_text
+from .candidates import nearest_neighbour_distance
+from .rank import RefinedCandidate, SolveResult
+
+__all__ = ["RANKING_COLUMNS", "SCREENING_COLUMNS", "json_safe", "write_solution"]
+
+RANKING_COLUMNS: tuple[str, ...] = (
+    "rank",
+    "rw",
+    "consistent",
+    "n_atoms",
+    "scale",
+    "zoomscale",
+    "uiso",
+    "delta2",
+    "nn_distance",
+    "screen_rw",
+    "source",
+    "sample",
+    "duplicates",
+    "z1",
+    "z2",
+    "xyz",
+    "stru",
+    "fit_plot",
+)
+SCREENING_COLUMNS: tuple[str, ...] = (
+    "screen_rank",
+    "screen_rw",
+    "n_atoms",
+    "scale",
+    "zoomscale",
+    "uiso",
+    "delta2",
+    "source",
+    "sample",
+)
+
+#: Fit figures drawn (the top of the ranking; every candidate's G(r) is in summary.json).
+N_FIGURES: int = 3
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (strict JSON)."""
+    if isinstance(obj, float | np.floating):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.integer | np.bool_):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def _num(v: Any, digits: int = 6) -> Any:
+    """A CSV cell: rounded finite number, else empty."""
+    if v is None:
+        return ""
+    v = float(v)
+    return round(v, digits) if math.isfinite(v) else ""
+
+
+def _short_source(source: str) -> str:
+    """``library: icosahedron 55 {...}`` -> ``library: icosahedron 55``."""
+    return source.split("{")[0].strip()
+
+
+def _sample(c: RefinedCandidate) -> str:
+    return str(c.index) if c.source == "model" else ""
+
+
+def _duplicates(c: RefinedCandidate) -> str:
+    if not c.merged:
+        return ""
+    return "samples " + ", ".join(str(i) for i in sorted(set(c.merged)))
+
+
+def ranking_rows(result: SolveResult) -> list[dict[str, Any]]:
+    """One row per ranked candidate (the columns of :data:`RANKING_COLUMNS`)."""
+    rows = []
+    for rank, c in enumerate(result.candidates, start=1):
+        p = c.parameters
+        z = [float(v) for v in c.latent] + [float("nan")] * 2
+        rows.append(
+            {
+                "rank": rank,
+                "rw": _num(c.rw),
+                "consistent": "yes" if c.consistent else "no",
+                "n_atoms": c.n_atoms,
+                "scale": _num(p.get("scale")),
+                "zoomscale": _num(p.get("zoomscale")),
+                "uiso": _num(p.get("Uiso")),
+                "delta2": _num(p.get("delta2")),
+                "nn_distance": _num(nearest_neighbour_distance(c.structure), 4),
+                "screen_rw": _num(c.screen_rw),
+                "source": c.source,
+                "sample": _sample(c),
+                "duplicates": _duplicates(c),
+                "z1": _num(z[0]),
+                "z2": _num(z[1]),
+                "xyz": f"candidate_{rank:02d}.xyz",
+                "stru": f"candidate_{rank:02d}.stru",
+                "fit_plot": f"fit_{rank:02d}.png" if rank <= N_FIGURES else "",
+            }
+        )
+    return rows
+
+
+def screening_rows(result: SolveResult) -> list[dict[str, Any]]:
+    """One row per screened candidate (:data:`SCREENING_COLUMNS`)."""
+    n = result.n_sampled
+    return [
+        {
+            "screen_rank": k,
+            "screen_rw": _num(s["screen_rw"]),
+            "n_atoms": s["n_atoms"],
+            "scale": _num(s["scale"]),
+            "zoomscale": _num(s["zoomscale"]),
+            "uiso": _num(s["uiso"]),
+            "delta2": _num(s["delta2"]),
+            "source": s["source"],
+            "sample": s["index"] if s["index"] < n and s["source"] == "model" else "",
+        }
+        for k, s in enumerate(result.screened, start=1)
+    ]
+
+
+def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def write_solution(
+    result: SolveResult,
+    outdir: str | os.PathLike,
+    *,
+    latent_map: tuple[np.ndarray, Sequence[str]] | None = None,
+    sample_latents: np.ndarray | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the files of a solved PDF into ``outdir`` (see the module docstring).
+
+    Parameters
+    ----------
+    result : SolveResult
+        From :func:`~diffpy_deepstruc.solve.solve`.
+    outdir : path
+        Output folder (see :func:`~diffpy_deepstruc.solve.prepare_outdir`).
+    latent_map : (points [M, 2], types), optional
+        The model's structure map, drawn under the samples.
+    sample_latents : ndarray, optional
+        Latent points of all samples (default: ``result.sample_latents``).
+    overwrite : bool
+        Replace files of the same name.
+
+    Returns
+    -------
+    Path
+        ``outdir``.
+    """
+    from ..plots import plot_fit, plot_latent_map
+    from ..structures import write_structure
+
+    out = Path(outdir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = ranking_rows(result)
+    for rank, c in enumerate(result.candidates, start=1):
+        stem = f"candidate_{rank:02d}"
+        write_structure(c.structure, out / f"{stem}.xyz", overwrite=overwrite)
+        write_structure(c.structure, out / f"{stem}.stru", overwrite=overwrite)
+        if rank > N_FIGURES:
+            continue
+        g_obs = np.interp(c.r, result.pdf.r, result.pdf.g)
+        plot_fit(
+            c.r,
+            g_obs,
+            c.g_calc,
+            out / f"fit_{rank:02d}.png",
+            title=f"#{rank}: {result.element}{c.n_atoms}, {_short_source(c.source)}",
+            rw=c.rw,
+            overwrite=overwrite,
+        )
+    _draw_structures(result.candidates[:N_FIGURES], out / "structures.png", overwrite)
+    atomic_write_text(out / "ranking.csv", _csv(rows, RANKING_COLUMNS), overwrite=overwrite)
+    atomic_write_text(
+        out / "screening.csv",
+        _csv(screening_rows(result), SCREENING_COLUMNS),
+        overwrite=overwrite,
+    )
+
+    samples = sample_latents if sample_latents is not None else result.sample_latents
+    samples = np.zeros((0, 2)) if samples is None else np.asarray(samples, float)
+    pts, types = latent_map if latent_map is not None else (np.zeros((0, 2)), [])
+    data_z = {Path(result.pdf.source or "data").stem: samples[0]} if len(samples) else {}
+    plot_latent_map(
+        pts,
+        types,
+        out / "latent.png",
+        samples=samples,
+        data=data_z,
+        title=f"{result.element}: {result.n_sampled} samples",
+        overwrite=overwrite,
+    )
+
+    summary = {
+        "package": f"diffpy-deepstruc {__version__}",
+        "data": result.pdf.source,
+        "element": result.element,
+        "model": result.model,
+        "seed": result.seed,
+        "n_sampled": result.n_sampled,
+        "n_library": result.n_library,
+        "n_screened": len(result.screened),
+        "n_ranked": len(result.candidates),
+        "settings": result.settings.to_dict(),
+        "notes": list(result.notes),
+        "consistent_with_data": result.consistent_test,
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "ranking": rows,
+        "screening": screening_rows(result),
+    }
+    atomic_write_text(
+        out / "summary.json",
+        json.dumps(json_safe(summary), indent=1, allow_nan=False),
+        overwrite=overwrite,
+    )
+    atomic_write_text(out / "report.html", report_html(result, rows), overwrite=overwrite)
+    pdir = out / "partial"
+    if pdir.is_dir():
+        shutil.rmtree(pdir)
+    return out
+
+
+def _draw_structures(
+    candidates: Sequence[RefinedCandidate], path: Path, overwrite: bool
+) -> Path:
+    """The top candidates drawn side by side (ASE rendering), labelled by rank."""
+    from ..plots import plot_structure_row
+    from ..structures import structure_to_atoms
+
+    atoms, labels = [], []
+    for rank, c in enumerate(candidates, start=1):
+        atoms.append(structure_to_atoms(c.structure))
+        label = f"#{rank}: {c.n_atoms} atoms"
+        added = (c.changes or {}).get("added") or []
+        removed = (c.changes or {}).get("removed") or []
+        if added or removed:
+            label += f"\n+{len(added)} / -{len(removed)} (completion)"
+        labels.append(label)
+    return plot_structure_row(atoms, labels, path, overwrite=overwrite)
+
+
+def report_html(result: SolveResult, rows: Sequence[dict[str, Any]]) -> str:
+    """The one-page HTML report (figures linked from the same folder)."""
+    e = html.escape
+    s = result.settings
+    settings_rows = "".join(
+        f"<tr><td>{e(k)}</td><td>{e('data points' if v is None else f'{v:g}')}</td>"
+        f"<td>{e(s.sources.get(k, ''))}</td></tr>"
+        for k, v in (
+            ("qmin", s.qmin),
+            ("qmax", s.qmax),
+            ("qdamp", s.qdamp),
+            ("qbroad", s.qbroad),
+            ("rmin", s.rmin),
+            ("rmax", s.rmax),
+            ("rstep", s.rstep),
+        )
+    )
+    head = (
+        "<tr><th>rank</th><th>Rw (srfit)</th><th>consistent</th><th>atoms</th>"
+        "<th>NN (A)</th><th>zoomscale</th><th>Uiso</th><th>delta2</th><th>source</th>"
+        "<th>files</th></tr>"
+    )
+    body = "".join(
+        f"<tr class='{'ok' if r['consistent'] == 'yes' else ''}'><td>{r['rank']}</td>"
+        f"<td>{r['rw']}</td><td>{r['consistent']}</td><td>{r['n_atoms']}</td>"
+        f"<td>{r['nn_distance']}</td><td>{r['zoomscale']}</td><td>{r['uiso']}</td>"
+        f"<td>{r['delta2']}</td><td>{e(_short_source(r['source']))}</td>"
+        f"<td><a href='{r['xyz']}'>xyz</a> <a href='{r['stru']}'>stru</a></td></tr>"
+        for r in rows
+    )
+    figs = "".join(
+        f"<figure><img src='fit_{k:02d}.png' alt='fit of candidate {k}'></figure>"
+        for k in range(1, min(N_FIGURES, len(rows)) + 1)
+    )
+    figs += "<figure><img src='structures.png' alt='top structures' class='stru'></figure>"
+    test = result.consistent_test or {}
+    notes = "".join(f"<li>{e(n)}</li>" for n in result.notes) or "<li>none</li>"
+    t = result.timings
+    timing = ", ".join(f"{k} {v:.2f} s" for k, v in t.items())
+    title = f"deepstruc solve: {Path(result.pdf.source or 'data').name}"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1100px; margin: 1em auto; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; margin-bottom: 1em; }}
+td, th {{ border: 1px solid #ccc; padding: 2px 6px; text-align: right; }}
+tr.ok td {{ background: #e6f4e6; }}
+figure {{ display: inline-block; margin: 0.3em; text-align: center; }}
+figure img {{ width: 480px; }} figure img.stru {{ width: 600px; }}
+.note {{ color: #555; font-size: 0.9em; }}
+</style></head><body>
+<h1>{e(title)}</h1>
+<p>{e(result.element)}; model {e(result.model)}, seed {result.seed};
+{result.n_sampled} model samples + {result.n_library} library shapes,
+{len(result.screened)} distinct candidates screened, {len(result.candidates)} refined
+with srfit. diffpy-deepstruc {e(__version__)}. Time: {e(timing)}.</p>
+<h2>Settings</h2>
+<table><tr><th>setting</th><th>value</th><th>from</th></tr>{settings_rows}</table>
+<h2>Notes</h2><ul>{notes}</ul>
+<h2>Ranking</h2>
+<p><b>{e(str(test.get("text", "")))}</b></p>
+<table>{head}{body}</table>
+<p class="note">Rw is srfit's, from <code>make_recipe</code> + <code>refine_recipe</code>
+with the settings above (scale, zoomscale, Uiso, delta2 refined); green rows are
+consistent with the data. Every screened candidate: <a href="screening.csv">screening.csv</a>.</p>
+<h2>Fits and structures</h2>
+{figs}
+<h2>Latent map</h2>
+<figure><img src="latent.png" alt="latent map" style="width:520px"></figure>
+</body></html>
+"""
