@@ -178,6 +178,8 @@ def test_incomplete_shell(shape: str, args: dict, full: int | None) -> None:
     assert len(seen) == kept
     with pytest.raises(ParameterError, match="fraction"):
         incomplete_shell("Pd", shape, args, 1.0)
+    with pytest.raises(ParameterError, match="arguments"):
+        incomplete_shell("Pd", shape, {"nope": 3}, 0.5)
 
 
 def test_twinned_particle() -> None:
@@ -193,6 +195,8 @@ def test_twinned_particle() -> None:
         twin_sequence(7, [6])
     with pytest.raises(ParameterError, match="twins"):
         twin_sequence(7, [])
+    with pytest.raises(ParameterError, match="twins"):
+        twin_sequence(7, ["x"])
 
 
 def test_relax_surface_emt() -> None:
