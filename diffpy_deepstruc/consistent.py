@@ -38,7 +38,9 @@ Where the noise comes from (:func:`estimate_noise`, in this order):
 1. the file's dG column, when present (root mean square over the fit range);
 2. the high-r tail of the data beyond the particle (``tail_from``: where the caller
    knows G(r) must be zero, e.g. beyond the best candidate's diameter plus a few A;
-   the rms about a straight line through at least 20 points and 2 pi / Qmax);
+   the rms after removing a line and the slow ripples of Q <= max(2 Qmin, 1.5 1/A)
+   that Qmin truncation and backgrounds leave there; at least 20 points and
+   2 pi / Qmax);
 3. the difference curve of the best fit (its rms): an *upper bound*, since it
    includes whatever misfit the model leaves.
 
@@ -243,9 +245,34 @@ def _arrays(r, g, g_calc, dg):
             raise PDFDataError(f"{name} has {a.size} points, r has {r.size}")
     if not (np.all(np.isfinite(r)) and np.all(np.isfinite(g))):
         raise PDFDataError("r and g must be finite")
-    if gc is not None and not np.all(np.isfinite(gc)):
-        raise PDFDataError("g_calc must be finite")
     return r, g, gc, d
+
+
+def _tail_noise(
+    r: np.ndarray, g: np.ndarray, qmax: float | None, qmin: float | None
+) -> float | None:
+    """Noise of a tail where G(r) should be zero, after removing slow ripples.
+
+    Beyond the particle a measured G(r) still carries slow oscillations (Qmin
+    truncation, small-angle scattering, background errors) that are not noise.  A line
+    and sines and cosines of r with Q <= ``q_cut`` (2 Qmin, at least 1.5 1/A) are
+    fitted and removed; the noise's share in that band, ``n_basis / n_independent``, is
+    given back to the variance.  None when the tail is too short for this.
+    """
+    span = float(r[-1] - r[0])
+    q_cut = max(2.0 * float(qmin or 0.0), 1.5)
+    dq = math.pi / span
+    qs = np.arange(dq, q_cut + 0.5 * dq, dq)
+    cols = [np.ones_like(r), r - r.mean()]
+    cols += [f(q * r) for q in qs for f in (np.sin, np.cos)]
+    basis = np.stack(cols, axis=1)
+    n_ind = span * float(qmax) / math.pi if qmax else float(r.size)
+    n_ind = min(n_ind, float(r.size))
+    if n_ind - basis.shape[1] < 10 or r.size <= basis.shape[1]:
+        return None
+    coef, *_ = np.linalg.lstsq(basis, g, rcond=None)
+    res = g - basis @ coef
+    return float(np.sqrt(np.mean(res**2) / (1.0 - basis.shape[1] / n_ind)))
 
 
 def estimate_noise(
@@ -256,6 +283,7 @@ def estimate_noise(
     *,
     tail_from: float | None = None,
     qmax: float | None = None,
+    qmin: float | None = None,
     rmin: float | None = None,
     rmax: float | None = None,
 ) -> NoiseEstimate:
@@ -270,11 +298,12 @@ def estimate_noise(
     dg : ndarray, optional
         The file's dG column; used when given with at least one positive value.
     tail_from : float, optional
-        r (A) beyond which G(r) is known to be zero (beyond the particle); its rms about
-        a straight line is the noise when the tail has >= 20 points and spans at least
-        ``2 pi / qmax``.
-    qmax : float, optional
-        Qmax (1/A), for the tail's minimum length (default: 20 points suffice).
+        r (A) beyond which G(r) is known to be zero (beyond the particle); its rms,
+        after removing a line and slow ripples (Q <= max(2 Qmin, 1.5 1/A)), is the noise
+        when the tail has >= 20 points and spans at least ``2 pi / qmax``.
+    qmax, qmin : float, optional
+        Q-range (1/A): the tail's minimum length and independent points, and the band
+        of slow ripples removed.
     rmin, rmax : float, optional
         Fit range for the dG and difference estimates (default: all points).
 
@@ -302,16 +331,14 @@ def estimate_noise(
         span = float(r[t][-1] - r[t][0]) if t.sum() > 1 else 0.0
         need = 0.0 if qmax is None else 2 * math.pi / float(qmax)
         if t.sum() >= MIN_TAIL_POINTS and span >= need:
-            rt, gt = r[t], g[t]
-            coef = np.polyfit(rt, gt, 1)
-            res = gt - np.polyval(coef, rt)
-            sigma = float(np.sqrt(np.sum(res**2) / (res.size - 2)))
-            return NoiseEstimate(
-                sigma,
-                "tail",
-                f"rms of the data beyond the particle, r > {float(tail_from):.3g} A "
-                f"({res.size} points)",
-            )
+            sigma = _tail_noise(r[t], g[t], qmax, qmin)
+            if sigma is not None:
+                return NoiseEstimate(
+                    sigma,
+                    "tail",
+                    f"rms of the data beyond the particle, r > {float(tail_from):.3g} A "
+                    f"({int(t.sum())} points, slow ripples removed)",
+                )
     if gc is not None:
         ok = sel & np.isfinite(gc)
         if ok.sum() >= 2:
@@ -502,12 +529,22 @@ def assess(
         f" (Hamilton R-ratio test, alpha = {alpha:g}: Rw / Rw_best <= {thr:.3f} "
         f"with {n:.0f} independent points and {m} parameters)"
     )
-    if math.isfinite(rexp) and math.isfinite(rw_best):
-        if rw_best <= 1.5 * rexp:
-            text += f"; the best fit reaches the noise (expected Rw {rexp:.3f})"
+    if noise is not None and noise.source == "difference":
+        text += (
+            "; no independent noise estimate (no dG, no tail beyond the particle), so "
+            "whether the best fit reaches the noise is not known"
+        )
+    elif math.isfinite(rexp) and math.isfinite(rw_best):
+        if rw_best < 0.67 * rexp:
+            text += (
+                f"; the best fit is below the Rw the noise allows (expected {rexp:.2g}, "
+                f"noise from {noise.source}): the noise is overestimated"
+            )
+        elif rw_best <= 1.5 * rexp:
+            text += f"; the best fit reaches the noise (expected Rw {rexp:.2g})"
         else:
             text += (
-                f"; the best fit leaves misfit beyond the noise (expected Rw {rexp:.3f}, "
+                f"; the best fit leaves misfit beyond the noise (expected Rw {rexp:.2g}, "
                 f"noise from {noise.source}), so the set is wider than the noise alone "
                 "would allow"
             )

@@ -95,6 +95,10 @@ def test_estimate_noise_sources():
     assert est.source == "dG" and float(est) == pytest.approx(0.02)
     est = estimate_noise(r, noisy, tail_from=22.0, qmax=QMAX)
     assert est.source == "tail" and float(est) == pytest.approx(0.02, rel=0.15)
+    # slow ripples beyond the particle (Qmin truncation) are not noise
+    rippled = noisy + 0.1 * np.sin(0.7 * r + 0.3)
+    est = estimate_noise(r, rippled, tail_from=22.0, qmax=QMAX, qmin=QMIN)
+    assert float(est) == pytest.approx(0.02, rel=0.15)
     # a tail too short falls back to the difference curve (an upper bound)
     est = estimate_noise(r, noisy, clean + 0.01, tail_from=39.9, qmax=QMAX)
     assert est.source == "difference" and est.sigma > 0.02
