@@ -50,6 +50,7 @@ __all__ = [
     "make_recipe",
     "refine_recipe",
     "refined_structure",
+    "srfit_rw",
     "VARIABLE_BOUNDS",
     "DEFAULT_QDAMP",
     "DEFAULT_QBROAD",
@@ -623,6 +624,7 @@ def refine_recipe(
     xtol: float = 1e-8,
     gtol: float = 1e-8,
     method: str = "trf",
+    uncertainties: bool = True,
 ) -> RefinementResult:
     """Refine the free variables of ``recipe`` with ``scipy.optimize.least_squares``.
 
@@ -650,6 +652,21 @@ def refine_recipe(
         start = np.clip(x0, lb, ub)
         sol = least_squares(recipe.residual, start, bounds=(lb, ub), **opts)
     recipe.residual(sol.x)  # leave the recipe at the solution
+    if not uncertainties:
+        values = {n: float(v) for n, v in zip(names, sol.x, strict=True)}
+        for par in recipe._tagmanager.union(recipe._fixedtag):
+            if not par.constrained:
+                values[par.name] = float(par.value)
+        return RefinementResult(
+            rw=srfit_rw(recipe),
+            values=values,
+            uncertainties={},
+            fit_results=None,
+            success=bool(sol.success),
+            message=str(sol.message),
+            nfev=int(sol.nfev),
+            seconds=time.perf_counter() - t0,
+        )
     with np.errstate(divide="ignore", invalid="ignore"):
         # a variable pinned at a bound makes srfit's covariance singular: its
         # uncertainty is then reported as inf/nan instead of warning
@@ -668,6 +685,27 @@ def refine_recipe(
         nfev=int(sol.nfev),
         seconds=time.perf_counter() - t0,
     )
+
+
+def srfit_rw(recipe: FitRecipe) -> float:
+    """Rw of a recipe's current state, computed as srfit's ``FitResults`` does.
+
+    ``sqrt(sum_c w_c chi2_c / sum_c w_c sum (y/dy)^2)`` over the contributions ``c``
+    with weights ``w_c``, ``chi2_c = sum ((y - ycalc)/dy)^2`` on each fit range.
+    """
+    recipe._prepare()
+    recipe.residual()  # refresh every contribution's ycalc
+    chi2 = 0.0
+    yw2 = 0.0
+    for con, weight in zip(recipe._contributions.values(), recipe._weights, strict=True):
+        prof = con.profile
+        y, ycalc, dy = (np.asarray(a, dtype=float) for a in (prof.y, prof.ycalc, prof.dy))
+        c = float(np.sum((np.abs(y - ycalc) / dy) ** 2))
+        yw = np.abs(y) / dy
+        t = float(np.dot(yw, yw)) or 1.0
+        chi2 += weight * c
+        yw2 += weight * t
+    return math.sqrt(chi2 / yw2) if yw2 > 0 else 0.0
 
 
 @dataclass
@@ -731,13 +769,14 @@ def refined_structure(recipe: FitRecipe, name: str = "cluster"):
 def fit_structure(structure, r, g=None, **kwargs) -> FitOutcome:
     """Build the recipe (:func:`make_recipe`), refine it, return the refined cluster.
 
-    ``kwargs`` go to :func:`make_recipe`, except ``max_nfev`` which goes to
-    :func:`refine_recipe`.
+    ``kwargs`` go to :func:`make_recipe`, except ``max_nfev`` and ``uncertainties``
+    which go to :func:`refine_recipe`.
     """
     max_nfev = kwargs.pop("max_nfev", None)
+    uncertainties = kwargs.pop("uncertainties", True)
     name = kwargs.setdefault("name", "cluster")
     recipe = make_recipe(structure, r, g, **kwargs)
-    result = refine_recipe(recipe, max_nfev=max_nfev)
+    result = refine_recipe(recipe, max_nfev=max_nfev, uncertainties=uncertainties)
     contribution = getattr(recipe, name)
     refined = refined_structure(recipe, name)
     prof = contribution.profile

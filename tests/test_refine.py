@@ -298,3 +298,25 @@ def test_make_recipe_errors():
         refine.make_recipe(
             cluster_structure(xyz[:1], ["Pt"]), r, g, qmax=22, backend="torch"
         )
+
+
+def test_rw_without_fitresults_is_srfits():
+    """refine_recipe(uncertainties=False) reports the Rw srfit's FitResults gives."""
+    from ase.cluster import Icosahedron
+    from diffpy.srfit.fitbase import FitResults
+
+    from diffpy_deepstruc.debye import PDFParameters, pdf_from_arrays
+    from diffpy_deepstruc.refine import make_recipe, refine_recipe, srfit_rw
+    from diffpy_deepstruc.structures import atoms_to_structure
+
+    atoms = Icosahedron("Au", 3)
+    p = PDFParameters(rmax=15, rstep=0.02, qmin=0.8, qmax=24, qdamp=0.03, delta2=2)
+    r, g = pdf_from_arrays(atoms.get_positions() * 1.01, "Au", 0.007, p)
+    g = g + np.random.default_rng(3).normal(0, 0.01 * np.abs(g).max(), g.shape)
+    recipe = make_recipe(atoms_to_structure(atoms), r, g, qmin=0.8, qmax=24, qdamp=0.03)
+    fast = refine_recipe(recipe, uncertainties=False)
+    assert fast.fit_results is None and fast.uncertainties == {}
+    assert fast.rw == pytest.approx(FitResults(recipe).rw, rel=1e-12)
+    assert srfit_rw(recipe) == pytest.approx(fast.rw, rel=1e-12)
+    assert set(fast.values) >= {"scale", "zoomscale", "Uiso", "delta2", "qdamp"}
+    assert fast.values["zoomscale"] == pytest.approx(1.01, abs=2e-3)

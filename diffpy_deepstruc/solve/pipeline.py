@@ -239,11 +239,9 @@ def _notes(settings, element: str, model) -> list[str]:
             + ", ".join(assumed)
             + "; give the instrument's calibrated values (--qdamp, --qbroad) for real data"
         )
-    try:
-        from ..elements import nearest_neighbour_distance
-        from ..generator import element_note
-    except ImportError:  # pragma: no cover - older generator without the note
-        return notes
+    from ..elements import nearest_neighbour_distance
+    from ..generator import element_note
+
     note = element_note(model.elements, element, nearest_neighbour_distance(element))
     if note:
         notes.append(note)

@@ -108,6 +108,7 @@ def refine_candidate(
         rmin=settings.rmin,
         rmax=settings.rmax,
         rstep=settings.rstep,
+        uncertainties=False,  # Rw by srfit's formula; no covariance needed here
         **(start or {}),
     )
     return RefinedCandidate(
