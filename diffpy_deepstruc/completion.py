@@ -77,6 +77,7 @@ MIN_DISTANCE = 0.85
 BOND_MAX = 1.12
 #: An added site needs at least this many occupied neighbours.
 MIN_SITE_NEIGHBOURS = 3
+SETTING_KEYS = ("qmin", "qmax", "qdamp", "qbroad")
 #: Bounds of the refined parameters (as refine.VARIABLE_BOUNDS; Uiso > 0 for the model).
 _BOUNDS = {"zoomscale": (0.7, 1.3), "uiso": (1e-4, 0.1), "delta2": (0.0, 10.0)}
 
@@ -459,16 +460,18 @@ def estimate_noise(
     particle_size: float,
     rmin: float,
     rmax: float,
+    model: np.ndarray | None = None,
     min_points: float = 20.0,
 ) -> tuple[float | None, str]:
     """Noise standard deviation of G(r) per point, and how it was found.
 
     1. ``dg`` given: the root mean square of dG over the fit range (``"dg"``).
-    2. Otherwise, G beyond the particle: a cluster's G(r) is zero past its diameter, so
-       what the data hold at ``r > particle_size + 3 A`` is noise; its root mean square
-       is the estimate when that range spans at least ``min_points`` independent
-       points (``"tail"``).  The estimate is high when the real particle is larger
-       than ``particle_size`` (conservative: fewer moves accepted).
+    2. Otherwise, G beyond the particle: a cluster's G(r) past its diameter holds only
+       the ripples of the finite Q-range (which the fitted model reproduces) and noise,
+       so the root mean square of ``g - model`` at ``r > particle_size + 3 A`` is the
+       estimate when that range spans at least ``min_points`` independent points
+       (``"tail"``).  The estimate is high when the real particle is larger than
+       ``particle_size`` (conservative: fewer moves accepted).
     3. Neither: None (``"residual"``); :func:`complete` then uses the start's misfit,
        ``RSS / N``, which makes the rule Hamilton-like and conservative.
 
@@ -482,6 +485,8 @@ def estimate_noise(
         Largest interatomic distance of the model (A, zoomscale applied).
     rmin, rmax : float
         Fit range (A).
+    model : ndarray, optional
+        The fitted model's G on ``r`` (scale applied), subtracted from the tail.
     min_points : float
         Independent points the tail must span.
 
@@ -496,7 +501,8 @@ def estimate_noise(
     start = particle_size + 3.0
     m = r > start
     if np.count_nonzero(m) >= 2 and (r[-1] - start) * qmax / math.pi >= min_points:
-        return float(np.sqrt(np.mean(g[m] ** 2))), "tail"
+        tail = g[m] if model is None else g[m] - np.asarray(model, dtype=float)[m]
+        return float(np.sqrt(np.mean(tail**2))), "tail"
     return None, "residual"
 
 
@@ -588,11 +594,19 @@ class _Model:
     ) -> tuple[torch.Tensor, float, float]:
         """Levenberg-Marquardt steps on (zoomscale, Uiso, delta2) with the scale
         projected out, on the full fit grid.  Returns theta, RSS and the scale."""
-        cnt = torch.as_tensor(counts, dtype=torch.float64, device=self.device)
+        counts = np.asarray(counts, dtype=float)
+        nz = np.flatnonzero(counts[1:]) + 1  # the d = 0 bin carries no signal
+        t = torch.float64
+        d = torch.as_tensor(nz * self.step, dtype=t, device=self.device)[None]
+        wt = torch.as_tensor(counts[nz], dtype=t, device=self.device)[None]
+        one = torch.ones(1, dtype=t, device=self.device)
         sqw = torch.sqrt(self.w)
 
+        def model(th: torch.Tensor) -> torch.Tensor:
+            return self.hp.g_sparse(d, wt, one, th[0:1], th[1:2], th[2:3])[0]
+
         def resid(th: torch.Tensor) -> torch.Tensor:
-            c = self.calc(cnt, self.kernel(th), screen=False)
+            c = model(th)
             gc = (self.w * self.g * c).sum()
             cc = (self.w * c * c).sum().clamp_min(1e-300)
             return sqw * (self.g - (gc / cc).clamp_min(0.0) * c)
@@ -626,7 +640,7 @@ class _Model:
             if not improved or cost <= 1e-30 or cost > (1 - 1e-7) * prev:
                 break
         with torch.no_grad():
-            rss, s = self.rss(self.calc(cnt[None], self.kernel(theta), False), False)
+            rss, s = self.rss(model(theta)[None], False)
         return theta, float(rss[0]), float(s[0])
 
 
@@ -689,6 +703,45 @@ def _remove_histograms(
     h = _deposit_rows(d, step, n_bins, -np.ones(len(idx)))
     h[:, 0] += 1.0  # the atom's zero distance to itself
     return h
+
+
+def _edit_dh(
+    x: np.ndarray, removed: np.ndarray, added: np.ndarray, step: float, n_bins: int
+) -> np.ndarray:
+    """Exact histogram change of removing atoms ``removed`` (indices into ``x``) and then
+    adding the sites ``added``: O((removed + added) * N)."""
+    mask = np.ones(len(x), dtype=bool)
+    mask[np.asarray(removed, dtype=int)] = False
+    rest = x[mask]
+    dh = np.zeros(n_bins)
+    if len(removed):
+        gone = x[np.asarray(removed, dtype=int)]
+        # pairs removed atom - remaining atom, and pairs among the removed atoms
+        dh -= _deposit_rows(
+            np.linalg.norm(gone[:, None] - rest[None], axis=2),
+            step,
+            n_bins,
+            np.ones(len(gone)),
+        ).sum(axis=0)
+        if len(gone) > 1:
+            i, j = np.triu_indices(len(gone), 1)
+            dh -= _deposit_rows(
+                np.linalg.norm(gone[i] - gone[j], axis=1)[None], step, n_bins, np.ones(1)
+            )[0]
+    if len(added):
+        new = np.asarray(added, dtype=float).reshape(-1, 3)
+        dh += _deposit_rows(
+            np.linalg.norm(new[:, None] - rest[None], axis=2),
+            step,
+            n_bins,
+            np.ones(len(new)),
+        ).sum(axis=0)
+        if len(new) > 1:
+            i, j = np.triu_indices(len(new), 1)
+            dh += _deposit_rows(
+                np.linalg.norm(new[i] - new[j], axis=1)[None], step, n_bins, np.ones(1)
+            )[0]
+    return dh
 
 
 # -- the search -------------------------------------------------------------------------
@@ -764,6 +817,7 @@ class _Search:
         self.accepted: list[Move] = []
         self.n_evaluated = 0
         self.since_refine = 0
+        self.n_top = 80
 
     # scores ------------------------------------------------------------------------
     def score(self, rss_old: float, rss_new: float, n_sites: int, screen: bool) -> float:
@@ -836,118 +890,236 @@ class _Search:
         return out
 
     def _edit_dh(self, removed: np.ndarray, added: np.ndarray) -> np.ndarray:
-        """Exact histogram change of removing atoms ``removed`` then adding ``added``."""
-        step, nb = self.model.step, self.model.n_bins
-        cur = self.x.copy()
-        mask = np.ones(len(cur), dtype=bool)
-        dh = np.zeros(nb)
-        for i in removed:
-            mask[i] = False
-            dh += _deposit_rows(
-                np.linalg.norm(cur[mask] - cur[i], axis=1)[None], step, nb, np.array([-1.0])
-            )[0]
-        rest = cur[mask]
-        for p in added:
-            dh += _deposit_rows(
-                np.linalg.norm(rest - p, axis=1)[None], step, nb, np.ones(1)
-            )[0]
-            rest = np.concatenate([rest, p[None]])
-        return dh
+        return _edit_dh(self.x, removed, added, self.model.step, self.model.n_bins)
 
-    def _screen(
-        self, cands: list[_Candidate], kern, base: torch.Tensor, rss0: float
-    ) -> None:
-        if not cands:
-            return
-        dh = torch.as_tensor(np.stack([c.dh for c in cands]), dtype=torch.float64)
-        dh = dh.to(self.model.device)
-        with torch.no_grad():
-            rss, _ = self.model.rss(base + self.model.calc(dh, kern, True), True)
-        for c, v in zip(cands, rss.tolist(), strict=True):
-            c.score_screen = self.score(rss0, v, len(c.added) + len(c.removed), True)
-        self.n_evaluated += len(cands)
+    def _valid(self, removed: np.ndarray, added: np.ndarray) -> bool:
+        """The edited cluster is physical: added atoms >= MIN_DISTANCE nn from all atoms
+        and with >= 3 neighbours; no atom that had >= 3 neighbours falls below 3."""
+        nn = self.nn
+        keep = np.ones(len(self.x), dtype=bool)
+        keep[np.asarray(removed, dtype=int)] = False
+        new = np.concatenate([self.x[keep], np.asarray(added, dtype=float).reshape(-1, 3)])
+        n_old = int(keep.sum())
+        if len(new) < 4:
+            return False
+        if len(added):
+            d = np.linalg.norm(new[n_old:, None] - new[None], axis=2)
+            d[np.arange(len(added)), n_old + np.arange(len(added))] = np.inf
+            if d.min() < MIN_DISTANCE * nn:
+                return False
+            if np.any((d <= BOND_MAX * nn).sum(axis=1) < MIN_SITE_NEIGHBOURS):
+                return False
+        # atoms near a change keep their bonds
+        changed = np.concatenate([self.x[~keep], new[n_old:]])
+        near = np.flatnonzero(
+            np.linalg.norm(new[:, None] - changed[None], axis=2).min(axis=1) <= 1.5 * nn
+        )
+        cn_new = (
+            np.sum(np.linalg.norm(new[near, None] - new[None], axis=2) <= BOND_MAX * nn, 1)
+            - 1
+        )
+        old_idx = np.flatnonzero(keep)
+        cn_old = np.full(len(near), MIN_SITE_NEIGHBOURS)
+        is_old = near < n_old
+        if np.any(is_old):
+            xo = self.x[old_idx[near[is_old]]]
+            cn_old[is_old] = (
+                np.sum(
+                    np.linalg.norm(xo[:, None] - self.x[None], axis=2) <= BOND_MAX * nn, 1
+                )
+                - 1
+            )
+        return bool(np.all(cn_new >= np.minimum(cn_old, MIN_SITE_NEIGHBOURS)))
+
+    def _pair_curves(self, d: np.ndarray, kc: torch.Tensor) -> torch.Tensor:
+        """G change ``[B, nr]`` of one pair at each distance ``d`` (linear split)."""
+        x = d / self.model.step
+        k = np.floor(x).astype(np.int64)
+        f = torch.as_tensor(x - k, dtype=torch.float64, device=kc.device)[:, None]
+        kt = torch.as_tensor(k, device=kc.device)
+        return (1.0 - f) * kc[kt] + f * kc[kt + 1]
+
+    def _combos(self, kind, ia, ib, pa, pb, ca, cb, sign, kc, base, rss0, n_keep):
+        """Best ``n_keep`` of the combined moves (a[ia] with b[ib]) by screening score:
+        G change ``ca[ia] + cb[ib] + sign * pair(a, b)``; returns (score, ia, ib)."""
+        out = []
+        for lo in range(0, len(ia), 4096):
+            sl = slice(lo, lo + 4096)
+            d = np.linalg.norm(pa[ia[sl]] - pb[ib[sl]], axis=1)
+            with torch.no_grad():
+                cur = ca[ia[sl]] + cb[ib[sl]] + sign * self._pair_curves(d, kc)
+                rss, _ = self.model.rss(base + cur, True)
+            sc = np.array([self.score(rss0, v, 2, True) for v in rss.tolist()])
+            top = np.argsort(-sc)[: 4 * n_keep]
+            out += [(sc[t], ia[lo + t], ib[lo + t]) for t in top]
+        self.n_evaluated += len(ia)
+        out.sort(key=lambda t: -t[0])
+        return out
 
     def step(self) -> bool:
         """Screen every move, refine the best few, apply the best that passes."""
-        m = self.model
+        m, nn = self.model, self.nn
         kern = m.kernel(self.theta).detach()
-        h_t = torch.as_tensor(self.h, dtype=torch.float64, device=m.device)
         with torch.no_grad():
-            base = m.calc(h_t[None], kern, True)[0]
-            rss0_s = float(m.rss(base[None], True)[0][0])
-        sites = (
-            self._sites()
-            if ("add" in self.moves or "swap" in self.moves)
-            else np.zeros((0, 3))
-        )
-        rem = self._removable() if ("remove" in self.moves or "swap" in self.moves) else []
+            kc = kern @ m.sine_s  # G change [n_bins, nr] of one pair at each grid point
+            h_t = torch.as_tensor(self.h, dtype=torch.float64, device=m.device)
+            base = h_t @ kc
+            rss0 = float(m.rss(base[None], True)[0][0])
         step, nb = m.step, m.n_bins
-        adds = [
-            _Candidate("add", dh, s[None], np.zeros(0, dtype=int))
-            for s, dh in zip(sites, _add_histograms(self.x, sites, step, nb), strict=True)
-        ]
-        rems = [
-            _Candidate("remove", dh, np.zeros((0, 3)), np.array([i]))
-            for i, dh in zip(
-                rem, _remove_histograms(self.x, np.asarray(rem, int), step, nb), strict=True
-            )
-        ]
-        self._screen(adds, kern, base, rss0_s)
-        self._screen(rems, kern, base, rss0_s)
-        pool: list[_Candidate] = []
+        want_add = any(k in self.moves for k in ("add", "swap", "recut"))
+        sites = self._sites() if want_add else np.zeros((0, 3))
+        want_rem = "remove" in self.moves or "swap" in self.moves
+        rem = self._removable() if want_rem else np.zeros(0, dtype=int)
+        dh_a = _add_histograms(self.x, sites, step, nb)
+        dh_r = _remove_histograms(self.x, rem, step, nb)
+
+        def curves(dh):
+            with torch.no_grad():
+                return torch.as_tensor(dh, dtype=torch.float64, device=m.device) @ kc
+
+        c_a, c_r = curves(dh_a), curves(dh_r)
+
+        def single_scores(c):
+            if len(c) == 0:
+                return np.zeros(0)
+            with torch.no_grad():
+                rss, _ = m.rss(base + c, True)
+            self.n_evaluated += len(c)
+            return np.array([self.score(rss0, v, 1, True) for v in rss.tolist()])
+
+        s_a, s_r = single_scores(c_a), single_scores(c_r)
+        pool: list[tuple[float, _Candidate]] = []
         if "add" in self.moves:
-            pool += sorted(adds, key=lambda c: -c.score_screen)[:3]
+            for k in np.argsort(-s_a)[:3]:
+                pool.append(
+                    (s_a[k], _Candidate("add", dh_a[k], sites[k][None], np.zeros(0, int)))
+                )
         if "remove" in self.moves:
-            pool += sorted(rems, key=lambda c: -c.score_screen)[:3]
-        if "swap" in self.moves and adds and rems:
-            swaps = []
-            for a in sorted(adds, key=lambda c: -c.score_screen)[:4]:
-                for r in sorted(rems, key=lambda c: -c.score_screen)[:6]:
-                    i = int(r.removed[0])
-                    p = a.added[0]
-                    if np.linalg.norm(self.x[i] - p) < BOND_MAX * self.nn:
-                        # the site would lose a neighbour: check it keeps >= 3
-                        cnt = np.sum(
-                            np.linalg.norm(self.x - p, axis=1) <= BOND_MAX * self.nn
-                        )
-                        if cnt - 1 < MIN_SITE_NEIGHBOURS:
-                            continue
-                    swaps.append(
-                        _Candidate(
-                            "swap", self._edit_dh(r.removed, a.added), a.added, r.removed
-                        )
+            for k in np.argsort(-s_r)[:3]:
+                pool.append(
+                    (s_r[k], _Candidate("remove", dh_r[k], np.zeros((0, 3)), rem[[k]]))
+                )
+        # two-site moves among the best single sites: correlated vacancies, adatom pairs,
+        # and swaps (an atom moved to a vacant site)
+        top_a = np.argsort(-s_a)[: self.n_top]
+        top_r = np.argsort(-s_r)[: self.n_top]
+
+        def pair_rows(pa, pb, sign):
+            d = np.linalg.norm(pa - pb)
+            return _deposit_rows(np.array([[d]]), step, nb, np.array([sign]))[0]
+
+        combos = []
+        if "remove" in self.moves and len(top_r) > 1:
+            i, j = np.triu_indices(len(top_r), 1)
+            for sc, a, b in self._combos(
+                "remove",
+                top_r[i],
+                top_r[j],
+                self.x[rem],
+                self.x[rem],
+                c_r,
+                c_r,
+                1.0,
+                kc,
+                base,
+                rss0,
+                3,
+            ):
+                combos.append(
+                    (
+                        "remove",
+                        sc,
+                        rem[[a, b]],
+                        np.zeros((0, 3)),
+                        dh_r[a] + dh_r[b] + pair_rows(self.x[rem[a]], self.x[rem[b]], 1.0),
                     )
-            self._screen(swaps, kern, base, rss0_s)
-            pool += sorted(swaps, key=lambda c: -c.score_screen)[:3]
+                )
+        if "add" in self.moves and len(top_a) > 1:
+            i, j = np.triu_indices(len(top_a), 1)
+            dd = np.linalg.norm(sites[top_a[i]] - sites[top_a[j]], axis=1)
+            ok = dd >= MIN_DISTANCE * nn
+            for sc, a, b in self._combos(
+                "add",
+                top_a[i][ok],
+                top_a[j][ok],
+                sites,
+                sites,
+                c_a,
+                c_a,
+                1.0,
+                kc,
+                base,
+                rss0,
+                3,
+            ):
+                combos.append(
+                    (
+                        "add",
+                        sc,
+                        np.zeros(0, int),
+                        sites[[a, b]],
+                        dh_a[a] + dh_a[b] + pair_rows(sites[a], sites[b], 1.0),
+                    )
+                )
+        if "swap" in self.moves and len(top_a) and len(top_r):
+            i, j = np.meshgrid(top_r, top_a, indexing="ij")
+            for sc, a, b in self._combos(
+                "swap",
+                i.ravel(),
+                j.ravel(),
+                self.x[rem],
+                sites,
+                c_r,
+                c_a,
+                -1.0,
+                kc,
+                base,
+                rss0,
+                3,
+            ):
+                combos.append(
+                    (
+                        "swap",
+                        sc,
+                        rem[[a]],
+                        sites[[b]],
+                        dh_r[a] + dh_a[b] + pair_rows(self.x[rem[a]], sites[b], -1.0),
+                    )
+                )
+        per_kind: dict[str, int] = {}
+        for kind, sc, removed, added, dh in sorted(combos, key=lambda t: -t[1]):
+            if per_kind.get(kind, 0) >= 2 or not self._valid(removed, added):
+                continue
+            per_kind[kind] = per_kind.get(kind, 0) + 1
+            pool.append((sc, _Candidate(kind, dh, added, removed)))
         if "recut" in self.moves:
             recuts = self._recuts(sites)
-            self._screen(recuts, kern, base, rss0_s)
-            pool += sorted(recuts, key=lambda c: -c.score_screen)[:2]
-        pool = [c for c in pool if np.isfinite(c.score_screen)]
+            if recuts:
+                c = curves(np.stack([rc.dh for rc in recuts]))
+                with torch.no_grad():
+                    rss, _ = m.rss(base + c, True)
+                self.n_evaluated += len(recuts)
+                sc = [
+                    self.score(rss0, v, len(rc.added) + len(rc.removed), True)
+                    for rc, v in zip(recuts, rss.tolist(), strict=True)
+                ]
+                for k in np.argsort(sc)[::-1][:2]:
+                    pool.append((sc[k], recuts[k]))
+        pool = [(sc, c) for sc, c in pool if np.isfinite(sc)]
         if not pool:
             return False
-        # the shortlist on the full fit grid at the current parameters ...
-        dh = torch.as_tensor(np.stack([c.dh for c in pool]), dtype=torch.float64)
-        with torch.no_grad():
-            full = m.calc(h_t[None] + dh.to(m.device), kern, False)
-            rss_full, _ = m.rss(full, False)
-        scores = [
-            self.score(self.rss, v, len(c.added) + len(c.removed), False)
-            for c, v in zip(pool, rss_full.tolist(), strict=True)
-        ]
-        # ... the best is applied when it passes at the current parameters (scale refit);
-        # zoomscale, Uiso and delta2 are re-refined every few moves and whenever no move
-        # passes (then the moves are screened again with the new parameters)
-        k = int(np.argmax(scores))
-        if scores[k] > 0:
-            c = pool[k]
-            self._apply(c, (self.theta, float(rss_full[k]), None, self.h + c.dh), scores[k])
-            self.since_refine += 1
-            if self.since_refine >= 5:
-                self.refine_current(steps=1)
+        pool.sort(key=lambda t: -t[0])
+        # the shortlist on the full fit grid, parameters refined for the best three
+        best = None
+        for _, c in pool[:3]:
+            h_new = self.h + c.dh
+            th, rss, s_ = m.refine(h_new, self.theta, steps=2)
+            sc = self.score(self.rss, rss, len(c.added) + len(c.removed), False)
+            if best is None or sc > best[0]:
+                best = (sc, c, (th, rss, s_, h_new))
+        if best[0] > 0:
+            self._apply(best[1], best[2], best[0])
             return True
-        if self.since_refine > 0:
-            return self.refine_current(steps=3)
         return False
 
     def refine_current(self, steps: int) -> bool:
@@ -1184,6 +1356,23 @@ def _model_error(xyz, element, theta, scale_n, settings, r_fit, g_fast) -> float
     return float(np.sqrt(np.mean((scale_n * (np.interp(r_fit, r_ex, g_ex) - g_fast)) ** 2)))
 
 
+def _restore_ids(ids: np.ndarray, x: np.ndarray, x0: np.ndarray, tol: float) -> np.ndarray:
+    """Give an added atom that sits on a removed start atom (within ``tol``) that atom's
+    id, so that a site removed and later refilled counts as neither."""
+    ids = ids.copy()
+    n0 = len(x0)
+    gone = np.setdiff1d(np.arange(n0), ids)
+    for k in np.flatnonzero(ids >= n0):
+        if len(gone) == 0:
+            break
+        d = np.linalg.norm(x0[gone] - x[k], axis=1)
+        j = int(np.argmin(d))
+        if d[j] <= tol:
+            ids[k] = gone[j]
+            gone = np.delete(gone, j)
+    return ids
+
+
 def complete(
     structure,
     pdf,
@@ -1310,14 +1499,18 @@ def complete(
     err = _model_error(
         xyz, element, search.theta.tolist(), search.scale * n0, settings, r[m], g_fast / n0
     )
+    size = size0 * float(search.theta[0])
+    model_all = None
+    if dg is None and np.count_nonzero(r > size + 3.0) >= 2:
+        tail = r > size + 3.0
+        hp = HistogramPDF(r[tail], n_bins=n_bins, **{k: settings[k] for k in SETTING_KEYS})
+        th = search.theta
+        with torch.no_grad():
+            c = hp(torch.as_tensor(search.h)[None], 1.0, th[0], th[1], th[2])[0]
+        model_all = np.zeros_like(r)
+        model_all[tail] = search.scale * c.cpu().numpy()
     sigma, source = estimate_noise(
-        r,
-        g,
-        dg,
-        qmax=qmax_v,
-        particle_size=size0 * float(search.theta[0]),
-        rmin=rmin,
-        rmax=rmax_v,
+        r, g, dg, qmax=qmax_v, particle_size=size, rmin=rmin, rmax=rmax_v, model=model_all
     )
     wbar = float(np.mean(w))
     if sigma is None:
@@ -1367,8 +1560,9 @@ def complete(
     out = arrays_to_structure(
         search.x, element, uiso=th[1], title=f"{stru.title} completed".strip()
     )
-    new = search.ids >= n0
-    removed_ids = np.setdiff1d(np.arange(n0), search.ids)
+    ids = _restore_ids(search.ids, search.x, xyz, 0.25 * nn_v)
+    new = ids >= n0
+    removed_ids = np.setdiff1d(np.arange(n0), ids)
     total = time.perf_counter() - t0
     return CompletionResult(
         structure=out,

@@ -1,0 +1,249 @@
+"""Tests of diffpy_deepstruc.completion: incremental histograms, geometry, stopping rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffpy_deepstruc import clusters, debye
+from diffpy_deepstruc.completion import (
+    MIN_DISTANCE,
+    _add_histograms,
+    _edit_dh,
+    _Model,
+    _remove_histograms,
+    complete,
+    coordination,
+    estimate_nn,
+    estimate_noise,
+    independent_points,
+    is_physical,
+    surface_atoms,
+    vacant_sites,
+)
+from diffpy_deepstruc.errors import ParameterError, PDFDataError, StructureError
+from diffpy_deepstruc.histpdf import HIST_STEP, HistogramPDF, pair_histogram
+from diffpy_deepstruc.structures import arrays_to_structure
+
+PARAMS = debye.PDFParameters(
+    rmin=0.0, rmax=25.0, rstep=0.01, qmin=0.7, qmax=25.0, qdamp=0.04, delta2=2.0
+)
+SETTINGS = {"qmin": 0.7, "qmax": 25.0, "qdamp": 0.04, "qbroad": 0.0}
+
+
+def _pdf(xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return debye.pdf_from_arrays(xyz, "Au", 0.005, PARAMS, backend="torch")
+
+
+def _band_noise(r: np.ndarray, rms: float, seed: int) -> np.ndarray:
+    """Noise band-limited to Qmax, as a measured G(r) holds (catalog's noise model)."""
+    rng = np.random.default_rng(seed)
+    q = np.arange(0.7, 25.0, math.pi / 40.0)
+    g = (q * rng.standard_normal(len(q))) @ np.sin(np.outer(q, r))
+    return g * rms / np.sqrt(np.mean(g**2))
+
+
+@pytest.fixture(scope="module")
+def ico55() -> np.ndarray:
+    return clusters.icosahedron("Au", 3).positions
+
+
+@pytest.fixture(scope="module")
+def fcc() -> np.ndarray:
+    return clusters.fcc_cluster("Au", [3, 3, 3]).positions
+
+
+# -- incremental histograms ---------------------------------------------------------------
+
+
+def test_incremental_histogram_equals_full_recalculation(fcc):
+    rng = np.random.default_rng(0)
+    x = fcc.copy()
+    nn = estimate_nn(x)
+    n_bins = int((np.ptp(x, axis=0).max() * 2 + 6 * nn) / HIST_STEP)
+    h = pair_histogram(x, n_bins=n_bins)
+    for _ in range(4):  # remove two surface atoms one by one, add two vacant sites
+        i = int(rng.choice(surface_atoms(x, nn)))
+        h = h + _remove_histograms(x, np.array([i]), HIST_STEP, n_bins)[0]
+        x = np.delete(x, i, axis=0)
+        sites, _ = vacant_sites(x, nn)
+        s = sites[int(rng.integers(len(sites)))]
+        h = h + _add_histograms(x, s[None], HIST_STEP, n_bins)[0]
+        x = np.concatenate([x, s[None]])
+    # a swap / recut edit: remove three atoms and add two sites at once
+    surf = surface_atoms(x, nn)
+    removed = np.sort(rng.choice(surf, 3, replace=False))
+    sites, _ = vacant_sites(x, nn)
+    added = sites[:2]
+    h = h + _edit_dh(x, removed, added, HIST_STEP, n_bins)
+    x = np.concatenate([np.delete(x, removed, axis=0), added])
+    full = pair_histogram(x, n_bins=n_bins)
+    assert np.abs(h[1:] - full[1:]).max() <= 1e-10 * np.abs(full).max()
+    assert h[0] == pytest.approx(full[0], abs=1e-9)
+
+
+def test_linear_model_equals_histogram_pdf(ico55):
+    r = np.arange(1.5, 20.0, 0.01)
+    h = pair_histogram(ico55, n_bins=2000)
+    model = _Model(r, np.ones_like(r), np.ones_like(r), SETTINGS, 2000, HIST_STEP, None)
+    theta = torch.tensor([1.01, 0.006, 1.7], dtype=torch.float64)
+    c = model.calc(torch.as_tensor(h)[None], model.kernel(theta), screen=False)[0] / 55
+    hp = HistogramPDF(r, qmin=0.7, qmax=25.0, qdamp=0.04, n_bins=2000)
+    ref = hp(torch.as_tensor(h)[None], 55.0, theta[0], theta[1], theta[2])[0]
+    assert torch.abs(c - ref).max() <= 1e-10 * torch.abs(ref).max()
+
+
+# -- geometry ----------------------------------------------------------------------------
+
+
+def test_surface_atoms_of_an_icosahedron(ico55):
+    nn = estimate_nn(ico55)
+    surf = surface_atoms(ico55, nn)
+    assert len(surf) == 42  # the outer shell; the 13-atom core is fully coordinated
+    assert coordination(ico55, nn).max() == 12
+
+
+def test_vacant_sites_are_physical_and_find_removed_atoms(fcc):
+    nn = estimate_nn(fcc)
+    surf = surface_atoms(fcc, nn)
+    removed = surf[[0, 7, 19]]
+    x = np.delete(fcc, removed, axis=0)
+    sites, cnt = vacant_sites(x, nn)
+    d = np.linalg.norm(sites[:, None] - x[None], axis=2)
+    assert d.min() >= MIN_DISTANCE * nn
+    assert np.all(cnt >= 3)
+    assert np.all((d <= 1.12 * nn).sum(axis=1) == cnt)
+    for p in fcc[removed]:  # every vacancy is among the candidate sites
+        assert np.linalg.norm(sites - p, axis=1).min() < 0.05
+
+
+def test_is_physical():
+    x = clusters.fcc_cluster("Au", [2, 2, 2]).positions
+    nn = estimate_nn(x)
+    assert is_physical(x, nn, min_neighbours=3)
+    assert not is_physical(np.concatenate([x, x[:1] + 0.5]), nn)
+
+
+# -- statistics -------------------------------------------------------------------------
+
+
+def test_independent_points_and_tail_noise():
+    assert independent_points(1.5, 30.0, 25.0) == pytest.approx(28.5 * 25 / math.pi)
+    r = np.arange(0.0, 30.0, 0.01)
+    g = _band_noise(r, 0.05, seed=3)
+    sigma, src = estimate_noise(
+        r, g, None, qmax=25.0, particle_size=12.0, rmin=1.5, rmax=30
+    )
+    assert src == "tail" and sigma == pytest.approx(0.05, rel=0.3)
+    sigma, src = estimate_noise(
+        r, g, None, qmax=25.0, particle_size=28.0, rmin=1.5, rmax=30
+    )
+    assert (sigma, src) == (None, "residual")
+    dg = np.full_like(r, 0.02)
+    assert estimate_noise(r, g, dg, qmax=25.0, particle_size=12.0, rmin=1.5, rmax=30) == (
+        pytest.approx(0.02),
+        "dg",
+    )
+
+
+# -- the search --------------------------------------------------------------------------
+
+
+def test_vacancies_are_completed_to_the_exact_count(ico55):
+    nn = estimate_nn(ico55)
+    surf = surface_atoms(ico55, nn)
+    removed = surf[[0, 13, 29]]
+    truth = np.delete(ico55, removed, axis=0)
+    r, g = _pdf(truth)
+    res = complete(
+        arrays_to_structure(ico55, "Au"), (r, g), qmin=0.7, qmax=25.0, qdamp=0.04
+    )
+    assert res.n_atoms_start == 55 and res.n_atoms == 52
+    assert len(res.removed) == 3 and len(res.added) == 0
+    assert res.rw < 0.5 * res.rw_start
+    assert {m.kind for m in res.moves} <= {"remove", "swap", "relax"}
+    for m in res.moves:  # every accepted move beat the penalty and lowered Rw
+        assert m.rw_after < m.rw_before
+        assert m.delta_chi2 > m.penalty
+    x = np.array(res.structure.xyz_cartn)
+    assert is_physical(x, nn, min_neighbours=3)
+    # the removed atoms sit where the truth has vacancies (up to the symmetry of the
+    # icosahedron: compare the sorted distance lists of the result and the truth)
+    d_res = np.sort(np.linalg.norm(x[:, None] - x[None], axis=2).ravel())
+    d_tru = np.sort(np.linalg.norm(truth[:, None] - truth[None], axis=2).ravel())
+    assert np.abs(d_res - d_tru).max() < 0.1
+
+
+def test_missing_atoms_are_added_and_stay_physical(fcc):
+    nn = estimate_nn(fcc)
+    surf = surface_atoms(fcc, nn)
+    start = np.delete(fcc, surf[[2, 11]], axis=0)
+    r, g = _pdf(fcc)
+    res = complete(
+        arrays_to_structure(start, "Au"), (r, g), qmin=0.7, qmax=25.0, qdamp=0.04
+    )
+    assert res.n_atoms == len(fcc)
+    x = np.array(res.structure.xyz_cartn)
+    assert is_physical(x, nn, min_neighbours=3)
+    for p in res.added:  # each added atom has >= 3 neighbours at ~nn and no clash
+        d = np.linalg.norm(x - p, axis=1)
+        d = d[d > 1e-9]
+        assert d.min() >= MIN_DISTANCE * nn and np.sum(d <= 1.12 * nn) >= 3
+
+
+@pytest.mark.parametrize("criterion", ["bic", "hamilton"])
+def test_ideal_structure_keeps_its_atom_count(ico55, criterion):
+    r, g = _pdf(ico55)
+    g = g + _band_noise(r, 0.005 * np.abs(g).max(), seed=1)
+    res = complete(
+        arrays_to_structure(ico55, "Au"),
+        (r, g),
+        qmin=0.7,
+        qmax=25.0,
+        qdamp=0.04,
+        criterion=criterion,
+        moves=("remove", "add", "swap", "recut"),
+    )
+    assert res.n_atoms == 55 and not res.moves
+    assert res.rw == pytest.approx(res.rw_start)
+
+
+def test_pure_noise_adds_no_atoms(ico55):
+    r = np.arange(0.0, 25.0, 0.01)
+    g = _band_noise(r, 0.3, seed=2)
+    res = complete(arrays_to_structure(ico55[:-10], "Au"), (r, g), qmax=25.0, qmin=0.7)
+    assert len(res.added) == 0
+    assert res.n_atoms <= 45
+    assert res.rw <= res.rw_start + 1e-12
+    assert res.noise_source == "tail"
+
+
+def test_result_is_never_worse_and_reports(ico55):
+    r, g = _pdf(ico55[:40])
+    res = complete(
+        arrays_to_structure(ico55, "Au"), (r, g), qmax=25.0, qmin=0.7, max_seconds=2.0
+    )
+    assert res.rw <= res.rw_start
+    summary = res.summary()
+    assert summary["n_atoms_start"] == 55 and summary["n_atoms"] == res.n_atoms
+    assert set(res.parameters) == {"scale", "zoomscale", "uiso", "delta2"}
+    assert res.settings["sources"]["qdamp"] == "default"
+
+
+def test_bad_input(ico55):
+    r, g = _pdf(ico55)
+    s = arrays_to_structure(ico55, "Au")
+    mixed = arrays_to_structure(ico55, ["Au"] * 54 + ["Pt"])
+    with pytest.raises(StructureError):
+        complete(mixed, (r, g), qmax=25.0)
+    with pytest.raises(ParameterError, match="qmax"):
+        complete(s, (r, g))
+    with pytest.raises(ParameterError, match="moves"):
+        complete(s, (r, g), qmax=25.0, moves=("teleport",))
+    with pytest.raises(ParameterError, match="criterion"):
+        complete(s, (r, g), qmax=25.0, criterion="gut")
+    with pytest.raises(PDFDataError):
+        complete(s, (r, g[:-1]), qmax=25.0)
