@@ -32,6 +32,7 @@ Storage: safetensors (arrays) + JSON (types, builders, arguments, digests); no p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -207,6 +208,63 @@ def _first_shell(xyz: np.ndarray, d: np.ndarray) -> float:
 def _describe(xyz: np.ndarray) -> tuple[np.ndarray, float]:
     d = _pdist(xyz)
     return shape_histogram(xyz, HIST_STEP_NN, d), _first_shell(xyz, d)
+
+
+_KEY: float = 1e-3  # scale resolution of the screening kernels (0.1 %)
+_SCALE_PROBE: int = 50  # shapes that find the data's scale in screen_all
+_NEAR: int = 5  # screen_all's last pass tries scales within +-_NEAR keys of that scale
+_FINE: float = 0.004  # A, spacing of the pair-PDF table the kernels interpolate
+
+
+class _PairKernels:
+    """G(r) of one pair at distance d, tabulated on a fine d-grid per Uiso
+    (:class:`~diffpy_deepstruc.histpdf.HistogramPDF`), and the screening kernels
+    ``K[bin, r]`` = that G at ``d = bin * HIST_STEP_NN * nn * exp(key * _KEY)``
+    interpolated from it (cached)."""
+
+    def __init__(self, r, qmin, qmax, qdamp, qbroad, delta2, nn) -> None:
+        from .histpdf import HistogramPDF
+
+        self.hp = HistogramPDF(r, qmin=qmin, qmax=qmax, qdamp=qdamp, qbroad=qbroad)
+        self.delta2 = float(delta2)
+        self.nn = float(nn)
+        self.dmax = float(r[-1]) + 3.0  # A: pairs beyond the range still ripple into it
+        self.nr = len(r)
+        self.tables: dict[float, np.ndarray] = {}
+        self.kernels: dict[tuple[float, int], np.ndarray] = {}
+
+    def table(self, u: float) -> np.ndarray:
+        if u not in self.tables:
+            import torch
+
+            n = int(math.ceil(self.dmax / _FINE)) + 2
+            d = torch.arange(n, dtype=torch.float64) * _FINE
+            d[0] = _FINE  # row 0 (d = 0) is zeroed below
+            one = torch.ones(n, dtype=torch.float64)
+            with torch.no_grad():
+                t = self.hp.g_sparse(
+                    d[:, None],
+                    one[:, None],
+                    one,
+                    one,
+                    torch.full_like(one, u),
+                    torch.full_like(one, self.delta2),
+                )
+            tab = t.numpy().astype(np.float32)
+            tab[0] = 0.0
+            self.tables[u] = tab
+        return self.tables[u]
+
+    def kernel(self, u: float, key: int) -> np.ndarray:
+        if (u, key) not in self.kernels:
+            tab = self.table(u)
+            step = HIST_STEP_NN * self.nn * math.exp(key * _KEY)
+            n_bins = int(self.dmax / step)
+            x = np.arange(n_bins) * (step / _FINE)
+            i0 = np.minimum(np.floor(x).astype(np.int64), len(tab) - 2)
+            w = (x - i0).astype(np.float32)[:, None]
+            self.kernels[(u, key)] = tab[i0] * (1.0 - w) + tab[i0 + 1] * w
+        return self.kernels[(u, key)]
 
 
 # --------------------------------------------------------------------------- the library
@@ -400,17 +458,23 @@ class ShapeLibrary:
         sizes: Iterable[int] | None = None,
         tolerance: float = 0.15,
         indices: Iterable[int] | None = None,
-        uiso: float = 0.005,
+        uiso: float | Sequence[float] = (0.003, 0.006, 0.012),
         delta2: float = 2.0,
-        scan: Sequence[float] = (0.99, 0.995, 1.0, 1.005, 1.01),
-        max_points: int = 600,
+        scan: float = 0.015,
+        refine: int = 100,
+        max_points: int = 400,
     ) -> list[tuple[int, float, float]]:
         """Rank shapes by the Pearson correlation of their PDF with the data, all at once.
 
-        Every shape ``i`` is scaled so that the centre of its first-neighbour shell
-        falls at ``nn * s`` for each ``s`` of ``scan``; its G(r) at the data's settings is
-        ``H[i] @ K`` (histogram times the G(r) of one pair per bin), and it keeps its
-        best correlation over ``scan``.
+        Every shape is scaled so that the centre of its first-neighbour shell falls at
+        ``nn``; its G(r) at the data's settings is ``H[i] @ K`` (its histogram times
+        the G(r) of one pair at each grid distance), for all shapes in one product
+        (shapes whose scales agree within 0.1 % share ``K``).  Three passes: (1) all
+        shapes at ``nn`` and the median Uiso; (2) the 50 best are tried at scales
+        ``nn * s``, ``s`` within ``1 +- scan`` in steps of 0.1 %, the median best scale
+        of the 10 best gives the data's scale, and all shapes are scored at it too;
+        (3) the ``refine`` best are tried within +-0.5 % of that scale and at every
+        Uiso of ``uiso``.  Each shape keeps its best correlation.
 
         Parameters
         ----------
@@ -428,10 +492,15 @@ class ShapeLibrary:
             (:meth:`within_sizes`).
         indices : iterable of int, optional
             Only these shapes (intersected with ``sizes`` when both are given).
-        uiso, delta2 : float
-            Displacement (A^2) and correlated-motion (A^2) terms of the screening PDFs.
-        scan : sequence of float
-            Relative scale factors tried around ``nn``.
+        uiso : float or sequence of float
+            Displacement parameters (A^2) of the screening PDFs; the first pass uses
+            their median.
+        delta2 : float
+            Correlated-motion term (A^2) of the screening PDFs.
+        scan : float
+            Relative half-width of the scale search of the second pass (0: none).
+        refine : int
+            Number of shapes of the first pass scored again.
         max_points : int
             The data are thinned to at most this many points (every m-th).
 
@@ -441,10 +510,6 @@ class ShapeLibrary:
             The ``k`` best shapes, best first, with the nearest-neighbour distance (A)
             to build them with (``self.structure(index, element, nn)``).
         """
-        import torch
-
-        from .histpdf import HistogramPDF
-
         r = np.asarray(r, dtype=float)
         g = np.asarray(g, dtype=float)
         if r.ndim != 1 or r.shape != g.shape or r.size < 3:
@@ -453,6 +518,9 @@ class ShapeLibrary:
             raise ParameterError("r and g must be finite")
         if not (math.isfinite(nn) and nn > 0):
             raise ParameterError(f"nn must be a positive distance, got {nn}")
+        uisos = sorted({float(u) for u in np.atleast_1d(uiso)})
+        if not uisos or min(uisos) < 0:
+            raise ParameterError(f"uiso must be non-negative, got {uiso}")
         rows = np.arange(len(self))
         if sizes is not None:
             rows = self.within_sizes(sizes, tolerance)
@@ -462,44 +530,57 @@ class ShapeLibrary:
             return []
         m = max(1, int(math.ceil(r.size / max_points)))
         r, g = r[::m], g[::m]
-        go = g - g.mean()
+        go = (g - g.mean()).astype(np.float32)
         gnorm = float(np.linalg.norm(go))
-        fs = self.first_shells()[rows].astype(float)
-        scan = np.asarray(sorted(set(float(s) for s in scan)), dtype=float)
-        best = np.full(rows.size, -np.inf)
-        best_nn = np.zeros(rows.size)
-        margin = 3.0  # A: pairs beyond the range still ripple into it
-        for s in scan:
-            # shapes grouped by their scale (0.1 % apart): one kernel per group
-            scale = nn * s / fs
-            key = np.round(np.log(scale) / 1e-3).astype(np.int64)
-            for kv in np.unique(key):
-                sel = np.flatnonzero(key == kv)
-                nn_g = float(np.exp(kv * 1e-3))
-                n_bins = int(math.ceil((r[-1] + margin) / (nn_g * HIST_STEP_NN))) + 1
-                hp = HistogramPDF(r, qmin=qmin, qmax=qmax, qdamp=qdamp, qbroad=qbroad)
-                d = torch.arange(1, n_bins, dtype=torch.float64) * (HIST_STEP_NN * nn_g)
-                ones = torch.ones(n_bins - 1, dtype=torch.float64)
-                with torch.no_grad():
-                    kern = hp.g_sparse(
-                        d[:, None],
-                        ones[:, None],
-                        ones,
-                        ones,
-                        torch.full_like(ones, uiso),
-                        torch.full_like(ones, delta2),
-                    )
-                kmat = np.zeros((n_bins, r.size), dtype=np.float32)
-                kmat[1:] = kern.numpy()
-                gc = self._dense(rows[sel], n_bins) @ kmat
+        kern = _PairKernels(r, qmin, qmax, qdamp, qbroad, delta2, nn)
+        # shape i sits at nn / first_shell[i]: key = its log-offset from nn in units of
+        # _KEY (0.1 %); shapes of one key share a kernel
+        key0 = np.round(-np.log(self.first_shells()[rows].astype(float)) / _KEY)
+        key0 = key0.astype(np.int64)
+
+        def pearson(sel: np.ndarray, keys: np.ndarray, u: float) -> np.ndarray:
+            out = np.empty(sel.size)
+            for kv in np.unique(keys):
+                j = np.flatnonzero(keys == kv)
+                kmat = kern.kernel(u, int(kv))
+                gc = self._dense(rows[sel[j]], kmat.shape[0]) @ kmat
                 gc -= gc.mean(axis=1, keepdims=True)
-                denom = np.linalg.norm(gc, axis=1) * gnorm
-                p = (gc @ go.astype(np.float32)) / np.where(denom > 0, denom, 1.0)
-                better = p > best[sel]
-                best[sel[better]] = p[better]
-                best_nn[sel[better]] = nn_g
+                den = np.linalg.norm(gc, axis=1) * gnorm
+                out[j] = (gc @ go) / np.where(den > 0, den, 1.0)
+            return out
+
+        u_mid = uisos[len(uisos) // 2]
+        best = pearson(np.arange(rows.size), key0, u_mid)
+        best_key = key0.copy()
+
+        def rescore(sel: np.ndarray, shifts, us) -> None:
+            for u in us:
+                for sh in shifts:
+                    keys = key0[sel] + int(sh)
+                    p = pearson(sel, keys, u)
+                    better = p > best[sel]
+                    best[sel[better]] = p[better]
+                    best_key[sel[better]] = keys[better]
+
+        steps = int(round(scan / _KEY))
+        if steps > 0:
+            # the data's scale, from the best few: one shift for every shape
+            few = np.argsort(-best, kind="stable")[:_SCALE_PROBE]
+            rescore(few, range(-steps, steps + 1), [u_mid])
+            lead = few[np.argsort(-best[few], kind="stable")[: max(1, _SCALE_PROBE // 5)]]
+            shift = int(np.median(best_key[lead] - key0[lead]))
+            if shift != 0:
+                rescore(np.arange(rows.size), [shift], [u_mid])
+        else:
+            shift = 0
+        top = np.argsort(-best, kind="stable")[: max(int(refine), int(k))]
+        near = range(max(-steps, shift - _NEAR), min(steps, shift + _NEAR) + 1)
+        rescore(top, near if steps > 0 else [0], uisos)
         order = np.argsort(-best, kind="stable")[:k]
-        return [(int(rows[j]), float(best[j]), float(best_nn[j])) for j in order]
+        return [
+            (int(rows[j]), float(best[j]), float(nn * math.exp(best_key[j] * _KEY)))
+            for j in order
+        ]
 
     def screen(
         self,
@@ -594,6 +675,8 @@ LARGE_N_MAX: int = 4000
 LARGE_N_MIN: int = 201
 #: Stacking-faulted particles: layer counts and interior patterns (see _stacking_specs).
 STACKING_LAYERS: tuple[int, ...] = (9, 11, 13, 15, 17, 19, 21, 23)
+#: Largest diameter of a large shape, relative to a close-packed sphere of as many atoms.
+ELONGATION_MAX: float = 1.5
 #: Decahedra: q runs 1..2p + DECAHEDRON_Q_EXTRA, r 0..min(p, 6).
 DECAHEDRON_Q_EXTRA: int = 6
 
@@ -783,6 +866,14 @@ def _unit_specs(unit: str, n_min: int, n_max: int) -> Iterator[tuple[str, str, d
         raise ParameterError(f"unknown structure type {t!r}; choose from {LARGE_TYPES}")
 
 
+def _compact(n: int, h: np.ndarray) -> bool:
+    """Whether a shape's diameter is at most :data:`ELONGATION_MAX` times that of a
+    close-packed sphere of ``n`` atoms (drops needles and plates)."""
+    diameter = (len(h) - 1) * HIST_STEP_NN
+    sphere = 2.0 * (3.0 * n / (4.0 * math.pi * math.sqrt(2.0))) ** (1.0 / 3.0)
+    return diameter <= ELONGATION_MAX * sphere
+
+
 def _hist_key(n: int, h: np.ndarray) -> str:
     return hashlib.sha1(
         np.round(h * n, 6).astype(np.float64).tobytes() + str(n).encode()
@@ -813,6 +904,8 @@ def build_unit(unit: str, n_min: int, n_max: int) -> dict[str, Any]:
             continue
         xyz = np.asarray(xyz, dtype=float)
         h, fs = _describe(xyz - xyz.mean(axis=0))
+        if not _compact(n, h):
+            continue
         key = _hist_key(n, h)
         if key in seen:
             continue
@@ -962,7 +1055,9 @@ def build_large_library(
     :data:`STACKING_LAYERS` layers (fcc, hcp, twins, intrinsic and extrinsic faults,
     seeded random sequences) cut as spheres and hexagonal prisms; and the registered
     ``variants`` (:func:`register_variants`).  Shapes with the same atom count and
-    pair-distance histogram (the same PDF) are kept once, the first in this order.
+    pair-distance histogram (the same PDF) are kept once, the first in this order;
+    needles and plates (diameter above :data:`ELONGATION_MAX` times that of a
+    close-packed sphere of as many atoms) are left out.
 
     Parameters
     ----------
@@ -1293,8 +1388,16 @@ def pretrained_library(full: bool = False) -> ShapeLibrary | None:
         atoms).  True: the training shapes followed by the large shapes
         (``pretrained/shapes_large.safetensors``, 201..4000 atoms, builder arguments
         and screening histograms; :meth:`ShapeLibrary.is_training` tells them apart).
+
+    Each file is read once per process; later calls return the same object (whose
+    screening matrix is then built once).
     """
-    name = "shapes_large.safetensors" if full else "shapes.safetensors"
+    return _pretrained("shapes_large.safetensors" if full else "shapes.safetensors")
+
+
+@functools.lru_cache(maxsize=2)
+def _pretrained(name: str) -> ShapeLibrary | None:
+    # One object per process: its screening matrix is built once and reused.
     res = resources.files("diffpy_deepstruc") / "pretrained" / name
     with resources.as_file(res) as p:
         return load_shape_library(p) if Path(p).is_file() else None
