@@ -367,6 +367,16 @@ def plot_structure_row(
             plot_atoms(a, ax, radii=0.9, rotation="10x,20y,0z")
         ax.set_axis_off()
         ax.set_title(label, fontsize=8)
+    # one length scale for all panels, so that sizes compare at a glance
+    half = max(
+        max(abs(np.diff(ax.get_xlim())[0]), abs(np.diff(ax.get_ylim())[0])) / 2
+        for ax in axes[0]
+    )
+    for ax in axes[0]:
+        cx, cy = np.mean(ax.get_xlim()), np.mean(ax.get_ylim())
+        ax.set_xlim(cx - half, cx + half)
+        ax.set_ylim(cy - half, cy + half)
+        ax.set_aspect("equal")
     if title:
         fig.suptitle(title)
     return _save(fig, path, overwrite)

@@ -94,6 +94,16 @@ def _short_source(source: str) -> str:
     return source.split("{")[0].strip()
 
 
+def describe_source(c: RefinedCandidate) -> str:
+    """Where a candidate came from, in words (figure captions, report)."""
+    if c.source == "model":
+        return f"model sample {c.index}"
+    if c.source.startswith("library"):
+        kind = "training shape" if "training" in c.source else "library shape"
+        return f"{kind}: {_short_source(c.source).split(':', 1)[1].strip()}"
+    return _short_source(c.source)
+
+
 def _sample(c: RefinedCandidate) -> str:
     return str(c.index) if c.source == "model" else ""
 
@@ -208,8 +218,9 @@ def write_solution(
             g_obs,
             c.g_calc,
             out / f"fit_{rank:02d}.png",
-            title=f"#{rank}: {result.element}{c.n_atoms}, {_short_source(c.source)}",
+            title=f"#{rank}: {result.element}{c.n_atoms}",
             rw=c.rw,
+            source=describe_source(c),
             overwrite=overwrite,
         )
     _draw_structures(result.candidates[:N_FIGURES], out / "structures.png", overwrite)
@@ -223,13 +234,23 @@ def write_solution(
     samples = sample_latents if sample_latents is not None else result.sample_latents
     samples = np.zeros((0, 2)) if samples is None else np.asarray(samples, float)
     pts, types = latent_map if latent_map is not None else (np.zeros((0, 2)), [])
+    # the data sit at the prior mean of its PDF, the model's sample 0
     data_z = {Path(result.pdf.source or "data").stem: samples[0]} if len(samples) else {}
+    ranked_samples = [
+        (k, c) for k, c in enumerate(result.candidates, start=1) if c.source == "model"
+    ]
+    best_z, best_label = None, "best candidate"
+    if ranked_samples:
+        k, c = ranked_samples[0]
+        best_z, best_label = np.asarray(c.latent[:2], float), f"best model sample (#{k})"
     plot_latent_map(
         pts,
         types,
         out / "latent.png",
         samples=samples,
         data=data_z,
+        best=best_z,
+        best_label=best_label,
         title=f"{result.element}: {result.n_sampled} samples",
         overwrite=overwrite,
     )
