@@ -52,6 +52,11 @@ def test_build_is_deterministic_and_resumable(small, tmp_path):
     assert (150 <= small.n_atoms).all() and (small.n_atoms <= 320).all()
 
 
+def test_build_with_workers_gives_the_same_library(small):
+    par = build_large_library(**SMALL, workers=2)
+    assert par.builders == small.builders and np.array_equal(par.hist, small.hist)
+
+
 def _check_regenerates(lib: ShapeLibrary, rows) -> None:
     for i in rows:
         xyz = unit_coordinates(lib.maker(i), lib.args(i))
