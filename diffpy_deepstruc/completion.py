@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.optimize import minimize
-from scipy.spatial import ConvexHull, QhullError, cKDTree
+from scipy.spatial import cKDTree
 from scipy.stats import f as f_dist
 
 from . import debye
@@ -165,6 +165,9 @@ class CompletionResult:
         RMS difference of the fast model and the exact Debye engine on the start.
     criterion : str
         The stopping rule, ``"bic"``, ``"aic"`` or ``"hamilton"``.
+    chi2_start, chi2 : float
+        chi^2 of the start and of the result over the ``n_obs`` independent points with
+        the variance of the stopping rule (noise^2 + model_error^2).
     settings : dict
         qmin, qmax, qdamp, qbroad, rmin, rmax, nn and their sources.
     timings : dict
@@ -189,6 +192,8 @@ class CompletionResult:
     noise_source: str
     model_error: float
     criterion: str
+    chi2_start: float = float("nan")
+    chi2: float = float("nan")
     settings: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
     n_evaluated: int = 0
@@ -225,6 +230,8 @@ class CompletionResult:
             "noise_source": self.noise_source,
             "model_error": self.model_error,
             "criterion": self.criterion,
+            "chi2_start": self.chi2_start,
+            "chi2": self.chi2,
             "settings": dict(self.settings),
             "timings": dict(self.timings),
             "n_evaluated": self.n_evaluated,
@@ -818,6 +825,7 @@ class _Search:
         self.n_evaluated = 0
         self.since_refine = 0
         self.n_top = 80
+        self.stuck = False
 
     # scores ------------------------------------------------------------------------
     def score(self, rss_old: float, rss_new: float, n_sites: int, screen: bool) -> float:
@@ -852,41 +860,52 @@ class _Search:
         return np.array(ok, dtype=int)
 
     def _recuts(self, sites: np.ndarray) -> list[_Candidate]:
-        if len(self.x) < 8:
-            return []
-        try:
-            hull = ConvexHull(self.x)
-        except (QhullError, ValueError):
-            return []
-        eq = hull.equations
-        pts = np.concatenate([self.x, sites]) if len(sites) else self.x
+        """The particle cut again around a shifted centre: its own sites and the vacant
+        sites ranked by their distance from the centre in the metric of the particle's
+        shape (its inverse covariance, so an ellipsoid or a faceted cut keeps its
+        proportions), the ``N - 2 .. N + 2`` nearest kept."""
         n = len(self.x)
+        if n < 8 or len(sites) == 0:
+            return []
+        pts = np.concatenate([self.x, sites])
+        c0 = self.x.mean(axis=0)
+        cov = np.cov(self.x.T) + 1e-9 * np.eye(3)
+        metric = np.linalg.inv(cov) * np.trace(cov) / 3.0
+        big = n > 500
+        fracs = (0.3, 0.6) if big else (0.25, 0.5, 0.75)
+        counts = (n - 1, n, n + 1) if big else (n - 2, n - 1, n, n + 1, n + 2)
         out, seen = [], set()
-        for u in _bond_directions(self.x, self.nn):
-            t = 0.5 * self.nn * u
-            inside = ((pts - t) @ eq[:, :3].T + eq[:, 3] <= 0.25 * self.nn).all(axis=1)
-            if inside[:n].all() and not inside[n:].any():
-                continue
-            new = np.concatenate([self.x[inside[:n]], pts[n:][inside[n:]]])
-            keep = _prune(new, int(inside[:n].sum()), self.nn)
-            if keep is None:
-                continue
-            kept_old = np.flatnonzero(inside[:n])
-            n_old = len(kept_old)
-            removed = np.setdiff1d(np.arange(n), kept_old[keep[keep < n_old]])
-            added = new[keep[keep >= n_old]]
-            if not len(removed) and not len(added):
-                continue
-            key = (tuple(removed.tolist()), tuple(np.round(added, 2).ravel().tolist()))
-            if key in seen or len(self.x) - len(removed) < 4:
-                continue
-            seen.add(key)
-            if (
-                np.linalg.norm(added[:, None] - self.x[None], axis=2).max(initial=0)
-                >= self.max_dist
-            ):
-                continue
-            out.append(_Candidate("recut", self._edit_dh(removed, added), added, removed))
+        cube = (
+            np.array([v for v in np.ndindex(3, 3, 3) if v != (1, 1, 1)], dtype=float) - 1.0
+        )
+        cube /= np.linalg.norm(cube, axis=1, keepdims=True)
+        dirs = np.concatenate([_bond_directions(self.x, self.nn, max_dirs=26), cube])
+        dirs = _dedupe(dirs, -np.arange(len(dirs), dtype=float), 0.15)
+        if big:
+            dirs = dirs[:13]
+        for u in dirs:
+            for f in fracs:
+                v = pts - (c0 + f * self.nn * u)
+                dd = np.einsum("ij,jk,ik->i", v, metric, v)
+                order = np.argsort(dd, kind="stable")
+                for n_new in counts:
+                    sel = np.zeros(len(pts), dtype=bool)
+                    sel[order[:n_new]] = True
+                    removed = np.flatnonzero(~sel[:n])
+                    added = sites[sel[n:]]
+                    if not len(removed) and not len(added):
+                        continue
+                    key = (tuple(removed.tolist()), tuple(np.flatnonzero(sel[n:]).tolist()))
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    if len(added) + len(removed) > max(24, n // 2):
+                        continue
+                    if not self._valid(removed, added):
+                        continue
+                    out.append(
+                        _Candidate("recut", self._edit_dh(removed, added), added, removed)
+                    )
         return out
 
     def _edit_dh(self, removed: np.ndarray, added: np.ndarray) -> np.ndarray:
@@ -1092,7 +1111,7 @@ class _Search:
                 continue
             per_kind[kind] = per_kind.get(kind, 0) + 1
             pool.append((sc, _Candidate(kind, dh, added, removed)))
-        if "recut" in self.moves:
+        if "recut" in self.moves and (self.stuck or len(self.accepted) == 0):
             recuts = self._recuts(sites)
             if recuts:
                 c = curves(np.stack([rc.dh for rc in recuts]))
@@ -1107,6 +1126,9 @@ class _Search:
                     pool.append((sc[k], recuts[k]))
         pool = [(sc, c) for sc, c in pool if np.isfinite(sc)]
         if not pool:
+            if "recut" in self.moves and not self.stuck:
+                self.stuck = True
+                return self.step()
             return False
         pool.sort(key=lambda t: -t[0])
         # the shortlist on the full fit grid, parameters refined for the best three
@@ -1119,7 +1141,11 @@ class _Search:
                 best = (sc, c, (th, rss, s_, h_new))
         if best[0] > 0:
             self._apply(best[1], best[2], best[0])
+            self.stuck = False
             return True
+        if "recut" in self.moves and not self.stuck:
+            self.stuck = True  # no single or two-site move passes: try the recuts
+            return self.step()
         return False
 
     def refine_current(self, steps: int) -> bool:
@@ -1589,6 +1615,8 @@ def complete(
         noise_source=source,
         model_error=err,
         criterion=criterion,
+        chi2_start=rss_start * search.chi[0],
+        chi2=search.rss * search.chi[0],
         settings={
             **settings,
             "penalty_per_site": pen,
