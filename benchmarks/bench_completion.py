@@ -50,6 +50,7 @@ from diffpy_deepstruc.fileio import atomic_write_text  # noqa: E402
 from diffpy_deepstruc.structures import arrays_to_structure  # noqa: E402
 
 KINDS = ("vacancies", "offcentre", "partial_shell")
+CRITERION = {"criterion": "bic"}
 
 
 # -- starting shapes ----------------------------------------------------------------------
@@ -165,16 +166,20 @@ def matched_fraction(
 # -- runs -------------------------------------------------------------------------------------
 
 
-def run_one(
-    p: OffCatalogParticle, start: np.ndarray, noise_scale: float, max_seconds: float
-):
+def run_one(p: OffCatalogParticle, start, noise_scale: float, max_seconds: float):
+    """Complete ``start`` (None: :func:`start_structure` against the data) against the
+    particle's PDF at ``noise_scale`` times its noise; the row of the results table."""
     pp = dataclasses.replace(
         p, pdf_params={**p.pdf_params, "noise": p.pdf_params["noise"] * noise_scale}
     )
     pdf = simulate(pp, backend="torch")
+    if start is None:
+        start = start_structure(p, pdf)
     truth = p.atoms.positions
     t0 = time.perf_counter()
-    res = complete(arrays_to_structure(start, p.element), pdf, max_seconds=max_seconds)
+    res = complete(
+        arrays_to_structure(start, p.element), pdf, max_seconds=max_seconds, **CRITERION
+    )
     seconds = time.perf_counter() - t0
     ref = complete(arrays_to_structure(truth, p.element), pdf, moves=())
     out = np.array(res.structure.xyz_cartn)
@@ -282,15 +287,18 @@ def main(argv=None) -> int:
     ap.add_argument("--noise-scale", type=float, nargs="+", default=[1.0, 0.1])
     ap.add_argument("--max-seconds", type=float, default=60.0)
     ap.add_argument("--large", action="store_true", help="add the 2057-atom case")
+    ap.add_argument("--criterion", default="bic", choices=("bic", "aic", "hamilton"))
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--out", type=Path, required=True, help="output folder (JSON)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    CRITERION["criterion"] = args.criterion
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     # warm-up (imports, first torch calls) outside the timings
     warm = make_offcatalog("vacancies", 1)[0]
     run_one(warm, start_structure(warm), 1.0, 5.0)
-    for kind in KINDS:
+    for kind in args.kinds:
         for p in make_offcatalog(kind, args.count):
             start = None if kind == "partial_shell" else start_structure(p)
             for ns in args.noise_scale:
