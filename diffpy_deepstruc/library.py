@@ -120,7 +120,23 @@ def register_builder(
     SHAPE_BUILDERS[name] = builder
 
 
+#: Modules of this package whose functions may be named ``"<module>.<function>"`` as
+#: builders without registering them first (imported on first use).
+BUILDER_MODULES: tuple[str, ...] = ("imperfect",)
+
+
 def _builder(name: str) -> Callable[..., Any]:
+    if name not in SHAPE_BUILDERS:
+        mod, _, fn = name.partition(".")
+        if mod in BUILDER_MODULES and fn and not fn.startswith("_"):
+            import importlib
+
+            try:
+                f = getattr(importlib.import_module(f"diffpy_deepstruc.{mod}"), fn, None)
+            except ImportError:
+                f = None
+            if callable(f):
+                SHAPE_BUILDERS[name] = f
     try:
         return SHAPE_BUILDERS[name]
     except KeyError:
@@ -669,6 +685,99 @@ def register_variants(
     VARIANT_SOURCES[name] = source
 
 
+def vacancy_shape(
+    element: str,
+    shape: str,
+    args: dict[str, Any],
+    k: int,
+    seed: int = 0,
+    nn: float | None = None,
+) -> Any:
+    """An ideal cluster (:func:`diffpy_deepstruc.clusters.build_cluster`) with ``k``
+    surface vacancies (:func:`diffpy_deepstruc.imperfect.surface_vacancies`, seeded):
+    the builder ``"vacancies"`` of :data:`SHAPE_BUILDERS`."""
+    from .clusters import build_cluster
+    from .imperfect import surface_vacancies
+
+    atoms = build_cluster(shape, element, args, nn)
+    return surface_vacancies(atoms, k, seed=seed, nn=nn)
+
+
+SHAPE_BUILDERS["vacancies"] = vacancy_shape
+
+
+def imperfect_variants(n_min: int, n_max: int) -> Iterator[tuple[str, str, dict]]:
+    """The ``"imperfect"`` variant set (:mod:`diffpy_deepstruc.imperfect`), a modest grid:
+
+    - off-centre spheres of the fcc, bcc, sc and hcp lattices (radius 4..8 nn, centre
+      offset (0.25, 0.15, 0.1) or (0.5, 0.3, 0.2) lattice units off the lattice point);
+    - fcc and hcp ellipsoids (semi-axes 1 : 1 : 1.5, along [001] and [111]) and fcc
+      rods (radius 3.5 and 4.5 nn, length 4 radii, along [001] and [110]);
+    - 10 and 30 surface vacancies (seed 0) of icosahedra, decahedra, octahedra and fcc
+      cuts;
+    - icosahedra, decahedra and octahedra whose outer shell is 30 % or 70 % complete;
+    - singly and doubly twinned fcc spheres of 11..21 layers.
+    Sizes outside ``n_min..n_max`` are dropped by the caller.
+    """
+    for lattice in ("fcc", "bcc", "sc", "hcp"):
+        for radius in (4.0, 5.0, 6.0, 7.0, 8.0):
+            for offset in ([0.25, 0.15, 0.1], [0.5, 0.3, 0.2]):
+                yield (
+                    lattice,
+                    "imperfect.lattice_sphere",
+                    {"lattice": lattice, "radius": radius, "offset": offset},
+                )
+    for lattice in ("fcc", "hcp"):
+        for a in (4.0, 5.0, 6.0):
+            for axis in ([0, 0, 1], [1, 1, 1]):
+                yield (
+                    lattice,
+                    "imperfect.lattice_ellipsoid",
+                    {"lattice": lattice, "semi_axes": [a, a, 1.5 * a], "axis": axis},
+                )
+    for radius in (3.5, 4.5):
+        for axis in ([0, 0, 1], [1, 1, 0]):
+            yield (
+                "fcc",
+                "imperfect.lattice_rod",
+                {"lattice": "fcc", "radius": radius, "length": 4 * radius, "axis": axis},
+            )
+    bases = [("icosahedron", {"shells": s}) for s in (6, 7, 8, 9)] + [
+        ("decahedron", {"p": 4, "q": 4, "r": 2}),
+        ("decahedron", {"p": 6, "q": 6, "r": 2}),
+        ("octahedron", {"length": 10, "cutoff": 3}),
+        ("octahedron", {"length": 14, "cutoff": 4}),
+        ("fcc", {"layers": [6, 8, 5]}),
+        ("fcc", {"layers": [8, 11, 7]}),
+    ]
+    for shape, args in bases:
+        for k in (10, 30):
+            yield shape, "vacancies", {"shape": shape, "args": args, "k": k, "seed": 0}
+    shells = [("icosahedron", {"shells": s}) for s in (6, 7, 8, 9, 10)] + [
+        ("decahedron", {"p": 5, "q": 5, "r": 2}),
+        ("decahedron", {"p": 6, "q": 6, "r": 2}),
+        ("octahedron", {"length": 12, "cutoff": 4}),
+        ("octahedron", {"length": 16, "cutoff": 5}),
+    ]
+    for shape, args in shells:
+        for fraction in (0.3, 0.7):
+            yield (
+                shape,
+                "imperfect.incomplete_shell",
+                {"shape": shape, "args": args, "fraction": fraction, "seed": 0},
+            )
+    for n_layers in (11, 15, 19, 21):
+        half = (n_layers - 1) / 2.0 * math.sqrt(2.0 / 3.0)
+        for twins in ([n_layers // 2], [n_layers // 3, (2 * n_layers) // 3]):
+            yield (
+                "stacking",
+                "imperfect.twinned_particle",
+                {"n_layers": n_layers, "twins": twins, "radius": round(half + 1.0, 3)},
+            )
+
+
+VARIANT_SOURCES["imperfect"] = imperfect_variants
+
 #: Default largest shape of the large library (atoms): a 5 nm particle.
 LARGE_N_MAX: int = 4000
 #: Default smallest shape of the large library (the training shapes stop at 200).
@@ -904,7 +1013,7 @@ def build_unit(unit: str, n_min: int, n_max: int) -> dict[str, Any]:
             continue
         xyz = np.asarray(xyz, dtype=float)
         h, fs = _describe(xyz - xyz.mean(axis=0))
-        if not _compact(n, h):
+        if maker == st and not _compact(n, h):  # variants are kept as designed
             continue
         key = _hist_key(n, h)
         if key in seen:

@@ -66,7 +66,7 @@ def _check_regenerates(lib: ShapeLibrary, rows) -> None:
         assert len(h) <= len(ref)
         assert np.allclose(h, ref[: len(h)], rtol=2e-3, atol=2e-4), lib.label(i)
         assert np.allclose(h, shape_histogram(xyz), rtol=2e-3, atol=2e-4)
-        atoms = build_cluster(lib.types[i], "Pt", lib.args(i), nn=2.8)
+        atoms = SHAPE_BUILDERS[lib.maker(i)]("Pt", **lib.args(i), nn=2.8)
         assert np.allclose(
             lib.structure(i, "Pt", 2.8), atoms.positions - atoms.positions.mean(0)
         )
@@ -288,3 +288,64 @@ def test_cli_builds_a_small_library(tmp_path, capsys):
     lib = load_shape_library(out)
     assert list(lib.n_atoms) == [147, 309] and not lib.training.any()
     assert "2 large shapes" in capsys.readouterr().out
+
+
+def test_imperfect_variants_regenerate():
+    """The "imperfect" variant set: builders of diffpy_deepstruc.imperfect by name
+    (one shape of each builder, through a variant set of its own)."""
+    from diffpy_deepstruc.library import imperfect_variants
+
+    specs = list(imperfect_variants(201, 4000))
+    assert len(specs) > 80 and len({json.dumps(a) for *_, a in specs}) == len(specs)
+    first = {}
+    for t, maker, args in specs:
+        first.setdefault(maker, (t, maker, args))
+    assert set(first) == {
+        "imperfect.lattice_sphere",
+        "imperfect.lattice_ellipsoid",
+        "imperfect.lattice_rod",
+        "imperfect.incomplete_shell",
+        "imperfect.twinned_particle",
+        "vacancies",
+    }
+    register_variants("test-first", lambda a, b: list(first.values()), overwrite=True)
+    lib = build_large_library(
+        types=["icosahedron"], n_min=201, n_max=4000, variants=["test-first"]
+    )
+    assert sorted(lib.makers[7:]) == sorted(first)  # 7 icosahedra, then one of each
+    _check_regenerates(lib, range(7, len(lib)))
+    assert not any(lib.is_training(i) for i in range(len(lib)))
+
+
+@pytest.mark.parametrize("case", ["vacancies", "twin"])
+def test_screen_all_on_imperfect_particles(full, case):
+    """Particles not in the library (other seed, other radius): a 561-atom icosahedron
+    with 12 surface vacancies and a 17-layer singly twinned Pd sphere get the right
+    type (icosahedron; a twinned stacking sequence) within 5 % of their size."""
+    from diffpy_deepstruc import imperfect
+    from diffpy_deepstruc.clusters import hcp_fraction
+    from diffpy_deepstruc.generator import nn_peak_position
+
+    if case == "vacancies":
+        base = build_cluster("icosahedron", "Pt", {"shells": 6}, 2.77)
+        atoms = imperfect.surface_vacancies(base, 12, seed=5, nn=2.77)
+    else:
+        atoms = imperfect.twinned_particle("Pd", 17, [8], 7.5, nn=2.75)
+    params = PDFParameters(
+        rmin=1.5, rmax=30.0, rstep=0.01, qmin=0.9, qmax=23.0, qdamp=0.035, qbroad=0.01
+    )
+    el = atoms.get_chemical_symbols()[0]
+    r, g = pdf_from_arrays(atoms.positions, el, 0.006, params, backend="torch")
+    g = g + np.random.default_rng(1).normal(0, 0.01 * np.abs(g).max(), g.size)
+    best = full.screen_all(
+        r, g, qmin=0.9, qmax=23.0, qdamp=0.035, qbroad=0.01, nn=nn_peak_position(r, g), k=3
+    )
+    i = best[0][0]
+    label = full.label(i)
+    assert abs(int(full.n_atoms[i]) - len(atoms)) <= 0.05 * len(atoms), label
+    if case == "vacancies":
+        assert full.types[i] == "icosahedron", label
+    else:
+        assert full.types[i] == "stacking", label
+        if full.maker(i) == "stacking":  # else imperfect.twinned_particle
+            assert 0 < hcp_fraction(full.args(i)["sequence"]) < 0.2, label
