@@ -677,6 +677,8 @@ def _deposit_rows(d: np.ndarray, step: float, n_bins: int, sign: np.ndarray) -> 
     b, m = d.shape
     x = d / step
     k = np.floor(x).astype(np.int64)
+    if k.size and k.max() + 1 >= n_bins:
+        raise ParameterError(f"a distance of {d.max():.3f} A exceeds the histogram range")
     w = x - k
     base = (np.arange(b, dtype=np.int64) * n_bins)[:, None]
     sg = np.broadcast_to(np.asarray(sign, dtype=float).reshape(-1, 1), (b, m))
@@ -923,6 +925,8 @@ class _Search:
             return False
         if len(added):
             d = np.linalg.norm(new[n_old:, None] - new[None], axis=2)
+            if d.max() >= self.max_dist:  # beyond the histogram's range
+                return False
             d[np.arange(len(added)), n_old + np.arange(len(added))] = np.inf
             if d.min() < MIN_DISTANCE * nn:
                 return False
@@ -952,7 +956,8 @@ class _Search:
 
     def _pair_curves(self, d: np.ndarray, kc: torch.Tensor) -> torch.Tensor:
         """G change ``[B, nr]`` of one pair at each distance ``d`` (linear split)."""
-        x = d / self.model.step
+        # (a pair beyond the histogram's range is clipped here and refused by _valid)
+        x = np.minimum(d / self.model.step, self.model.n_bins - 2)
         k = np.floor(x).astype(np.int64)
         f = torch.as_tensor(x - k, dtype=torch.float64, device=kc.device)[:, None]
         kt = torch.as_tensor(k, device=kc.device)
@@ -1439,7 +1444,8 @@ def complete(
     max_seconds : float
         Wall-time budget of the search (the best structure so far is returned).
     seed : int
-        Seed of the (deterministic) tie-breaking; kept for reproducible variants.
+        Recorded in ``settings``; the search itself is deterministic (ties are broken
+        by index), the seed is reserved for randomised moves.
     moves : sequence of str
         Move kinds to use, among :data:`MOVES`.
     criterion : {"bic", "aic", "hamilton"}
@@ -1505,7 +1511,9 @@ def complete(
     w = np.ones(np.count_nonzero(m)) if dg is None else 1.0 / dg[m] ** 2
     model = _Model(r[m], g[m], w, settings, n_bins, step, device)
     theta0 = torch.tensor(
-        [zoomscale, u0 if uiso is None else float(uiso), delta2], dtype=torch.float64
+        [zoomscale, u0 if uiso is None else float(uiso), delta2],
+        dtype=torch.float64,
+        device=model.device,
     )
     rng = np.random.default_rng(seed)
 
@@ -1620,6 +1628,7 @@ def complete(
         settings={
             **settings,
             "penalty_per_site": pen,
+            "seed": int(seed),
             "alpha": alpha,
             "moves": list(moves),
         },
