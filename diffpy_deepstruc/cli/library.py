@@ -41,7 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "regenerated on demand). The shipped libraries were built with: deepstruc "
             "library --catalog runs/catalog.h5 -o diffpy_deepstruc/pretrained/"
             "shapes.safetensors, and deepstruc library --base diffpy_deepstruc/pretrained/"
-            "shapes.safetensors -o diffpy_deepstruc/pretrained/shapes_large.safetensors"
+            "shapes.safetensors -o diffpy_deepstruc/pretrained/shapes_large.safetensors "
+            "--variants imperfect --workers 2"
         ),
     )
     p.add_argument("--catalog", default=None, help="HDF5 training catalog")
