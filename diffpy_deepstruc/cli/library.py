@@ -95,7 +95,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="ADDRESS",
         help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)",
     )
-    p.add_argument("--force", action="store_true", help="replace an existing library")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing library and discard the kept units of an unfinished build",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress messages")
     return p
 
@@ -128,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
         raise ParameterError(f"--nmin ({args.nmin}) must not exceed --nmax ({args.nmax})")
     base = load_shape_library(args.base) if args.base else None
     parts = out.with_name(out.name + ".parts")
+    if args.force:
+        shutil.rmtree(parts, ignore_errors=True)  # start over
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
