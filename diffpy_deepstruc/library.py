@@ -10,9 +10,11 @@ the metal only sets the size).  The library holds each shape once:
   (:meth:`ShapeLibrary.is_training`);
 * the **large shapes** (``pretrained/shapes_large.safetensors``, see
   :func:`build_large_library`): every distinct fcc, bcc, sc, hcp, icosahedron,
-  decahedron and octahedron cut of 201..4000 atoms and a grid of stacking-faulted
-  particles, stored as builder name + JSON arguments only (bytes each): their
-  coordinates are regenerated on demand (:meth:`ShapeLibrary.structure`), exactly.
+  decahedron and octahedron cut of 201..4000 atoms (needles and plates left out), a
+  grid of stacking-faulted particles and the ``"imperfect"`` variants (off-centre,
+  ellipsoidal and rod cuts, surface vacancies, partial outer shells, twins), stored
+  as builder name + JSON arguments only (bytes each): their coordinates are
+  regenerated on demand (:meth:`ShapeLibrary.structure`), exactly.
 
 For screening, each shape also carries its pair-distance histogram per atom on a grid
 of ``HIST_STEP_NN`` = 0.02 nearest-neighbour distances (float16, stored up to the
@@ -51,17 +53,21 @@ __all__ = [
     "HIST_STEP_NN",
     "LARGE_TYPES",
     "SHAPE_BUILDERS",
+    "VARIANT_SOURCES",
     "ShapeLibrary",
     "build_large_library",
     "build_shape_library",
+    "imperfect_variants",
     "large_shape_specs",
     "load_shape_library",
     "merge_libraries",
     "pretrained_library",
     "register_builder",
+    "register_variants",
     "save_shape_library",
     "shape_histogram",
     "unit_coordinates",
+    "vacancy_shape",
 ]
 
 #: Histogram spacing of the screening histograms, in nearest-neighbour distances.
