@@ -8,6 +8,7 @@ structure is screened once.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -129,9 +130,7 @@ def propose(
     ]
     no_latent = [float("nan")] * len(samples[0].latent)
     proposals += [
-        Proposal(
-            index=int(n) + j, structure=s, source=f"library: {label}", latent=no_latent
-        )
+        Proposal(index=int(n) + j, structure=s, source=label, latent=no_latent)
         for j, (s, label) in enumerate(extra)
     ]
     latents = np.array([c.latent for c in samples], dtype=float)
@@ -139,22 +138,32 @@ def propose(
 
 
 def model_library(model: Any) -> Any:
-    """The shape library that comes with ``model`` (its training catalog's shapes).
+    """The shape library that comes with ``model``.
 
-    Looked for as ``shapes.safetensors`` in the model's folders
-    (:func:`diffpy_deepstruc.latent.model_folders`: its checkpoint folder, or the
-    shipped one whose weights digest is the model's) or the folder above each (the
-    shipped CVAE and DAE share ``pretrained/shapes.safetensors``).  None when there is
-    none.
+    Looked for in the model's folders (:func:`diffpy_deepstruc.latent.model_folders`:
+    its checkpoint folder, or the shipped one whose weights digest is the model's) and
+    the folder above each (the shipped CVAE and DAE share ``pretrained/``):
+    ``shapes_large.safetensors`` (the training shapes followed by particles of
+    201-4000 atoms and imperfect variants, see :mod:`diffpy_deepstruc.library`) when
+    present, else ``shapes.safetensors`` (the training shapes alone).  Each file is
+    read once per process.  None when there is none.
     """
     from ..latent import model_folders
-    from ..library import load_shape_library
 
     for folder in model_folders(model):
-        for f in (folder / "shapes.safetensors", folder.parent / "shapes.safetensors"):
-            if f.is_file():
-                return load_shape_library(f)
+        for name in ("shapes_large.safetensors", "shapes.safetensors"):
+            for f in (folder / name, folder.parent / name):
+                if f.is_file():
+                    return _load_library(str(f.resolve()), f.stat().st_mtime_ns)
     return None
+
+
+@functools.lru_cache(maxsize=4)
+def _load_library(path: str, mtime_ns: int) -> Any:
+    """One library object per file and version (its screening matrix is reused)."""
+    from ..library import load_shape_library
+
+    return load_shape_library(path)
 
 
 def library_candidates(
@@ -165,22 +174,22 @@ def library_candidates(
     element: str,
     *,
     k: int = 5,
-    size_tolerance: float = 0.15,
 ) -> list[tuple[Any, str]]:
-    """Library shapes of the sampled sizes that best match the data.
+    """The library shapes, of any size, whose PDFs best match the data.
 
-    The shapes whose atom count lies within ``size_tolerance`` of any sampled
-    candidate's are scaled so that their first-neighbour shell sits at the data's first
-    peak (else at the samples' median nearest-neighbour distance), their Debye PDFs are
-    computed at the data's instrument settings, and the ``k`` with the highest Pearson correlation with the
-    data over the fit range are returned.
+    Every shape of the library is screened at once
+    (:meth:`~diffpy_deepstruc.library.ShapeLibrary.screen_all`: its pair-distance
+    histogram times the PDF of one pair at each distance, Pearson correlation with the
+    data over the fit range, the shapes scaled so that their first shell sits at the
+    data's first peak -- else at the samples' median nearest-neighbour distance).
 
     Parameters
     ----------
     library : ShapeLibrary
         The shapes (:mod:`diffpy_deepstruc.library`).
     candidates : sequence of generator.Candidate
-        The network's samples (their atom counts set the size window).
+        The network's samples (their distances stand in when the data show no clear
+        first peak).
     pdf : PDFData
         The data.
     settings : FitSettings
@@ -189,46 +198,33 @@ def library_candidates(
         The metal.
     k : int
         Number of shapes.
-    size_tolerance : float
-        Relative atom-count window around the sampled sizes.
 
     Returns
     -------
-    list of (Structure, label)
+    list of (Structure, source label)
+        The label is ``"library (training shape): <type> <n> <builder>"`` for a shape of
+        the model's training catalog, else ``"library: <type> <n> <builder>"``.
     """
-    from ..debye import PDFParameters
     from ..generator import nn_peak_position
     from ..structures import arrays_to_structure
 
-    idx = library.within_sizes([c.n_atoms for c in candidates], size_tolerance)
-    if idx.size == 0:
-        return []
     peak = nn_peak_position(pdf.r, pdf.g)
     if peak is None:
         peak = float(
             np.median([nearest_neighbour_distance(c.structure) for c in candidates])
         )
     sel = (pdf.r >= settings.rmin) & (pdf.r <= settings.rmax)
-    params = PDFParameters(
-        rmin=settings.rmin,
-        rmax=settings.rmax + 0.05,
-        rstep=0.05,
-        qmin=settings.qmin,
-        qmax=settings.qmax,
-        qdamp=settings.qdamp,
-        qbroad=settings.qbroad,
-        delta2=2.0,
-    )
-    best = library.screen(idx, pdf.r[sel], pdf.g[sel], params, peak, k=k)
-    return [
-        (
-            arrays_to_structure(
-                library.shape(i, nn), element, 0.005, title=library.label(i)
-            ),
-            library.label(i),
-        )
-        for i, _, nn in best
-    ]
+    best = library.screen_all(
+        pdf.r[sel], pdf.g[sel], qmin=settings.qmin, qmax=settings.qmax, nn=peak,
+        qdamp=settings.qdamp, qbroad=settings.qbroad, k=k,
+    )  # fmt: skip
+    out = []
+    for i, _, nn in best:
+        kind = "library (training shape)" if library.is_training(i) else "library"
+        label = f"{kind}: {library.label(i)}"
+        xyz = library.structure(i, element, nn)
+        out.append((arrays_to_structure(xyz, element, 0.005, title=label), label))
+    return out
 
 
 def group_near_duplicates(
