@@ -97,6 +97,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="distinct candidates, best by the batched screening, refined with srfit (5)",
     )
     p.add_argument(
+        "--complete-k",
+        type=int_range(0, MAX_CANDIDATES),
+        default=3,
+        metavar="K",
+        help="complete the K best distinct candidates atom by atom (3)",
+    )
+    p.add_argument(
+        "--no-complete",
+        action="store_true",
+        help="skip the completion stage (same as --complete-k 0)",
+    )
+    p.add_argument(
         "--device",
         choices=("cpu", "cuda"),
         default=None,
@@ -154,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             rstep=args.rstep,
             library_k=max(0, args.library_k),
             refine_k=args.refine_k,
+            complete_k=0 if args.no_complete else args.complete_k,
             workers=min(args.workers, args.refine_k),
             outdir=outdir,
             resume=args.resume,

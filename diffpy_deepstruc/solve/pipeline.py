@@ -5,6 +5,7 @@ The pipeline, one module per stage::
     settings   -> fit settings and the metal, each with where it came from
     candidates -> model samples + shape-library matches, near-duplicates grouped
     screen     -> all candidates refined at once (batched torch, fast model)
+    complete   -> the best few edited atom by atom towards the data (when it pays)
     refine     -> the finalists in the standard srfit recipe (the Rw a user reads)
     rank       -> near-duplicates merged, ordered by srfit's Rw, consistent set marked
     report     -> files (ranking.csv, structures, fits, latent map, report.html)
@@ -21,6 +22,7 @@ import numpy as np
 from ..errors import ParameterError
 from ..pdfdata import PDFData, load_pdf
 from .candidates import propose
+from .complete import DEFAULT_COMPLETE_K, complete_candidates
 from .rank import SolveResult, mark_consistent, merge_near_duplicates
 from .refine import job_payload, refine_finalists, run_key
 from .screen import screen_candidates
@@ -61,6 +63,7 @@ def solve(
     library: Any = "shipped",
     library_k: int = 5,
     refine_k: int = DEFAULT_REFINE_K,
+    complete_k: int = DEFAULT_COMPLETE_K,
     device: str | None = None,
 ) -> SolveResult:
     """Propose candidate structures for a PDF, refine them and rank them by Rw.
@@ -97,6 +100,10 @@ def solve(
         Number of library shapes (0: the model's samples alone).
     refine_k : int
         Distinct candidates, best by the screening, refined with srfit.
+    complete_k : int
+        The best ``complete_k`` of those are completed atom by atom
+        (:mod:`diffpy_deepstruc.solve.complete`); each one that changed is refined
+        with srfit too and ranked beside its start.  0 skips the stage.
     device : str, optional
         Torch device of the screening ("cpu", "cuda"); default CPU.
 
@@ -114,6 +121,7 @@ def solve(
     workers = _check_count("workers", workers, 1)
     library_k = _check_count("library_k", library_k, 0)
     refine_k = _check_count("refine_k", refine_k, 1)
+    complete_k = _check_count("complete_k", complete_k, 0)
     t0 = time.perf_counter()
     if not isinstance(pdf, PDFData):
         pdf = load_pdf(pdf)
@@ -148,6 +156,13 @@ def solve(
     ]
 
     finalists = _distinct_best(proposals, order, refine_k, merge_tol)
+    t1 = time.perf_counter()
+    completed, _ = complete_candidates(
+        [proposals[i] for i in finalists[:complete_k]],
+        [screen.parameters(i) for i in finalists[:complete_k]],
+        pdf, settings, seed=int(seed), device=device,
+    )  # fmt: skip
+    timings["completion"] = time.perf_counter() - t1
     jobs = [
         job_payload(
             proposals[i].structure,
@@ -162,13 +177,31 @@ def solve(
         )  # fmt: skip
         for i in finalists
     ]
+    jobs += [
+        job_payload(
+            c.proposal.structure,
+            pdf,
+            settings,
+            index=c.proposal.index,
+            source=c.proposal.source,
+            latent=c.proposal.latent,
+            residual=c.proposal.residual,
+            start=c.start,
+            screen_rw=float(c.changes["rw"]),
+            origin=c.origin,
+            changes=c.changes,
+        )  # fmt: skip
+        for c in completed
+    ]
     t1 = time.perf_counter()
     lib_id = (
         "none"
         if library is None or library_k <= 0
         else f"{getattr(library, 'source', library)}/{library_k}"
     )
-    key = run_key(pdf, sym, settings, n, int(seed), f"{model_id}/{lib_id}/{refine_k}")
+    key = run_key(
+        pdf, sym, settings, n, int(seed), f"{model_id}/{lib_id}/{refine_k}/{complete_k}"
+    )
     refined = refine_finalists(
         jobs, workers=workers, outdir=outdir, key=key, resume=resume, progress=progress
     )
@@ -176,7 +209,8 @@ def solve(
 
     by_index = {p.index: p for p in proposals}
     for c in refined:
-        c.merged.extend(by_index[c.index].absorbed)
+        if c.index in by_index:
+            c.merged.extend(by_index[c.index].absorbed)
     ranked = merge_near_duplicates(refined, tol=merge_tol)
     test = mark_consistent(ranked, pdf, settings)
     timings["total"] = time.perf_counter() - t0

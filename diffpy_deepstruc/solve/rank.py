@@ -152,8 +152,11 @@ def merge_near_duplicates(
     for cand in ordered:
         d = sorted_distances(cand.structure)
         for keeper, dk in kept:
-            if keeper.n_atoms == cand.n_atoms and (
-                d.size == 0 or float(np.mean(np.abs(d - dk))) < tol
+            related = cand.origin == keeper.index or keeper.origin == cand.index
+            if (
+                not related  # a completed structure stays beside its start
+                and keeper.n_atoms == cand.n_atoms
+                and (d.size == 0 or float(np.mean(np.abs(d - dk))) < tol)
             ):
                 keeper.merged.append(cand.index)
                 keeper.merged.extend(cand.merged)

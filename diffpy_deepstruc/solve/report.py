@@ -25,6 +25,7 @@ import numpy as np
 from .. import __version__
 from ..fileio import atomic_write_text
 from .candidates import nearest_neighbour_distance
+from .complete import COMPLETED_INDEX
 from .rank import RefinedCandidate, SolveResult
 
 __all__ = ["RANKING_COLUMNS", "SCREENING_COLUMNS", "json_safe", "write_solution"]
@@ -42,6 +43,9 @@ RANKING_COLUMNS: tuple[str, ...] = (
     "screen_rw",
     "source",
     "sample",
+    "completed_from",
+    "atoms_added",
+    "atoms_removed",
     "duplicates",
     "z1",
     "z2",
@@ -108,15 +112,34 @@ def _sample(c: RefinedCandidate) -> str:
     return str(c.index) if c.source == "model" else ""
 
 
-def _duplicates(c: RefinedCandidate) -> str:
-    if not c.merged:
-        return ""
-    return "samples " + ", ".join(str(i) for i in sorted(set(c.merged)))
+def _duplicates(c: RefinedCandidate, n_sampled: int) -> str:
+    """The other proposals that were this structure: model samples, library shapes."""
+    merged = sorted(set(c.merged))
+    parts = []
+    samples = [i for i in merged if i < n_sampled]
+    if samples:
+        parts.append("samples " + ", ".join(str(i) for i in samples))
+    shapes = sum(1 for i in merged if n_sampled <= i < COMPLETED_INDEX)
+    if shapes:
+        parts.append(f"{shapes} library shape{'s' if shapes > 1 else ''}")
+    return "; ".join(parts)
+
+
+def _completion_cells(c: RefinedCandidate, ranks: dict[int, int]) -> dict[str, Any]:
+    if c.origin is None:
+        return {"completed_from": "", "atoms_added": "", "atoms_removed": ""}
+    ch = c.changes or {}
+    return {
+        "completed_from": f"rank {ranks[c.origin]}" if c.origin in ranks else "",
+        "atoms_added": len(ch.get("added") or []),
+        "atoms_removed": len(ch.get("removed") or []),
+    }
 
 
 def ranking_rows(result: SolveResult) -> list[dict[str, Any]]:
     """One row per ranked candidate (the columns of :data:`RANKING_COLUMNS`)."""
     rows = []
+    ranks = {c.index: k for k, c in enumerate(result.candidates, start=1)}
     for rank, c in enumerate(result.candidates, start=1):
         p = c.parameters
         z = [float(v) for v in c.latent] + [float("nan")] * 2
@@ -134,7 +157,8 @@ def ranking_rows(result: SolveResult) -> list[dict[str, Any]]:
                 "screen_rw": _num(c.screen_rw),
                 "source": c.source,
                 "sample": _sample(c),
-                "duplicates": _duplicates(c),
+                **_completion_cells(c, ranks),
+                "duplicates": _duplicates(c, result.n_sampled),
                 "z1": _num(z[0]),
                 "z2": _num(z[1]),
                 "xyz": f"candidate_{rank:02d}.xyz",
