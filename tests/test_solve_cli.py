@@ -173,12 +173,12 @@ class _Interrupt:
 
 def test_interrupted_solve_keeps_candidates_and_resumes(au, tmp_path, model, monkeypatch):
     ref = tmp_path / "ref"
-    assert _solve(au, ref, model)[0] == 0
+    assert _solve(au, ref, model, "--no-complete")[0] == 0
 
     out = tmp_path / "res"
     stop = _Interrupt(k=2)
     monkeypatch.setattr(solve_refine, "refine_candidate", stop)
-    rc, _, err = _solve(au, out, model)
+    rc, _, err = _solve(au, out, model, "--no-complete")
     assert rc == 130
     assert "2 finished candidate(s) kept in" in err and "--resume" in err
     kept = sorted(p.name for p in (out / "partial").iterdir())
@@ -186,13 +186,13 @@ def test_interrupted_solve_keeps_candidates_and_resumes(au, tmp_path, model, mon
     assert not (out / "ranking.csv").exists()
 
     # without --resume the interrupted run is not thrown away
-    rc, _, err = _solve(au, out, model)
+    rc, _, err = _solve(au, out, model, "--no-complete")
     assert rc == 2 and "holds an interrupted run (partial/); pass --resume" in err
     assert len(list((out / "partial").iterdir())) == 2
 
     resumed = _Interrupt(k=None)
     monkeypatch.setattr(solve_refine, "refine_candidate", resumed)
-    rc, _, err = _solve(au, out, model, "--resume")
+    rc, _, err = _solve(au, out, model, "--no-complete", "--resume")
     assert rc == 0, err
     assert resumed.calls == 2  # only the two unfinished candidates were refined
     assert not (out / "partial").exists()
@@ -202,22 +202,22 @@ def test_interrupted_solve_keeps_candidates_and_resumes(au, tmp_path, model, mon
 def test_resume_redoes_a_damaged_partial_file(au, tmp_path, model, monkeypatch):
     out = tmp_path / "res"
     monkeypatch.setattr(solve_refine, "refine_candidate", _Interrupt(k=3))
-    assert _solve(au, out, model)[0] == 130
+    assert _solve(au, out, model, "--no-complete")[0] == 130
     f = sorted((out / "partial").iterdir())[1]
     f.write_bytes(f.read_bytes()[:50])  # truncated
     counter = _Interrupt(k=None)
     monkeypatch.setattr(solve_refine, "refine_candidate", counter)
-    assert _solve(au, out, model, "--resume")[0] == 0
+    assert _solve(au, out, model, "--no-complete", "--resume")[0] == 0
     assert counter.calls == 2  # the damaged one and the never-started one
 
 
 def test_resume_ignores_candidates_of_other_inputs(au, tmp_path, model, monkeypatch):
     out = tmp_path / "res"
     monkeypatch.setattr(solve_refine, "refine_candidate", _Interrupt(k=2))
-    assert _solve(au, out, model)[0] == 130
+    assert _solve(au, out, model, "--no-complete")[0] == 130
     counter = _Interrupt(k=None)
     monkeypatch.setattr(solve_refine, "refine_candidate", counter)
-    assert _solve(au, out, model, "--resume", "--seed", 7)[0] == 0
+    assert _solve(au, out, model, "--no-complete", "--resume", "--seed", 7)[0] == 0
     # another seed: nothing reused, every distinct sample refined afresh
     from diffpy_deepstruc.generator import DeepStruc
     from diffpy_deepstruc.pdfdata import load_pdf
