@@ -288,11 +288,19 @@ def main(argv=None) -> int:
     ap.add_argument("--max-seconds", type=float, default=60.0)
     ap.add_argument("--large", action="store_true", help="add the 2057-atom case")
     ap.add_argument("--criterion", default="bic", choices=("bic", "aic", "hamilton"))
+    ap.add_argument(
+        "--model-error",
+        type=float,
+        default=None,
+        help="fixed model error (default: estimated)",
+    )
     ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
     ap.add_argument("--out", type=Path, required=True, help="output folder (JSON)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     CRITERION["criterion"] = args.criterion
+    if args.model_error is not None:
+        CRITERION["model_error"] = args.model_error
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     # warm-up (imports, first torch calls) outside the timings

@@ -826,7 +826,8 @@ class _Search:
         self.accepted: list[Move] = []
         self.n_evaluated = 0
         self.since_refine = 0
-        self.n_top = 80
+        self.n_top = 48
+        self.linear = True
         self.stuck = False
 
     # scores ------------------------------------------------------------------------
@@ -834,6 +835,13 @@ class _Search:
         return self.decide(
             rss_old, rss_new, n_sites, self.chi[1] if screen else self.chi[0]
         )
+
+    def score_many(self, rss_old: float, rss_new: np.ndarray, n_sites: int, screen: bool):
+        """:meth:`score` of many candidates (vectorised for BIC/AIC)."""
+        factor = self.chi[1] if screen else self.chi[0]
+        if self.linear:
+            return self.decide(rss_old, np.asarray(rss_new), n_sites, factor)
+        return np.array([self.decide(rss_old, v, n_sites, factor) for v in rss_new])
 
     def rw(self, rss: float) -> float:
         return math.sqrt(rss / self.model.sw) if self.model.sw > 0 else 0.0
@@ -963,6 +971,43 @@ class _Search:
         kt = torch.as_tensor(k, device=kc.device)
         return (1.0 - f) * kc[kt] + f * kc[kt + 1]
 
+    def _batch(self, order, single, c, pos, kc, base, rss0, max_size: int = 6):
+        """Greedy batch of single moves (indices into ``c``) whose marginal screening
+        score, with the pairs among them, stays positive; (total score, indices) or
+        None when fewer than two qualify."""
+        chosen: list[int] = []
+        cur = torch.zeros_like(base)
+        rss_cur = rss0
+        for k in order[: 4 * max_size]:
+            if single[k] <= 0 or len(chosen) >= max_size:
+                break
+            if chosen and np.min(np.linalg.norm(pos[chosen] - pos[k], axis=1)) < (
+                MIN_DISTANCE * self.nn
+            ):
+                continue
+            trial = cur + c[k]
+            if chosen:
+                d = np.linalg.norm(pos[chosen] - pos[k], axis=1)
+                trial = trial + self._pair_curves(d, kc).sum(dim=0)
+            with torch.no_grad():
+                rss_t = float(self.model.rss((base + trial)[None], True)[0][0])
+            if self.score(rss_cur, rss_t, 1, True) > 0:
+                chosen.append(int(k))
+                cur, rss_cur = trial, rss_t
+        if len(chosen) < 2:
+            return None
+        return self.score(rss0, rss_cur, len(chosen), True), np.array(chosen)
+
+    def _batch_candidate(self, kind, ks, dh_rows, pos, rem) -> _Candidate:
+        """The candidate of a batch: summed histogram rows plus the pairs among them."""
+        step, nb = self.model.step, self.model.n_bins
+        i, j = np.triu_indices(len(ks), 1)
+        d = np.linalg.norm(pos[ks[i]] - pos[ks[j]], axis=1)
+        dh = dh_rows[ks].sum(axis=0) + _deposit_rows(d[None], step, nb, np.ones(1))[0]
+        if kind == "remove":
+            return _Candidate("remove", dh, np.zeros((0, 3)), rem[ks])
+        return _Candidate("add", dh, pos[ks], np.zeros(0, dtype=int))
+
     def _combos(self, kind, ia, ib, pa, pb, ca, cb, sign, kc, base, rss0, n_keep):
         """Best ``n_keep`` of the combined moves (a[ia] with b[ib]) by screening score:
         G change ``ca[ia] + cb[ib] + sign * pair(a, b)``; returns (score, ia, ib)."""
@@ -973,7 +1018,7 @@ class _Search:
             with torch.no_grad():
                 cur = ca[ia[sl]] + cb[ib[sl]] + sign * self._pair_curves(d, kc)
                 rss, _ = self.model.rss(base + cur, True)
-            sc = np.array([self.score(rss0, v, 2, True) for v in rss.tolist()])
+            sc = self.score_many(rss0, rss.cpu().numpy(), 2, True)
             top = np.argsort(-sc)[: 4 * n_keep]
             out += [(sc[t], ia[lo + t], ib[lo + t]) for t in top]
         self.n_evaluated += len(ia)
@@ -1009,7 +1054,7 @@ class _Search:
             with torch.no_grad():
                 rss, _ = m.rss(base + c, True)
             self.n_evaluated += len(c)
-            return np.array([self.score(rss0, v, 1, True) for v in rss.tolist()])
+            return self.score_many(rss0, rss.cpu().numpy(), 1, True)
 
         s_a, s_r = single_scores(c_a), single_scores(c_r)
         pool: list[tuple[float, _Candidate]] = []
@@ -1023,6 +1068,22 @@ class _Search:
                 pool.append(
                     (s_r[k], _Candidate("remove", dh_r[k], np.zeros((0, 3)), rem[[k]]))
                 )
+        # batches: several single moves of one kind that each pass on their own margin
+        # (screened with their mutual pairs), so that many vacancies cost few steps
+        if "remove" in self.moves:
+            b = self._batch(np.argsort(-s_r), s_r, c_r, self.x[rem], kc, base, rss0)
+            if b is not None:
+                sc, ks = b
+                bc = self._batch_candidate("remove", ks, dh_r, self.x[rem], rem)
+                if self._valid(bc.removed, bc.added):
+                    pool.append((sc, bc))
+        if "add" in self.moves:
+            b = self._batch(np.argsort(-s_a), s_a, c_a, sites, kc, base, rss0)
+            if b is not None:
+                sc, ks = b
+                bc = self._batch_candidate("add", ks, dh_a, sites, None)
+                if self._valid(bc.removed, bc.added):
+                    pool.append((sc, bc))
         # two-site moves among the best single sites: correlated vacancies, adatom pairs,
         # and swaps (an atom moved to a vacant site)
         top_a = np.argsort(-s_a)[: self.n_top]
@@ -1136,18 +1197,27 @@ class _Search:
                 return self.step()
             return False
         pool.sort(key=lambda t: -t[0])
-        # the shortlist on the full fit grid, parameters refined for the best three
-        best = None
-        for _, c in pool[:3]:
+        # the shortlist on the full fit grid at the current parameters; then the best is
+        # applied with zoomscale, Uiso and delta2 re-refined (one LM step) if it passes,
+        # else the next two are tried with two steps each
+        short = [c for _, c in pool[:6]]
+        dh = torch.as_tensor(np.stack([c.dh for c in short]), dtype=torch.float64)
+        with torch.no_grad():
+            full = m.calc(h_t[None] + dh.to(m.device), kern, False)
+            rss_full = m.rss(full, False)[0].cpu().numpy()
+        full_sc = [
+            self.score(self.rss, float(v), len(c.added) + len(c.removed), False)
+            for c, v in zip(short, rss_full, strict=True)
+        ]
+        for rank, k in enumerate(np.argsort(full_sc)[::-1][:3]):
+            c = short[int(k)]
             h_new = self.h + c.dh
-            th, rss, s_ = m.refine(h_new, self.theta, steps=2)
+            th, rss, s_ = m.refine(h_new, self.theta, steps=1 if rank == 0 else 2)
             sc = self.score(self.rss, rss, len(c.added) + len(c.removed), False)
-            if best is None or sc > best[0]:
-                best = (sc, c, (th, rss, s_, h_new))
-        if best[0] > 0:
-            self._apply(best[1], best[2], best[0])
-            self.stuck = False
-            return True
+            if sc > 0:
+                self._apply(c, (th, rss, s_, h_new), sc)
+                self.stuck = False
+                return True
         if "recut" in self.moves and not self.stuck:
             self.stuck = True  # no single or two-site move passes: try the recuts
             return self.step()
@@ -1425,6 +1495,7 @@ def complete(
     delta2: float = 2.0,
     max_moves: int | None = None,
     relax_rounds: int = 1,
+    model_error: float | None = None,
     device=None,
 ) -> CompletionResult:
     """Complete a monatomic cluster against a PDF, atom by atom (see the module docs).
@@ -1461,6 +1532,10 @@ def complete(
         Most count-changing moves (default: half the atoms + 10).
     relax_rounds : int
         Restrained relaxations tried (each followed by a new search when accepted).
+    model_error : float, optional
+        RMS error of the fast model added to the noise variance; None estimates it as
+        the difference of the histogram and exact Debye PDFs of the start (0 trusts the
+        fast model fully).
     device : torch device, optional
 
     Returns
@@ -1519,6 +1594,7 @@ def complete(
 
     # the start, its parameters and the noise
     search = _Search(xyz, model, theta0, nn_v, (1.0, 1.0), decide, max_dist, moves, rng)
+    search.linear = criterion != "hamilton"
     n0 = len(xyz)
     with torch.no_grad():
         g_fast = (
@@ -1530,9 +1606,22 @@ def complete(
             .cpu()
             .numpy()
         )
-    err = _model_error(
-        xyz, element, search.theta.tolist(), search.scale * n0, settings, r[m], g_fast / n0
-    )
+    if model_error is None:
+        err = _model_error(
+            xyz,
+            element,
+            search.theta.tolist(),
+            search.scale * n0,
+            settings,
+            r[m],
+            g_fast / n0,
+        )
+    else:
+        err = float(model_error)
+        if not (math.isfinite(err) and err >= 0):
+            raise ParameterError(
+                f"model_error must be a finite number >= 0, got {model_error}"
+            )
     size = size0 * float(search.theta[0])
     model_all = None
     if dg is None and np.count_nonzero(r > size + 3.0) >= 2:

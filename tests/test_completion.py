@@ -247,3 +247,5 @@ def test_bad_input(ico55):
         complete(s, (r, g), qmax=25.0, criterion="gut")
     with pytest.raises(PDFDataError):
         complete(s, (r, g[:-1]), qmax=25.0)
+    with pytest.raises(ParameterError, match="model_error"):
+        complete(s, (r, g), qmax=25.0, model_error=-1.0)
