@@ -10,12 +10,14 @@ moves
     ``add``: a vacant site of the structure's own lattice or shell (an atom plus one
     of the bond vectors of its neighbourhood, or the apex of a triangle of bonded
     surface atoms), unoccupied (>= 0.85 nn from every atom) with >= 3 occupied
-    neighbours at ~nn; ``swap``: the best vacant site added and a surface atom removed
-    in one move (shifts the particle by one site); ``recut``: the convex hull of the
-    particle shifted by half a bond vector and the particle's sites plus its vacant
-    sites cut again (shifts the cut centre); ``relax``: a restrained relaxation of all
-    coordinates against the PDF (torch gradients), with a bond-length restraint that
-    keeps every pair >= 0.85 nn apart and bonded pairs bonded.
+    neighbours at ~nn; two sites removed or filled together (correlated vacancies) and
+    batches of single moves that each pass the rule on their own; ``swap``: an atom
+    moved to a vacant site; ``recut``: the particle's sites and vacant sites ranked by
+    their distance from a shifted centre in the metric of the particle's own shape and
+    the N-2..N+2 nearest kept (shifts the cut centre); ``relax``: a restrained
+    relaxation of all coordinates against the PDF (torch gradients), with a
+    bond-length restraint that keeps every pair >= 0.85 nn apart and bonded pairs
+    bonded.
 fast
     The PDF is the histogram model of :mod:`diffpy_deepstruc.histpdf`: the pair
     histogram of the current structure is kept and each move adds or subtracts the
@@ -762,7 +764,6 @@ class _Candidate:
     dh: np.ndarray
     added: np.ndarray  # positions [a, 3]
     removed: np.ndarray  # indices into the current structure
-    score_screen: float = -np.inf
 
 
 def _bond_directions(x: np.ndarray, nn: float, max_dirs: int = 26) -> np.ndarray:
@@ -786,28 +787,6 @@ def _bond_directions(x: np.ndarray, nn: float, max_dirs: int = 26) -> np.ndarray
     return v[chosen]
 
 
-def _prune(points: np.ndarray, n_fixed: int, nn: float) -> np.ndarray | None:
-    """Drop added points (index >= n_fixed) that clash or hang by < 3 bonds; None when
-    an original point is left with < 3 neighbours."""
-    keep = np.ones(len(points), dtype=bool)
-    for j in range(n_fixed, len(points)):
-        if not keep[j]:
-            continue
-        d = np.linalg.norm(points[:j][keep[:j]] - points[j], axis=1)
-        if len(d) and d.min() < MIN_DISTANCE * nn:
-            keep[j] = False
-    for _ in range(5):
-        cn = coordination(points[keep], nn)
-        idx = np.flatnonzero(keep)
-        low = idx[cn < MIN_SITE_NEIGHBOURS]
-        if not len(low):
-            break
-        if np.any(low < n_fixed):
-            return None
-        keep[low] = False
-    return np.flatnonzero(keep)
-
-
 class _Search:
     """State and moves of one completion run."""
 
@@ -825,7 +804,6 @@ class _Search:
         self.rng = rng
         self.accepted: list[Move] = []
         self.n_evaluated = 0
-        self.since_refine = 0
         self.n_top = 48
         self.linear = True
         self.stuck = False
@@ -1221,15 +1199,6 @@ class _Search:
         if "recut" in self.moves and not self.stuck:
             self.stuck = True  # no single or two-site move passes: try the recuts
             return self.step()
-        return False
-
-    def refine_current(self, steps: int) -> bool:
-        """Re-refine the parameters of the current structure; True when the RSS fell."""
-        th, rss, s = self.model.refine(self.h, self.theta, steps=steps)
-        self.since_refine = 0
-        if rss < self.rss:
-            self.theta, self.rss, self.scale = th, rss, s
-            return True
         return False
 
     def _apply(self, c: _Candidate, fit, score: float) -> None:
