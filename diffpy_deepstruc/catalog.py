@@ -30,10 +30,10 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -41,14 +41,30 @@ from . import __version__
 from .clusters import (
     STRUCTURE_TYPES,
     ClusterSpec,
+    DistinctGeometries,
     build_cluster,
     check_elements,
     check_types,
     enumerate_clusters,
+    enumerate_geometries,
     hcp_fraction,
+    type_geometries,
+    unit_cluster,
 )
-from .elements import nearest_neighbour_distance
-from .errors import CatalogError, OutputExistsError, ParameterError
+from .elements import (
+    D_BLOCK_METALS,
+    DEEPSTRUC_METALS,
+    METALS,
+    nearest_neighbour_distance,
+    normalize_element,
+)
+from .errors import (
+    CatalogError,
+    DeepStrucError,
+    ElementError,
+    OutputExistsError,
+    ParameterError,
+)
 from .fileio import check_writable
 
 __all__ = [
@@ -57,12 +73,24 @@ __all__ = [
     "PARAM_COLUMNS",
     "SimulationRanges",
     "CatalogConfig",
+    "ELEMENT_PRESETS",
+    "IMPERFECT_KINDS",
+    "DEFAULT_IMPERFECT_COUNT",
+    "ImperfectOptions",
+    "VariantSpec",
+    "expand_elements",
+    "catalog_imperfect_variants",
+    "imperfect_kind",
+    "plan_imperfect",
+    "relaxed_cluster",
+    "rebuild_structure",
     "BuildReport",
     "Catalog",
     "build_catalog",
     "open_catalog",
     "simulate_structure",
     "catalog_stats",
+    "plan_catalog",
     "format_stats",
     "partial_path",
 ]
@@ -177,6 +205,587 @@ class SimulationRanges:
         return rng.uniform(lo, hi).astype(np.float32)
 
 
+# --------------------------------------------------------------------------- elements
+
+
+def _element_block(sym: str) -> str:
+    """Periodic-table block (``"s"``, ``"p"``, ``"d"``, ``"f"``) of an element.
+
+    A definition: the f block is La..Lu and Ac..Lr (as
+    :data:`diffpy_deepstruc.elements.D_BLOCK_METALS`, which leaves La and Lu out of the
+    d block), the d block groups 3-12 of periods 4-7, the s block groups 1-2 and He.
+    """
+    from ase.data import atomic_numbers
+
+    z = atomic_numbers[sym]
+    if 57 <= z <= 71 or 89 <= z <= 103:
+        return "f"
+    if 21 <= z <= 30 or 39 <= z <= 48 or 72 <= z <= 80 or 104 <= z <= 112:
+        return "d"
+    if z in (1, 2, 3, 4, 11, 12, 19, 20, 37, 38, 55, 56, 87, 88):
+        return "s"
+    return "p"
+
+
+def _simulable(sym: str) -> bool:
+    """Whether the Debye engine has an X-ray form factor for ``sym`` (up to Cf)."""
+    import xraydb
+
+    try:
+        xraydb.f0(sym, 0.0)
+    except Exception:  # xraydb raises ValueError for unknown elements
+        return False
+    return True
+
+
+def _metals_of(blocks: str) -> tuple[str, ...]:
+    return tuple(s for s in METALS if _element_block(s) in blocks and _simulable(s))
+
+
+#: Names ``--elements`` accepts besides element symbols: name -> function giving the
+#: metals (order of Z).  ``d-block`` is the default set; ``all-metals``, ``sp-metals``
+#: and ``f-metals`` keep only the metals the Debye engine has form factors for (Z <= 98).
+ELEMENT_PRESETS: dict[str, Callable[[], tuple[str, ...]]] = {
+    "d-block": lambda: tuple(D_BLOCK_METALS),
+    "deepstruc": lambda: tuple(DEEPSTRUC_METALS),
+    "sp-metals": lambda: _metals_of("sp"),
+    "f-metals": lambda: _metals_of("f"),
+    "all-metals": lambda: _metals_of("spdf"),
+}
+
+
+def expand_elements(words: Iterable[str] | str | None) -> tuple[str, ...] | None:
+    """Element symbols and :data:`ELEMENT_PRESETS` names -> metal symbols.
+
+    Presets expand in place; symbols are normalised; duplicates are dropped (first kept).
+    ``None`` stays ``None`` (the default, ``d-block``).
+
+    Raises
+    ------
+    ElementError
+        Unknown symbol, a non-metal, or a metal without X-ray form factor (Z > 98: no
+        PDF can be simulated).
+    """
+    if words is None:
+        return None
+    if isinstance(words, str):
+        words = [words]
+    out: list[str] = []
+    for w in words:
+        key = str(w).strip().lower()
+        syms = ELEMENT_PRESETS[key]() if key in ELEMENT_PRESETS else (str(w),)
+        for sym in syms:
+            el = normalize_element(sym)
+            if el not in out:
+                out.append(el)
+    checked = check_elements(out)
+    bad = [el for el in checked if not _simulable(el)]
+    if bad:
+        raise ElementError(
+            f"no X-ray form factor for {', '.join(bad)}: their PDFs cannot be simulated"
+        )
+    return checked
+
+
+# --------------------------------------------------------------------------- imperfect
+
+#: Kinds of imperfect structures the catalog can add, in row order (docs/catalog.md).
+IMPERFECT_KINDS: tuple[str, ...] = (
+    "offcentre",
+    "ellipsoid",
+    "rod",
+    "vacancies",
+    "partial",
+    "twin",
+    "relaxed",
+)
+#: Structures per kind and metal when no count is given.
+DEFAULT_IMPERFECT_COUNT: int = 40
+#: Name of the catalog's own size-aware variant grid (:func:`catalog_imperfect_variants`);
+#: any other name is looked up in :data:`diffpy_deepstruc.library.VARIANT_SOURCES`.
+CATALOG_SOURCE: str = "catalog"
+
+
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ParameterError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class ImperfectOptions:
+    """Which imperfect structures a catalog adds to the ideal ones.
+
+    Parameters
+    ----------
+    kinds : sequence of str, optional
+        Of :data:`IMPERFECT_KINDS` (default all), stored in that order.
+    counts : int or mapping, optional
+        Structures per kind and metal: one number for every kind, or ``{kind: n}``
+        (kinds not named get :data:`DEFAULT_IMPERFECT_COUNT`).  A kind with fewer
+        distinct shapes in ``n_min..n_max`` gives all it has.
+    source : str
+        Variant grid of the geometric kinds: ``"catalog"`` (default,
+        :func:`catalog_imperfect_variants`, sized to ``n_min..n_max``) or a set registered
+        in :data:`diffpy_deepstruc.library.VARIANT_SOURCES` (``"imperfect"``: the shape
+        library's set, 250 atoms and up).
+    """
+
+    kinds: tuple[str, ...] | None = None
+    counts: Any = None
+    source: str = CATALOG_SOURCE
+
+    def __post_init__(self) -> None:
+        kinds = IMPERFECT_KINDS if self.kinds is None else self.kinds
+        if isinstance(kinds, str):
+            kinds = [kinds]
+        wanted = [str(k).strip().lower() for k in kinds]
+        unknown = sorted(set(wanted) - set(IMPERFECT_KINDS))
+        if unknown:
+            raise ParameterError(
+                f"unknown imperfect kind(s) {unknown}; choose from {', '.join(IMPERFECT_KINDS)}"
+            )
+        if not wanted:
+            raise ParameterError("no imperfect kinds given")
+        kinds = tuple(k for k in IMPERFECT_KINDS if k in wanted)
+        object.__setattr__(self, "kinds", kinds)
+        raw = self.counts
+        if raw is None or isinstance(raw, (int, np.integer)) and not isinstance(raw, bool):
+            n = DEFAULT_IMPERFECT_COUNT if raw is None else _check_count("count", raw)
+            counts = {k: n for k in kinds}
+        elif isinstance(raw, Mapping):
+            extra = sorted(set(raw) - set(kinds))
+            if extra:
+                raise ParameterError(
+                    f"counts given for kind(s) {extra} that are not selected ({', '.join(kinds)})"
+                )
+            counts = {
+                k: _check_count(f"count of {k}", raw.get(k, DEFAULT_IMPERFECT_COUNT))
+                for k in kinds
+            }
+        else:
+            raise ParameterError(f"counts must be an integer or a mapping, got {raw!r}")
+        object.__setattr__(self, "counts", counts)
+        if not isinstance(self.source, str) or not self.source.strip():
+            raise ParameterError(f"source must be a variant-set name, got {self.source!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the ``imperfect`` entry of the catalog's ``config``)."""
+        return {
+            "kinds": list(self.kinds or ()),
+            "counts": dict(self.counts),
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ImperfectOptions:
+        """Inverse of :meth:`to_dict`."""
+        if not isinstance(data, Mapping):
+            raise ParameterError(f"imperfect options must be a mapping, got {data!r}")
+        unknown = sorted(set(data) - {"kinds", "counts", "source"})
+        if unknown:
+            raise ParameterError(f"unknown imperfect option(s) {unknown}")
+        kinds = data.get("kinds")
+        return cls(
+            kinds=tuple(kinds) if kinds is not None else None,
+            counts=data.get("counts"),
+            source=data.get("source", CATALOG_SOURCE),
+        )
+
+
+class VariantSpec(NamedTuple):
+    """One imperfect catalog structure: how to build it.
+
+    ``rebuild_structure(type, element, {"builder": maker, "args": args}, nn)`` rebuilds
+    it; ``maker`` names a builder of :data:`diffpy_deepstruc.library.SHAPE_BUILDERS` (or
+    ``"relaxed"``, :func:`relaxed_cluster`), ``variant`` is its kind
+    (:data:`IMPERFECT_KINDS`).
+    """
+
+    type: str
+    element: str
+    args: dict[str, Any]
+    natoms: int
+    maker: str
+    variant: str
+
+
+#: Atoms per nn^3 of the lattices (nn = 1), for sizing the variant grid.
+_DENSITY: dict[str, float] = {
+    "fcc": math.sqrt(2.0),
+    "hcp": math.sqrt(2.0),
+    "bcc": 3.0 * math.sqrt(3.0) / 4.0,
+    "sc": 1.0,
+}
+#: Centre offsets (nn) of the off-centre spheres (the first two are the library's).
+_OFFSETS: tuple[tuple[float, float, float], ...] = (
+    (0.25, 0.15, 0.1),
+    (0.5, 0.3, 0.2),
+    (0.1, 0.4, 0.3),
+)
+#: Vacancy counts tried on each ideal cluster (at most 15 % of its atoms).
+_VACANCIES: tuple[int, ...] = (1, 2, 4, 7, 11, 16)
+#: Kept fractions of the outer shell of the partial-shell particles.
+_SHELL_FRACTIONS: tuple[float, ...] = (0.25, 0.5, 0.75)
+
+
+def _steps(lo: float, hi: float, step: float) -> list[float]:
+    return [round(lo + k * step, 3) for k in range(int(math.floor((hi - lo) / step)) + 1)]
+
+
+def _sphere_radius(n: float, density: float) -> float:
+    return (3.0 * n / (4.0 * math.pi * density)) ** (1.0 / 3.0)
+
+
+def catalog_imperfect_variants(n_min: int, n_max: int) -> Iterator[tuple[str, str, dict]]:
+    """The catalog's grid of imperfect shapes, sized to ``n_min..n_max`` atoms.
+
+    Same form as the shape library's variant sets
+    (:func:`diffpy_deepstruc.library.imperfect_variants`): ``(type, builder name,
+    args)`` with builders of :mod:`diffpy_deepstruc.imperfect` (and the library's
+    ``"vacancies"``), in a fixed order:
+
+    - off-centre spheres of fcc, bcc, sc and hcp, radius 1.5 nn and up in 0.25 nn steps,
+      three centre offsets;
+    - ellipsoids (fcc, bcc, hcp; semi-axes a : a : 1.5a and a : a : 2a along [001],
+      [111] and [110]; a from 1.25 nn in 0.25 nn steps);
+    - rods (fcc along [001], [110], [111]; bcc [001], [111]; hcp [001], [100]; radius
+      from 1 nn in 0.25 nn steps, length 3, 4 and 6 radii);
+    - 1, 2, 4, 7, 11, 16 surface vacancies (seed 0, at most 15 % of the atoms) of every
+      distinct icosahedron, decahedron, octahedron, fcc, bcc and hcp cluster;
+    - icosahedra, decahedra and octahedra whose outer shell keeps 25, 50 or 75 %;
+    - fcc particles of 4-14 close-packed layers with one central, one off-centre or two
+      twin planes, cut as spheres (half-height + 0.25 or 0.75 nn) and hexagonal prisms
+      (apothem 2 or 3 nn): radii the ideal stacking family does not use.
+
+    Radii and lengths stop where the shapes outgrow ``n_max``; the caller builds each
+    and drops those outside ``n_min..n_max`` or equal to another structure.
+    """
+    n_hi = 1.3 * n_max  # cuts lose atoms to the pruning of dangling sites
+    for lattice in ("fcc", "bcc", "sc", "hcp"):
+        r_hi = _sphere_radius(n_hi, _DENSITY[lattice]) + 0.5
+        for radius in _steps(1.5, r_hi, 0.25):
+            for off in _OFFSETS:
+                yield (
+                    lattice,
+                    "imperfect.lattice_sphere",
+                    {"lattice": lattice, "radius": radius, "offset": list(off)},
+                )
+    for lattice in ("fcc", "bcc", "hcp"):
+        for aspect in (1.5, 2.0):
+            a_hi = _sphere_radius(n_hi / aspect, _DENSITY[lattice]) + 0.5
+            for axis in ([0, 0, 1], [1, 1, 1], [1, 1, 0]):
+                for a in _steps(1.25, a_hi, 0.25):
+                    yield (
+                        lattice,
+                        "imperfect.lattice_ellipsoid",
+                        {
+                            "lattice": lattice,
+                            "semi_axes": [a, a, round(aspect * a, 3)],
+                            "axis": list(axis),
+                        },
+                    )
+    rod_axes = {
+        "fcc": ([0, 0, 1], [1, 1, 0], [1, 1, 1]),
+        "bcc": ([0, 0, 1], [1, 1, 1]),
+        "hcp": ([0, 0, 1], [1, 0, 0]),
+    }
+    for lattice, axes in rod_axes.items():
+        for ratio in (3, 4, 6):
+            # volume pi r^2 (ratio r) * density <= n_hi
+            r_hi = (n_hi / (math.pi * ratio * _DENSITY[lattice])) ** (1.0 / 3.0) + 0.5
+            for axis in axes:
+                for radius in _steps(1.0, r_hi, 0.25):
+                    yield (
+                        lattice,
+                        "imperfect.lattice_rod",
+                        {
+                            "lattice": lattice,
+                            "radius": radius,
+                            "length": round(ratio * radius, 3),
+                            "axis": list(axis),
+                        },
+                    )
+    k_max = max(_VACANCIES)
+    for shape in ("icosahedron", "decahedron", "octahedron", "fcc", "bcc", "hcp"):
+        for args, n in type_geometries(shape, max(n_min, 2), n_max + k_max):
+            for k in _VACANCIES:
+                if k <= 0.15 * n and n_min <= n - k <= n_max:
+                    yield (
+                        shape,
+                        "vacancies",
+                        {"shape": shape, "args": args, "k": k, "seed": 0},
+                    )
+    for shape in ("icosahedron", "decahedron", "octahedron"):
+        for args, _n in type_geometries(shape, 13, 2 * n_max):
+            for fraction in _SHELL_FRACTIONS:
+                yield (
+                    shape,
+                    "imperfect.incomplete_shell",
+                    {"shape": shape, "args": args, "fraction": fraction, "seed": 0},
+                )
+    spacing = math.sqrt(2.0 / 3.0)
+    for n_layers in range(4, 15):
+        twins: list[list[int]] = []
+        for tw in ([n_layers // 2], [n_layers // 3], [n_layers // 3, (2 * n_layers) // 3]):
+            if (
+                all(1 <= t <= n_layers - 2 for t in tw)
+                and sorted(set(tw)) == tw
+                and tw not in twins
+            ):
+                twins.append(tw)
+        half = (n_layers - 1) / 2.0 * spacing
+        cuts = [("sphere", round(half + e, 3)) for e in (0.25, 0.75)] + [
+            ("prism", a) for a in (2.0, 3.0)
+        ]
+        for tw in twins:
+            for shape, radius in cuts:
+                yield (
+                    "stacking",
+                    "imperfect.twinned_particle",
+                    {"n_layers": n_layers, "twins": tw, "radius": radius, "shape": shape},
+                )
+
+
+def imperfect_kind(maker: str, args: Mapping[str, Any]) -> str | None:
+    """The :data:`IMPERFECT_KINDS` entry of a variant ``(builder name, args)``, or None
+    for a builder the catalog does not classify (left out of catalogs)."""
+    if maker == "imperfect.lattice_sphere":
+        off = args.get("offset", (0, 0, 0))
+        return "offcentre" if any(float(x) != 0 for x in off) else None
+    return {
+        "imperfect.lattice_ellipsoid": "ellipsoid",
+        "imperfect.lattice_rod": "rod",
+        "vacancies": "vacancies",
+        "imperfect.incomplete_shell": "partial",
+        "imperfect.twinned_particle": "twin",
+        "relaxed": "relaxed",
+    }.get(maker)
+
+
+def _variant_source(name: str) -> Callable[[int, int], Iterable[tuple[str, str, dict]]]:
+    if name == CATALOG_SOURCE:
+        return catalog_imperfect_variants
+    from .library import VARIANT_SOURCES
+
+    if name not in VARIANT_SOURCES:
+        raise ParameterError(
+            f"unknown variant set {name!r}; choose {CATALOG_SOURCE!r} or one of "
+            f"{', '.join(sorted(VARIANT_SOURCES)) or 'none'} (library.register_variants)"
+        )
+    return VARIANT_SOURCES[name]
+
+
+def _evenly(items: Sequence[tuple[int, int]], count: int) -> list[int]:
+    """``count`` of ``items`` = (natoms, index), spread evenly over the sizes; returns
+    the chosen indices in their original order."""
+    if count >= len(items):
+        return sorted(i for _, i in items)
+    if count == 0:
+        return []
+    by_size = sorted(items)
+    pos = np.unique(np.round(np.linspace(0, len(by_size) - 1, count)).astype(int))
+    return sorted(by_size[p][1] for p in pos)
+
+
+def plan_imperfect(
+    options: ImperfectOptions,
+    types: Sequence[str],
+    n_min: int,
+    n_max: int,
+    ideal: Sequence[tuple[str, dict[str, Any], int]],
+) -> list[tuple[str, str, dict[str, Any], int, str]]:
+    """The imperfect geometries of a catalog (the same for every metal).
+
+    Every shape of the variant source of a selected kind and type is built at nn = 1;
+    shapes outside ``n_min..n_max``, builds that fail (a cut left empty, vacancies that
+    would leave a dangling atom), unphysical ones (a pair closer than 0.8 nn, an atom
+    with no neighbour within 1.2 nn) and geometries equal to an ideal cluster or to an
+    earlier variant (:class:`~diffpy_deepstruc.clusters.DistinctGeometries`) are
+    dropped.  Of the rest, ``options.counts[kind]`` per kind are kept, spread evenly
+    over the atom counts.  ``"relaxed"`` picks its count the same way among the
+    ``ideal`` geometries (relaxation happens per metal when the structure is built).
+
+    Parameters
+    ----------
+    options : ImperfectOptions
+    types : sequence of str
+        Structure types kept (a variant's type is that of its parent shape).
+    n_min, n_max : int
+        Atom-count bounds.
+    ideal : list of (type, args, natoms)
+        The ideal geometries (:func:`~diffpy_deepstruc.clusters.enumerate_geometries`).
+
+    Returns
+    -------
+    list of (type, builder name, args, natoms, kind)
+        Kinds in the order of :data:`IMPERFECT_KINDS`, each in source order.
+    """
+    seen = DistinctGeometries()
+    for t, args, _ in ideal:
+        seen.add(unit_cluster(t, args).positions)
+    kinds = set(options.kinds or ())
+    found: dict[str, list[tuple[str, str, dict[str, Any], int]]] = {
+        k: [] for k in IMPERFECT_KINDS
+    }
+    geometric = kinds - {"relaxed"}
+    parents: dict[str, Any] = {}
+    if geometric:
+        for t, maker, args in _variant_source(options.source)(n_min, n_max):
+            kind = imperfect_kind(maker, args)
+            if kind not in geometric or t not in types:
+                continue
+            try:
+                xyz = _unit_variant(maker, args, parents)
+            except DeepStrucError:
+                continue
+            n = len(xyz)
+            if n_min <= n <= n_max and _physical(xyz) and seen.add(xyz):
+                found[kind].append((t, maker, args, n))
+    if "relaxed" in kinds:
+        found["relaxed"] = [
+            (t, "relaxed", {"maker": t, "args": args, "method": "auto"}, n)
+            for t, args, n in ideal
+        ]
+    out: list[tuple[str, str, dict[str, Any], int, str]] = []
+    for kind in IMPERFECT_KINDS:
+        if kind not in kinds:
+            continue
+        rows = found[kind]
+        chosen = _evenly([(r[3], i) for i, r in enumerate(rows)], options.counts[kind])
+        out += [(*rows[i], kind) for i in chosen]
+    return out
+
+
+#: Closest pair (nn) a variant may have, and the distance within which every atom must
+#: have a neighbour (nn; above bcc's second shell at 1.155, below sc's at 1.414).
+MIN_PAIR_NN: float = 0.8
+ISOLATED_NN: float = 1.2
+
+
+def _physical(xyz: np.ndarray) -> bool:
+    """No pair closer than :data:`MIN_PAIR_NN` and no atom without a neighbour within
+    :data:`ISOLATED_NN` (coordinates in nn units)."""
+    from scipy.spatial import cKDTree
+
+    if len(xyz) < 2:
+        return False
+    d, _ = cKDTree(xyz).query(xyz, k=2)
+    return bool(d[:, 1].min() >= MIN_PAIR_NN and d[:, 1].max() <= ISOLATED_NN)
+
+
+def _unit_variant(maker: str, args: dict[str, Any], parents: dict[str, Any]) -> np.ndarray:
+    """Coordinates (nn = 1) of a variant, as :func:`diffpy_deepstruc.library.
+    unit_coordinates`; the ideal parents of ``"vacancies"`` are built once (``parents``
+    caches them), which is what :func:`diffpy_deepstruc.library.vacancy_shape` does."""
+    if maker == "vacancies" and set(args) == {"shape", "args", "k", "seed"}:
+        from .imperfect import surface_vacancies
+
+        key = json.dumps([args["shape"], args["args"]], sort_keys=True)
+        if key not in parents:
+            parents[key] = unit_cluster(args["shape"], dict(args["args"]))
+        atoms = surface_vacancies(parents[key], args["k"], seed=args["seed"], nn=1.0)
+        xyz = atoms.positions
+        return xyz - xyz.mean(axis=0)
+    from .library import unit_coordinates
+
+    return unit_coordinates(maker, args)
+
+
+def _resolve_builder(maker: str) -> Callable[..., Any]:
+    if maker == "relaxed":
+        return relaxed_cluster
+    from .library import _builder
+
+    return _builder(maker)
+
+
+def relaxed_cluster(
+    element: str,
+    maker: str,
+    args: dict[str, Any],
+    method: str = "auto",
+    nn: float | None = None,
+) -> Any:
+    """A catalog shape with its surface relaxed for ``element``.
+
+    Builds ``maker(element, **args, nn=nn)`` (a structure type of
+    :mod:`diffpy_deepstruc.clusters` or a builder of
+    :data:`diffpy_deepstruc.library.SHAPE_BUILDERS`) and relaxes it with
+    :func:`diffpy_deepstruc.imperfect.relax_surface`: ASE's EMT for Al, Cu, Ag, Au, Ni,
+    Pd, Pt (up to 400 atoms), the contraction model otherwise.  Unlike the other
+    builders the result depends on the element, not only on ``nn``.
+
+    Returns
+    -------
+    ase.Atoms
+        ``info["relaxation"]`` says which model was used.
+    """
+    from .imperfect import BULK_COORDINATION, relax_surface
+
+    if maker == "relaxed":
+        raise ParameterError("a relaxed shape cannot be relaxed again")
+    d = nearest_neighbour_distance(element) if nn is None else float(nn)
+    atoms = _resolve_builder(maker)(element, **args, nn=d)
+    if maker in BULK_COORDINATION and "lattice" not in atoms.info:
+        atoms.info["lattice"] = maker  # bulk coordination of the contraction model
+    return relax_surface(atoms, method=method, nn=d)
+
+
+def _parse_builder(structure_type: str, builder: str | Mapping) -> tuple[str, dict]:
+    """``(builder name, args)`` of a ``/structures/builder`` entry: an object with
+    exactly the keys ``builder`` and ``args`` names a builder; any other object holds the
+    arguments of the ``structure_type`` builder (ideal rows, and every row of catalogs
+    written before imperfect variants existed)."""
+    data = json.loads(builder) if isinstance(builder, str) else dict(builder)
+    if not isinstance(data, dict):
+        raise CatalogError(f"builder entry {builder!r} is not a JSON object")
+    if set(data) == {"builder", "args"}:
+        return str(data["builder"]), dict(data["args"])
+    return structure_type, data
+
+
+def rebuild_structure(
+    structure_type: str, element: str, builder: str | Mapping, nn: float | None = None
+) -> Any:
+    """Rebuild a catalog structure from its ``type``, ``element`` and ``builder`` entry.
+
+    Parameters
+    ----------
+    structure_type : str
+        ``/structures/type``.
+    element : str
+        ``/structures/element``.
+    builder : str or mapping
+        ``/structures/builder`` (JSON text or the parsed object).
+    nn : float, optional
+        ``/structures/nn`` (default the element's).
+
+    Returns
+    -------
+    ase.Atoms
+        The structure as built (the catalog stores these coordinates as float32).
+    """
+    maker, args = _parse_builder(structure_type, builder)
+    if maker == structure_type:
+        return build_cluster(structure_type, element, args, nn)
+    return _resolve_builder(maker)(element, **args, nn=nn)
+
+
+def _stacking_sequence(maker: str, args: Mapping[str, Any]) -> str | None:
+    if maker == "stacking":
+        return str(args["sequence"])
+    if maker == "imperfect.twinned_particle":
+        from .imperfect import twin_sequence
+
+        return twin_sequence(int(args["n_layers"]), list(args["twins"]))
+    if maker == "relaxed":
+        return _stacking_sequence(str(args["maker"]), args["args"])
+    if maker in ("vacancies", "imperfect.incomplete_shell"):
+        return _stacking_sequence(str(args["shape"]), args["args"])
+    return None
+
+
 @dataclass(frozen=True)
 class CatalogConfig:
     """Everything that determines a catalog's content.
@@ -184,7 +793,8 @@ class CatalogConfig:
     Parameters
     ----------
     elements : sequence of str, optional
-        Metals (default :data:`diffpy_deepstruc.elements.D_BLOCK_METALS`).
+        Metals and :data:`ELEMENT_PRESETS` names (default
+        :data:`diffpy_deepstruc.elements.D_BLOCK_METALS`, the ``d-block`` preset).
     types : sequence of str, optional
         Structure types (default all of :data:`diffpy_deepstruc.clusters.STRUCTURE_TYPES`).
     n_min, n_max : int
@@ -199,6 +809,9 @@ class CatalogConfig:
         points), as :meth:`diffpy_deepstruc.debye.PDFParameters.r_grid`.
     ranges : SimulationRanges
         Parameter ranges (default :class:`SimulationRanges`).
+    imperfect : ImperfectOptions, optional
+        Imperfect structures added after the ideal ones (default none: the catalog is
+        the ideal enumeration alone, byte for byte as before this option existed).
     """
 
     elements: tuple[str, ...] | None = None
@@ -211,9 +824,16 @@ class CatalogConfig:
     rmax: float = 30.0
     rstep: float = 0.05
     ranges: SimulationRanges = field(default_factory=SimulationRanges)
+    imperfect: ImperfectOptions | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "elements", check_elements(self.elements))
+        object.__setattr__(self, "elements", check_elements(expand_elements(self.elements)))
+        if isinstance(self.imperfect, Mapping):
+            object.__setattr__(
+                self, "imperfect", ImperfectOptions.from_dict(self.imperfect)
+            )
+        if self.imperfect is not None and not isinstance(self.imperfect, ImperfectOptions):
+            raise ParameterError("imperfect must be an ImperfectOptions or None")
         object.__setattr__(self, "types", check_types(self.types))
         for name, minimum in (("n_min", 1), ("n_max", 1), ("variants", 1), ("seed", 0)):
             v = getattr(self, name)
@@ -243,8 +863,9 @@ class CatalogConfig:
         return self.pdf_parameters().r_grid()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able form (stored as the ``config`` attribute)."""
-        return {
+        """JSON-able form (stored as the ``config`` attribute); the ``imperfect`` key is
+        present only when imperfect structures are asked for."""
+        out = {
             "elements": list(self.elements or ()),
             "types": list(self.types or ()),
             "n_min": self.n_min,
@@ -259,6 +880,9 @@ class CatalogConfig:
             "noise_model": "white in F(Q)*Q on [qmin, qmax), sine-transformed; "
             "noise = rms / max|G|",
         }
+        if self.imperfect is not None:
+            out["imperfect"] = self.imperfect.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CatalogConfig:
@@ -267,6 +891,8 @@ class CatalogConfig:
         kw = {k: v for k, v in data.items() if k in keys}
         if "ranges" in kw:
             kw["ranges"] = SimulationRanges.from_dict(kw["ranges"])
+        if kw.get("imperfect") is not None:
+            kw["imperfect"] = ImperfectOptions.from_dict(kw["imperfect"])
         for k in ("elements", "types"):
             if k in kw:
                 kw[k] = tuple(kw[k])
@@ -362,7 +988,10 @@ def simulate_structure(
 
 
 def _simulate_block(
-    block: int, start: int, specs: Sequence[ClusterSpec], config_dict: dict[str, Any]
+    block: int,
+    start: int,
+    specs: Sequence[ClusterSpec | VariantSpec],
+    config_dict: dict[str, Any],
 ) -> tuple[int, dict[str, np.ndarray]]:
     """Build and simulate one block of structures (runs in a worker)."""
     config = CatalogConfig.from_dict(config_dict)
@@ -383,22 +1012,32 @@ def _simulate_block(
 
 
 def _simulate_one(
-    i: int, row: int, spec: ClusterSpec, config: CatalogConfig, out: dict[str, np.ndarray]
+    i: int,
+    row: int,
+    spec: ClusterSpec | VariantSpec,
+    config: CatalogConfig,
+    out: dict[str, np.ndarray],
 ) -> None:
     """Build structure ``spec`` (catalog row ``row``) into slot ``i`` of a block."""
     K = config.variants
     nn = nearest_neighbour_distance(spec.element)
-    atoms = build_cluster(spec.type, spec.element, spec.args, nn=nn)
+    maker = spec.maker if isinstance(spec, VariantSpec) else spec.type
+    if isinstance(spec, VariantSpec):
+        atoms = _resolve_builder(maker)(spec.element, **spec.args, nn=nn)
+    else:
+        atoms = build_cluster(spec.type, spec.element, spec.args, nn=nn)
     if len(atoms) != spec.natoms:  # pragma: no cover - enumeration/builder mismatch
         raise CatalogError(
-            f"{spec.type} {spec.args}: built {len(atoms)} atoms, enumerated {spec.natoms}"
+            f"{maker} {spec.args}: built {len(atoms)} atoms, enumerated {spec.natoms}"
         )
     xyz = atoms.positions.astype(np.float32)
     out["xyz"][i, : len(xyz)] = xyz
     out["natoms"][i] = len(xyz)
     out["nn"][i] = nn
     if spec.type == "stacking":
-        out["hcp_fraction"][i] = hcp_fraction(spec.args["sequence"])
+        seq = _stacking_sequence(maker, spec.args)
+        if seq is not None:
+            out["hcp_fraction"][i] = hcp_fraction(seq)
     g, params = simulate_structure(xyz, spec.element, config, row)
     out["g"][i * K : (i + 1) * K] = g
     out["params"][i * K : (i + 1) * K] = params
@@ -428,6 +1067,8 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 
 _STRUCTURE_SETS = ("xyz", "natoms", "element", "type", "builder", "nn", "hcp_fraction")
+#: Datasets only catalogs with imperfect structures have (absent: every row is ideal).
+_OPTIONAL_SETS = ("variant",)
 _PDF_SETS = ("g", "structure", "params")
 
 
@@ -470,6 +1111,10 @@ def _create_file(path: Path, config: CatalogConfig, n_planned: int, block_size: 
             ("hcp_fraction", np.float32),
         ):
             s.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dt, chunks=(1024,))
+        if config.imperfect is not None:
+            s.create_dataset(
+                "variant", shape=(0,), maxshape=(None,), dtype=strd, chunks=(1024,)
+            )
         p = h5.create_group("pdfs")
         p.create_dataset(
             "g", shape=(0, len(r)), maxshape=(None, len(r)), dtype=np.float32,
@@ -531,8 +1176,9 @@ def _open_partial(path: Path, config: CatalogConfig, n_planned: int):
             )
         done = int(attrs["completed"])
         # Drop anything written after the last consistent state (a kill mid-block).
-        for name in _STRUCTURE_SETS:
-            h5["structures"][name].resize(done, axis=0)
+        for name in _STRUCTURE_SETS + _OPTIONAL_SETS:
+            if name in h5["structures"]:
+                h5["structures"][name].resize(done, axis=0)
         for name in _PDF_SETS:
             h5["pdfs"][name].resize(done * config.variants, axis=0)
         h5.flush()
@@ -542,8 +1188,16 @@ def _open_partial(path: Path, config: CatalogConfig, n_planned: int):
     return h5
 
 
+def _builder_entry(spec: ClusterSpec | VariantSpec) -> str:
+    """``/structures/builder`` of a row: the builder arguments (ideal rows, as before),
+    or ``{"builder": name, "args": arguments}`` (imperfect rows)."""
+    if isinstance(spec, VariantSpec):
+        return json.dumps({"builder": spec.maker, "args": spec.args}, sort_keys=True)
+    return json.dumps(spec.args, sort_keys=True)
+
+
 def _append_block(
-    h5, specs: Sequence[ClusterSpec], res: dict[str, np.ndarray], K: int
+    h5, specs: Sequence[ClusterSpec | VariantSpec], res: dict[str, np.ndarray], K: int
 ) -> int:
     """Append one simulated block; raise ``completed`` and flush only afterwards."""
     m0 = int(h5.attrs["completed"])
@@ -555,10 +1209,14 @@ def _append_block(
         "natoms": res["natoms"],
         "element": [x.element for x in specs],
         "type": [x.type for x in specs],
-        "builder": [json.dumps(x.args, sort_keys=True) for x in specs],
+        "builder": [_builder_entry(x) for x in specs],
         "nn": res["nn"],
         "hcp_fraction": res["hcp_fraction"],
     }
+    if "variant" in s:
+        columns["variant"] = [
+            x.variant if isinstance(x, VariantSpec) else "ideal" for x in specs
+        ]
     for name, values in columns.items():
         s[name].resize(m1, axis=0)
         s[name][m0:m1] = values
@@ -583,8 +1241,12 @@ def catalog_stats(
     n_pdfs: int | None = None,
     n_min: int = 5,
     n_max: int = 200,
+    variants: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Counts per type and metal and a size histogram of a list of structures.
+
+    ``variants`` (the ``/structures/variant`` column) adds ``per_variant`` counts
+    (``ideal`` first, then :data:`IMPERFECT_KINDS`).
 
     Returns
     -------
@@ -614,6 +1276,11 @@ def catalog_stats(
         },
         "size_histogram": {"edges": edges, "counts": [int(c) for c in counts]},
     }
+    if variants is not None:
+        per_var = Counter(str(v) for v in variants)
+        order = ["ideal", *IMPERFECT_KINDS]
+        order += sorted(set(per_var) - set(order))
+        stats["per_variant"] = {v: per_var[v] for v in order if per_var[v]}
     if hcp is not None:
         h = np.asarray(hcp, dtype=float)
         h = h[np.isfinite(h)]
@@ -638,6 +1305,10 @@ def format_stats(stats: Mapping[str, Any]) -> str:
     lines.append("per type:")
     for t, c in stats["per_type"].items():
         lines.append(f"  {t:<12s} {c:7d}")
+    if "per_variant" in stats:
+        lines.append("per variant:")
+        for v, c in stats["per_variant"].items():
+            lines.append(f"  {v:<12s} {c:7d}")
     per_el = stats["per_element"]
     lines.append(f"per metal ({len(per_el)}):")
     items = list(per_el.items())
@@ -667,6 +1338,7 @@ def _stats_from_file(h5, config: CatalogConfig) -> dict[str, Any]:
         n_pdfs=h5["pdfs"]["g"].shape[0],
         n_min=config.n_min,
         n_max=config.n_max,
+        variants=s["variant"].asstr()[()] if "variant" in s else None,
     )
 
 
@@ -739,6 +1411,31 @@ def _run_dask(jobs, submit_args, scheduler):
             fut.cancel()
         if own:
             client.close()
+
+
+def plan_catalog(config: CatalogConfig) -> list[ClusterSpec | VariantSpec]:
+    """The structures of a catalog, in row order.
+
+    The ideal clusters (:func:`~diffpy_deepstruc.clusters.enumerate_clusters`: metals,
+    then types, then builder grids) come first, exactly as without imperfect options, so
+    their rows, seeds and PDFs do not change; then, metal by metal, the imperfect
+    structures of :func:`plan_imperfect` (the same geometries for every metal).
+    """
+    geoms = enumerate_geometries(config.types, config.n_min, config.n_max)
+    specs: list[ClusterSpec | VariantSpec] = list(
+        enumerate_clusters(
+            config.elements, config.types, config.n_min, config.n_max, geometries=geoms
+        )
+    )
+    if config.imperfect is None:
+        return specs
+    extra = plan_imperfect(
+        config.imperfect, config.types or STRUCTURE_TYPES, config.n_min, config.n_max, geoms
+    )
+    for el in config.elements or ():
+        for t, maker, args, n, kind in extra:
+            specs.append(VariantSpec(t, el, json.loads(json.dumps(args)), n, maker, kind))
+    return specs
 
 
 def build_catalog(
@@ -820,9 +1517,7 @@ def build_catalog(
         ):
             raise ParameterError(f"workers must be a positive integer, got {workers!r}")
 
-    specs = list(
-        enumerate_clusters(config.elements, config.types, config.n_min, config.n_max)
-    )
+    specs = plan_catalog(config)
     t_enum = time.perf_counter() - t0
     M = len(specs)
     if M == 0:
@@ -830,7 +1525,12 @@ def build_catalog(
             f"no cluster of {config.n_min}..{config.n_max} atoms among types "
             f"{', '.join(config.types or ())}"
         )
-    say(f"enumerated {M} structures in {t_enum:.1f} s")
+    n_var = sum(isinstance(x, VariantSpec) for x in specs)
+    say(
+        f"enumerated {M} structures"
+        + (f" ({n_var} imperfect)" if config.imperfect is not None else "")
+        + f" in {t_enum:.1f} s"
+    )
 
     if overwrite and part.exists():
         part.unlink()
@@ -962,20 +1662,36 @@ class Catalog:
 
     # access ---------------------------------------------------------------------------
     def structure(self, i: int) -> dict[str, Any]:
-        """Row ``i`` of ``/structures``: type, element, builder args, natoms, xyz, nn,
+        """Row ``i`` of ``/structures``: type, element, builder (name), args, variant
+        (``"ideal"`` or an :data:`IMPERFECT_KINDS` entry), natoms, xyz, nn,
         hcp_fraction."""
         i = self._index(i, self.n_structures, "structure")
         s = self.file["structures"]
         n = int(s["natoms"][i])
+        stype = s["type"].asstr()[i]
+        maker, args = _parse_builder(stype, s["builder"].asstr()[i])
         return {
-            "type": s["type"].asstr()[i],
+            "type": stype,
             "element": s["element"].asstr()[i],
-            "args": json.loads(s["builder"].asstr()[i]),
+            "builder": maker,
+            "args": args,
+            "variant": s["variant"].asstr()[i] if "variant" in s else "ideal",
             "natoms": n,
             "xyz": s["xyz"][i, :n].astype(np.float64),
             "nn": float(s["nn"][i]),
             "hcp_fraction": float(s["hcp_fraction"][i]),
         }
+
+    def rebuild(self, i: int):
+        """Structure row ``i`` rebuilt by its builder (:func:`rebuild_structure`), as an
+        :class:`ase.Atoms`: the stored coordinates are these, rounded to float32."""
+        i = self._index(i, self.n_structures, "structure")
+        s = self.file["structures"]
+        element = s["element"].asstr()[i]
+        nn = nearest_neighbour_distance(element)  # as built (the file holds float32)
+        if np.float32(nn) != s["nn"][i]:
+            nn = float(s["nn"][i])
+        return rebuild_structure(s["type"].asstr()[i], element, s["builder"].asstr()[i], nn)
 
     def atoms(self, i: int):
         """Structure row ``i`` as an :class:`ase.Atoms`."""
@@ -1091,8 +1807,8 @@ def _validate(p: Path, h5) -> None:
             f"{p}: /structures/xyz has shape {h5['structures/xyz'].shape}, "
             f"expected {(M, n_max, 3)}"
         )
-    for name in _STRUCTURE_SETS[1:]:
-        if h5["structures"][name].shape != (M,):
+    for name in _STRUCTURE_SETS[1:] + _OPTIONAL_SETS:
+        if name in h5["structures"] and h5["structures"][name].shape != (M,):
             raise CatalogError(f"{p}: /structures/{name} does not have {M} rows")
     P = h5["pdfs/g"].shape[0]
     if h5["pdfs/g"].shape[1:] != (n_r,):

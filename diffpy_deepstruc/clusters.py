@@ -77,6 +77,8 @@ __all__ = [
     "merge_geometries",
     "check_elements",
     "check_types",
+    "DistinctGeometries",
+    "unit_cluster",
 ]
 
 #: The structure types of the catalog, in enumeration order.
@@ -846,6 +848,25 @@ class _Distinct:
                 return False
         bucket.append((s, d))
         return True
+
+
+class DistinctGeometries(_Distinct):
+    """Geometries seen so far, under the enumeration's de-duplication rule.
+
+    :meth:`add` (coordinates in units of nn) returns True for a geometry not met before
+    (other atom count, or sorted pair distances differing by more than
+    :data:`DEDUP_TOLERANCE`) and remembers it; used by the catalog to keep imperfect
+    variants that differ from every ideal cluster and from each other.
+    """
+
+
+def unit_cluster(structure_type: str, args: dict[str, Any]) -> Atoms:
+    """Cluster ``BUILDERS[structure_type](**args)`` with nearest-neighbour distance 1.
+
+    Geometries do not depend on the metal; this is the form the enumeration compares.
+    """
+    (structure_type,) = _check_types([structure_type])
+    return _unit_atoms(structure_type, args)
 
 
 def type_geometries(

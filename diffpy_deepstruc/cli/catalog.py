@@ -3,7 +3,9 @@
 Calls :func:`diffpy_deepstruc.catalog.build_catalog` and prints the catalog statistics
 (counts per structure type and metal, size histogram), which are also stored in the
 file's ``stats`` attribute.  An interrupted build resumes when the same command is run
-again; ``--force`` starts over.
+again; ``--force`` starts over.  ``--imperfect`` adds imperfect particles (off-centre
+cuts, ellipsoids, rods, surface vacancies, partial shells, twins, relaxed surfaces) after
+the ideal clusters; without it the catalog is the ideal enumeration, as before.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ import argparse
 import os
 import sys
 
-from ..catalog import CatalogConfig, SimulationRanges, build_catalog, format_stats
+from ..catalog import (
+    DEFAULT_IMPERFECT_COUNT,
+    ELEMENT_PRESETS,
+    IMPERFECT_KINDS,
+    CatalogConfig,
+    ImperfectOptions,
+    SimulationRanges,
+    build_catalog,
+    format_stats,
+)
 from ..clusters import STRUCTURE_TYPES
 from ..errors import ElementError, ParameterError
 from ._args import path_arg, word
@@ -48,7 +59,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="file to write",
     )
     p.add_argument(
-        "--nmax", type=int, default=200, metavar="N", help="most atoms per cluster (200)"
+        "--nmax",
+        type=int,
+        default=200,
+        metavar="N",
+        help="most atoms per cluster (200; also the padded size of /structures/xyz and "
+        "the size the model's representation is padded to: keep 200 for the shipped model)",
     )
     p.add_argument(
         "--nmin", type=int, default=5, metavar="N", help="fewest atoms per cluster (5)"
@@ -65,7 +81,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         nargs="+",
         default=None,
         metavar="EL",
-        help="metals (default: the d-block metals Sc..Zn, Y..Cd, Hf..Hg)",
+        help="metals: symbols and/or presets "
+        f"({', '.join(ELEMENT_PRESETS)}); default d-block (Sc..Zn, Y..Cd, Hf..Hg)",
+    )
+    p.add_argument(
+        "--imperfect",
+        nargs="*",
+        default=None,
+        metavar="KIND",
+        help="add imperfect particles of these kinds after the ideal clusters (no KIND: "
+        f"all of {' '.join(IMPERFECT_KINDS)}; relaxed = ASE EMT for Al Cu Ag Au Ni Pd Pt, "
+        "the contraction model for other metals)",
+    )
+    p.add_argument(
+        "--imperfect-count",
+        nargs="+",
+        default=None,
+        metavar="N|KIND=N",
+        help=f"imperfect structures per kind and metal ({DEFAULT_IMPERFECT_COUNT}), "
+        "e.g. 60 or vacancies=80 twin=20",
+    )
+    p.add_argument(
+        "--imperfect-source",
+        default=None,
+        type=word,
+        metavar="NAME",
+        help="variant grid of the geometric kinds: catalog (default, sized to "
+        "--nmin..--nmax) or a shape-library variant set such as imperfect (250+ atoms)",
     )
     p.add_argument(
         "--variants",
@@ -126,12 +168,54 @@ def _check_metals(elements: list[str] | None) -> None:
             )
 
 
+def _counts(values: list[str] | None) -> int | dict[str, int] | None:
+    """``--imperfect-count``: ``N`` for every kind, or ``KIND=N`` items."""
+    words = _words(values)
+    if not words:
+        return None
+    if len(words) == 1 and "=" not in words[0]:
+        return _int("--imperfect-count", words[0])
+    out: dict[str, int] = {}
+    for w in words:
+        kind, eq, n = w.partition("=")
+        if not eq:
+            raise ParameterError(
+                f"--imperfect-count: give one number or KIND=N items, got {' '.join(words)}"
+            )
+        out[kind.strip().lower()] = _int(f"--imperfect-count {kind}", n)
+    return out
+
+
+def _int(name: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ParameterError(f"{name}: {text!r} is not an integer") from None
+
+
+def _imperfect(args: argparse.Namespace) -> ImperfectOptions | None:
+    """The imperfect options, or None when ``--imperfect`` is not given."""
+    if args.imperfect is None:
+        if args.imperfect_count is not None or args.imperfect_source is not None:
+            raise ParameterError(
+                "--imperfect-count and --imperfect-source need --imperfect"
+            )
+        return None
+    kinds = _words(args.imperfect) or None
+    return ImperfectOptions(
+        kinds=tuple(kinds) if kinds else None,
+        counts=_counts(args.imperfect_count),
+        source=args.imperfect_source or "catalog",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the catalog and print its statistics."""
-    _check_metals(_words(args.elements))
+    elements = _words(args.elements)
+    _check_metals([e for e in elements or [] if e.lower() not in ELEMENT_PRESETS])
     ranges = SimulationRanges(noise=(0.0, 0.0)) if args.no_noise else SimulationRanges()
     config = CatalogConfig(
-        elements=_words(args.elements),
+        elements=elements,
         types=_words(args.types),
         n_min=args.nmin,
         n_max=args.nmax,
@@ -140,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         rmax=args.rmax,
         rstep=args.rstep,
         ranges=ranges,
+        imperfect=_imperfect(args),
     )
 
     def log(msg: str) -> None:
