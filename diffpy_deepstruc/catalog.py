@@ -7,6 +7,16 @@ sample parameters (:class:`SimulationRanges`), and stores structures and PDFs in
 HDF5 file (schema in ``docs/architecture.md``, ranges and choices in
 ``docs/catalog.md``).  :func:`open_catalog` reads and validates a catalog.
 
+Imperfect particles (:class:`ImperfectOptions`, ``CatalogConfig(imperfect=...)``):
+off-centre cuts, ellipsoids, rods, surface vacancies, partial outer shells, twins and
+relaxed surfaces, built by the shape library's builders
+(:data:`diffpy_deepstruc.library.SHAPE_BUILDERS`, :mod:`diffpy_deepstruc.imperfect`)
+from a variant grid of the same ``(type, builder name, args)`` form as the library's
+variant sets (:func:`catalog_imperfect_variants`, or any set of
+:data:`diffpy_deepstruc.library.VARIANT_SOURCES`), follow the ideal rows
+(:func:`plan_catalog`); without them the file is exactly what it was before they
+existed.  ``elements`` also takes presets (:data:`ELEMENT_PRESETS`).
+
 Reproducibility: the parameters and the noise of structure row ``i`` come from a numpy
 Generator seeded with ``SeedSequence(seed, spawn_key=(i,))``, so the file content
 depends only on the configuration, never on the number of workers or the order in which
