@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.optimize import minimize
-from scipy.spatial import cKDTree
+from scipy.spatial import ConvexHull, QhullError, cKDTree
 from scipy.stats import f as f_dist
 
 from . import debye
@@ -766,6 +766,17 @@ class _Candidate:
     removed: np.ndarray  # indices into the current structure
 
 
+def _diameter(x: np.ndarray) -> float:
+    """Largest pair distance of a point set (via its convex hull; no N^2 matrix)."""
+    if len(x) < 5:
+        return float(max((np.linalg.norm(a - b) for a in x for b in x), default=0.0))
+    try:
+        v = x[ConvexHull(x).vertices]
+    except QhullError:
+        v = x
+    return float(np.linalg.norm(v[:, None] - v[None], axis=2).max())
+
+
 def _bond_directions(x: np.ndarray, nn: float, max_dirs: int = 26) -> np.ndarray:
     """Up to ``max_dirs`` distinct bond directions of the cluster (farthest-point pick)."""
     tree = cKDTree(x)
@@ -901,44 +912,56 @@ class _Search:
 
     def _valid(self, removed: np.ndarray, added: np.ndarray) -> bool:
         """The edited cluster is physical: added atoms >= MIN_DISTANCE nn from all atoms
-        and with >= 3 neighbours; no atom that had >= 3 neighbours falls below 3."""
+        and with >= 3 neighbours; no atom that had >= 3 neighbours falls below 3.
+
+        Neighbour counts come from KD-trees (O(k log N) for k changed atoms), so large
+        particles are checked as fast as small ones.
+        """
         nn = self.nn
+        bond = BOND_MAX * nn
         keep = np.ones(len(self.x), dtype=bool)
         keep[np.asarray(removed, dtype=int)] = False
-        new = np.concatenate([self.x[keep], np.asarray(added, dtype=float).reshape(-1, 3)])
+        added = np.asarray(added, dtype=float).reshape(-1, 3)
+        new = np.concatenate([self.x[keep], added])
         n_old = int(keep.sum())
         if len(new) < 4:
             return False
+        tree = cKDTree(new)
         if len(added):
-            d = np.linalg.norm(new[n_old:, None] - new[None], axis=2)
-            if d.max() >= self.max_dist:  # beyond the histogram's range
+            far = np.linalg.norm(added[:, None] - new[None], axis=2).max()
+            if far >= self.max_dist:  # beyond the histogram's range
                 return False
-            d[np.arange(len(added)), n_old + np.arange(len(added))] = np.inf
-            if d.min() < MIN_DISTANCE * nn:
+            d2, _ = tree.query(added, k=2)  # itself first, then the closest other atom
+            if d2[:, 1].min() < MIN_DISTANCE * nn:
                 return False
-            if np.any((d <= BOND_MAX * nn).sum(axis=1) < MIN_SITE_NEIGHBOURS):
+            n_bonds = tree.query_ball_point(added, bond, return_length=True) - 1
+            if np.any(n_bonds < MIN_SITE_NEIGHBOURS):
                 return False
         # atoms near a change keep their bonds
-        changed = np.concatenate([self.x[~keep], new[n_old:]])
-        near = np.flatnonzero(
-            np.linalg.norm(new[:, None] - changed[None], axis=2).min(axis=1) <= 1.5 * nn
+        changed = np.concatenate([self.x[~keep], added])
+        near = np.unique(
+            np.concatenate(
+                [np.asarray(v, dtype=int) for v in tree.query_ball_point(changed, 1.5 * nn)]
+                or [np.zeros(0, dtype=int)]
+            )
         )
-        cn_new = (
-            np.sum(np.linalg.norm(new[near, None] - new[None], axis=2) <= BOND_MAX * nn, 1)
-            - 1
-        )
+        cn_new = tree.query_ball_point(new[near], bond, return_length=True) - 1
         old_idx = np.flatnonzero(keep)
         cn_old = np.full(len(near), MIN_SITE_NEIGHBOURS)
         is_old = near < n_old
         if np.any(is_old):
             xo = self.x[old_idx[near[is_old]]]
-            cn_old[is_old] = (
-                np.sum(
-                    np.linalg.norm(xo[:, None] - self.x[None], axis=2) <= BOND_MAX * nn, 1
-                )
-                - 1
-            )
+            cn_old[is_old] = self._tree.query_ball_point(xo, bond, return_length=True) - 1
         return bool(np.all(cn_new >= np.minimum(cn_old, MIN_SITE_NEIGHBOURS)))
+
+    @property
+    def _tree(self) -> cKDTree:
+        """KD-tree of the current atoms (rebuilt when they change)."""
+        key = hash(self.x.tobytes())
+        if getattr(self, "_tree_key", None) != key:
+            self._tree_cache = cKDTree(self.x)
+            self._tree_key = key
+        return self._tree_cache
 
     def _pair_curves(self, d: np.ndarray, kc: torch.Tensor) -> torch.Tensor:
         """G change ``[B, nr]`` of one pair at each distance ``d`` (linear split)."""
@@ -1240,9 +1263,12 @@ class _Search:
                 )
                 self.scale = float(self.model.rss(c, False)[1][0])
 
-    def relax(self, max_iter: int = 25, weight: float = 10.0) -> bool:
+    def relax(
+        self, max_iter: int = 25, weight: float = 10.0, deadline: float = math.inf
+    ) -> bool:
         """Restrained relaxation of all coordinates; applied when it lowers chi^2 and the
-        particle stays physical."""
+        particle stays physical.  The L-BFGS iterations are cut to what fits before
+        ``deadline`` (a ``time.perf_counter()`` value), judged from the first one."""
         m, nn = self.model, self.nn
         n = len(self.x)
         if n < 3:
@@ -1276,6 +1302,14 @@ class _Search:
             loss.backward()
             return float(loss.detach()), xv.grad.cpu().numpy().ravel()
 
+        t_eval = time.perf_counter()
+        fun(self.x.ravel())
+        t_eval = time.perf_counter() - t_eval
+        # an L-BFGS iteration costs about 1.5 evaluations
+        fits = int((deadline - time.perf_counter()) / (1.5 * t_eval + 1e-9))
+        max_iter = min(max_iter, fits)
+        if max_iter < 2:
+            return False
         res = minimize(
             fun, self.x.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": max_iter}
         )
@@ -1286,7 +1320,7 @@ class _Search:
         d_min = cKDTree(x_new).query(x_new, k=2)[0][:, 1].min()
         if d_min < MIN_DISTANCE * nn or np.any(cn1 < np.minimum(cn0, MIN_SITE_NEIGHBOURS)):
             return False
-        if np.linalg.norm(x_new[:, None] - x_new[None], axis=2).max() >= self.max_dist:
+        if _diameter(x_new) >= self.max_dist:
             return False
         h_new = pair_histogram(x_new, step=m.step, n_bins=m.n_bins)
         th, rss, s = m.refine(h_new, self.theta, steps=2)
@@ -1549,7 +1583,7 @@ def complete(
     decide, pen = _decider(criterion, n_obs, alpha)
 
     step = HIST_STEP
-    size0 = float(np.linalg.norm(xyz[:, None] - xyz[None], axis=2).max())
+    size0 = _diameter(xyz)
     max_dist = size0 + 3.0 * nn_v
     n_bins = int(math.floor(max_dist / step)) + 3
     w = np.ones(np.count_nonzero(m)) if dg is None else 1.0 / dg[m] ** 2
@@ -1634,7 +1668,7 @@ def complete(
             break
         rounds += 1
         tr = time.perf_counter()
-        relaxed = search.relax()
+        relaxed = search.relax(deadline=t0 + max_seconds)
         t_relax += time.perf_counter() - tr
         if not relaxed:
             break
