@@ -327,6 +327,15 @@ def _draw_structures(
     return plot_structure_row(atoms, labels, path, overwrite=overwrite)
 
 
+def _completion_text(row: dict[str, Any]) -> str:
+    """``"of rank 4: +2 / -1 atoms"`` for a completed candidate, else empty."""
+    if not row.get("completed_from"):
+        return ""
+    return (
+        f"of {row['completed_from']}: +{row['atoms_added']} / -{row['atoms_removed']} atoms"
+    )
+
+
 def report_html(result: SolveResult, rows: Sequence[dict[str, Any]]) -> str:
     """The one-page HTML report (figures linked from the same folder)."""
     e = html.escape
@@ -347,13 +356,14 @@ def report_html(result: SolveResult, rows: Sequence[dict[str, Any]]) -> str:
     head = (
         "<tr><th>rank</th><th>Rw (srfit)</th><th>consistent</th><th>atoms</th>"
         "<th>NN (A)</th><th>zoomscale</th><th>Uiso</th><th>delta2</th><th>source</th>"
-        "<th>files</th></tr>"
+        "<th>completion</th><th>files</th></tr>"
     )
     body = "".join(
         f"<tr class='{'ok' if r['consistent'] == 'yes' else ''}'><td>{r['rank']}</td>"
         f"<td>{r['rw']}</td><td>{r['consistent']}</td><td>{r['n_atoms']}</td>"
         f"<td>{r['nn_distance']}</td><td>{r['zoomscale']}</td><td>{r['uiso']}</td>"
         f"<td>{r['delta2']}</td><td>{e(_short_source(r['source']))}</td>"
+        f"<td>{e(_completion_text(r))}</td>"
         f"<td><a href='{r['xyz']}'>xyz</a> <a href='{r['stru']}'>stru</a></td></tr>"
         for r in rows
     )
