@@ -26,7 +26,7 @@ def solve_case(case: dict, ref: Path, n: int, workers: int, model) -> dict:
     """Solve one reference PDF; return its table row."""
     from diffpy_deepstruc.errors import DeepStrucError
     from diffpy_deepstruc.metrics import coordinate_mae
-    from diffpy_deepstruc.ranking import nearest_neighbour_distance, solve
+    from diffpy_deepstruc.solve import nearest_neighbour_distance, solve
     from diffpy_deepstruc.structures import structure_arrays
 
     xyz_true, elements = read_xyz(ref / case["structure"])
@@ -56,6 +56,7 @@ def solve_case(case: dict, ref: Path, n: int, workers: int, model) -> dict:
         atoms=best.n_atoms,
         mae=coordinate_mae(xyz, xyz_true)["mae"],
         nn=nearest_neighbour_distance(best.structure),
+        source=best.source.split("{")[0].strip(),
         seconds=time.perf_counter() - t0,
         timings=res.timings,
     )
@@ -87,18 +88,20 @@ def main(argv: list[str] | None = None) -> int:
             {k: v for k, v in r.items() if k not in ("case", "timings")},
             flush=True,
         )
-    print("\n| case | true atoms | top Rw | atoms | coord. MAE (A) | NN (A) | s |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "\n| case | true atoms | top Rw | atoms | coord. MAE (A) | NN (A) | s | top from |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(
                 f"| {r['case']} | {r['true_atoms']} | error: {r['error']} | | | | "
-                f"{r['seconds']:.1f} |"
+                f"{r['seconds']:.1f} | |"
             )
         else:
             print(
                 f"| {r['case']} | {r['true_atoms']} | {r['rw']:.3f} | {r['atoms']} | "
-                f"{r['mae']:.3f} | {r['nn']:.3f} | {r['seconds']:.1f} |"
+                f"{r['mae']:.3f} | {r['nn']:.3f} | {r['seconds']:.1f} | {r['source']} |"
             )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=float))
