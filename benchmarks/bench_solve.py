@@ -70,7 +70,7 @@ def cases(n_offcatalog: int):
             load_pdf(ex / "Au55_icosahedron.gr"), "Au")]  # fmt: skip
     from offcatalog import make_offcatalog, simulate
 
-    for kind in ("vacancies", "offcentre", "partial_shell"):
+    for kind in ("vacancies", "offcentre", "partial_shell") if n_offcatalog else ():
         for p in make_offcatalog(kind, n_offcatalog):
             out.append((p.name, atoms_to_structure(p.atoms), simulate(p), p.element))
     s, pdf = ico561_pdf()
@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                           for k, v in row.items()}), flush=True)  # fmt: skip
     print(f"\ntruth refined with {gen}; {os.cpu_count()} CPUs, one torch thread\n")
     head = ("| case | atoms | truth srfit (s) | solve (s) | ratio | screening (s) | "
-            "srfit top 5 (s) | files (s) | top Rw | truth Rw | top atoms |")  # fmt: skip
+            "completion (s) | srfit top 5 (s) | files (s) | top Rw | truth Rw | "
+            "top atoms |")  # fmt: skip
     if args.cli:
         head += " CLI solve (s) | CLI truth (s) | CLI ratio |"
     print(head)
@@ -194,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         line = (
             f"| {r['case']} | {r['atoms']} | {r['truth']:.2f} | {r['seconds']:.2f} | "
-            f"{r['ratio']:.1f} | {r['screening']:.2f} | {r['refinement']:.2f} | "
+            f"{r['ratio']:.1f} | {r['screening']:.2f} | {r.get('completion', 0):.2f} | "
+            f"{r['refinement']:.2f} | "
             f"{r['write']:.2f} | {r['rw']:.4f} | {r['rw_true']:.4f} | {r['n_atoms']} |"
         )
         if args.cli:
