@@ -21,12 +21,16 @@ from ..pdfdata import PDFData
 from .candidates import Proposal
 from .settings import FitSettings
 
-__all__ = ["DEFAULT_COMPLETE_K", "Completed", "complete_candidates", "time_budget"]
+__all__ = ["DEFAULT_COMPLETE_K", "Completed", "complete_candidates", "move_budget"]
 
 #: Candidates completed by default (the best distinct ones of the screening).
 DEFAULT_COMPLETE_K: int = 3
 #: Index offset of completed candidates (their start's index + this).
 COMPLETED_INDEX: int = 10_000
+#: Wall-time safety net of one completion (s).  The search is bounded by a number of
+#: moves (:func:`move_budget`), not by time, so that a solve is reproducible on any
+#: machine; this limit only stops a pathological case (and ``stopped`` says so).
+SAFETY_SECONDS: float = 900.0
 
 
 @dataclass
@@ -53,9 +57,13 @@ class Completed:
     changes: dict[str, Any]
 
 
-def time_budget(n_atoms: int) -> float:
-    """Seconds allowed for one completion: 5 s at 200 atoms, 30 s at 2000."""
-    return float(np.clip(2.2 + 0.0139 * n_atoms, 3.0, 45.0))
+def move_budget(n_atoms: int) -> int:
+    """Atom-count-changing moves allowed in one completion: 12 + N/25, at most 40.
+
+    A work budget instead of a time budget keeps the result independent of the
+    machine's speed and load (same data, same seed, same structure).
+    """
+    return int(min(40, 12 + n_atoms // 25))
 
 
 def complete_candidates(
@@ -93,7 +101,8 @@ def complete_candidates(
         res = complete(
             prop.structure, pdf, qmin=settings.qmin, qmax=settings.qmax,
             qdamp=settings.qdamp, qbroad=settings.qbroad, rmin=settings.rmin,
-            rmax=settings.rmax, max_seconds=time_budget(prop.n_atoms), seed=seed,
+            rmax=settings.rmax, max_seconds=SAFETY_SECONDS, seed=seed,
+            max_moves=move_budget(prop.n_atoms),
             zoomscale=start["zoomscale"], uiso=start["uiso"], delta2=start["delta2"],
             device=device,
         )  # fmt: skip
@@ -106,6 +115,7 @@ def complete_candidates(
             "rw_start": res.rw_start,
             "rw": res.rw,
             "criterion": res.criterion,
+            "stopped": res.stopped,
             "moves": [m.to_dict() for m in res.moves],
         }
         out.append(
