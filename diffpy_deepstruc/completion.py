@@ -53,8 +53,10 @@ from scipy.spatial import ConvexHull, QhullError, cKDTree
 from scipy.stats import f as f_dist
 
 from . import debye
+from .consistent import independent_points
 from .errors import ParameterError, PDFDataError, StructureError
 from .histpdf import HIST_STEP, HistogramPDF, pair_histogram
+from .refine import DEFAULT_QBROAD, DEFAULT_QDAMP, _as_structure, _pdf_arrays
 
 __all__ = [
     "MOVES",
@@ -450,14 +452,6 @@ def is_physical(xyz, nn: float, *, min_neighbours: int = 1) -> bool:
 
 
 # -- statistics -------------------------------------------------------------------------
-
-
-def independent_points(rmin: float, rmax: float, qmax: float) -> float:
-    """Independent points of a PDF over ``rmin..rmax``: ``(rmax - rmin) Qmax / pi``."""
-    n = (float(rmax) - float(rmin)) * float(qmax) / math.pi
-    if not n > 0:
-        raise ParameterError(f"no independent points in {rmin}-{rmax} A with Qmax {qmax}")
-    return n
 
 
 def estimate_noise(
@@ -1348,20 +1342,9 @@ class _Search:
 
 def _structure_input(structure) -> tuple[Any, np.ndarray, str, float]:
     """(copy of the Structure, xyz, element, mean Uiso) of a monatomic cluster."""
-    import copy
+    from .structures import structure_arrays
 
-    from diffpy.structure import Structure
-
-    from .structures import atoms_to_structure, structure_arrays
-
-    if isinstance(structure, Structure):
-        stru = copy.deepcopy(structure)
-    elif type(structure).__name__ == "Atoms" and hasattr(structure, "get_positions"):
-        stru = atoms_to_structure(structure)
-    else:
-        raise StructureError(
-            f"expected a diffpy.structure.Structure or ase.Atoms, got {type(structure).__name__}"
-        )
+    stru = _as_structure(structure)
     xyz, elements, uiso = structure_arrays(stru)
     if len(set(elements)) != 1:
         raise StructureError(
@@ -1377,31 +1360,11 @@ def _structure_input(structure) -> tuple[Any, np.ndarray, str, float]:
 
 def _pdf_input(pdf) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, float]]:
     """r, g, dg and header settings of a PDFData or an (r, g[, dg]) tuple."""
-    meta: dict[str, float] = {}
     if hasattr(pdf, "r") and hasattr(pdf, "g"):
-        r, g, dg = pdf.r, pdf.g, getattr(pdf, "dg", None)
-        for key in ("qmin", "qmax", "qdamp", "qbroad"):
-            v = getattr(pdf, key, None)
-            if v is not None:
-                meta[key] = float(v)
-    elif isinstance(pdf, (tuple, list)) and len(pdf) in (2, 3):
-        r, g = pdf[0], pdf[1]
-        dg = pdf[2] if len(pdf) == 3 else None
-    else:
-        raise PDFDataError("pdf must be a PDFData or a tuple (r, g) or (r, g, dg)")
-    try:
-        r = np.asarray(r, dtype=float)
-        g = np.asarray(g, dtype=float)
-        dg = None if dg is None else np.asarray(dg, dtype=float)
-    except (TypeError, ValueError) as exc:
-        raise PDFDataError(f"r, g and dg must be numeric arrays: {exc}") from exc
-    if r.ndim != 1 or g.shape != r.shape or (dg is not None and dg.shape != r.shape):
-        raise PDFDataError("r, g (and dg) must be 1-D arrays of one length")
-    if not (np.all(np.isfinite(r)) and np.all(np.isfinite(g))) or np.any(np.diff(r) <= 0):
-        raise PDFDataError("r and g must be finite and r strictly increasing")
-    if dg is not None and not (np.all(np.isfinite(dg)) and np.all(dg > 0)):
-        raise PDFDataError("dg must be finite and positive")
-    return r, g, dg, meta
+        return _pdf_arrays(pdf, None, None)
+    if isinstance(pdf, (tuple, list)) and len(pdf) in (2, 3):
+        return _pdf_arrays(pdf[0], pdf[1], pdf[2] if len(pdf) == 3 else None)
+    raise PDFDataError("pdf must be a PDFData or a tuple (r, g) or (r, g, dg)")
 
 
 def _setting(name: str, given, meta: dict[str, float], default, sources: dict[str, str]):
@@ -1512,7 +1475,9 @@ def complete(
         ``(r, g)`` / ``(r, g, dg)`` arrays.
     qmin, qmax, qdamp, qbroad : float, optional
         As in :func:`~diffpy_deepstruc.refine.make_recipe`: the argument, else the
-        PDFData header, else qmin 0, qdamp 0.04, qbroad 0 (qmax is required).
+        PDFData header, else qmin 0 and :data:`~diffpy_deepstruc.refine.DEFAULT_QDAMP`,
+        :data:`~diffpy_deepstruc.refine.DEFAULT_QBROAD` (0, as ``make_recipe``; qmax is
+        required).
     rmin, rmax : float
         Fit range (A); rmax defaults to the end of the data.
     max_seconds : float
@@ -1562,8 +1527,8 @@ def complete(
     settings = {
         "qmin": qmin_v,
         "qmax": qmax_v,
-        "qdamp": _setting("qdamp", qdamp, meta, debye.PDFParameters.qdamp, sources),
-        "qbroad": _setting("qbroad", qbroad, meta, debye.PDFParameters.qbroad, sources),
+        "qdamp": _setting("qdamp", qdamp, meta, DEFAULT_QDAMP, sources),
+        "qbroad": _setting("qbroad", qbroad, meta, DEFAULT_QBROAD, sources),
     }
     if qmax_v <= qmin_v:
         raise ParameterError(f"qmax ({qmax_v}) must exceed qmin ({qmin_v})")

@@ -26,6 +26,7 @@ from diffpy_deepstruc.completion import (
 )
 from diffpy_deepstruc.errors import ParameterError, PDFDataError, StructureError
 from diffpy_deepstruc.histpdf import HIST_STEP, HistogramPDF, pair_histogram
+from diffpy_deepstruc.refine import DEFAULT_QDAMP
 from diffpy_deepstruc.structures import arrays_to_structure
 
 PARAMS = debye.PDFParameters(
@@ -231,6 +232,7 @@ def test_result_is_never_worse_and_reports(ico55):
     assert summary["n_atoms_start"] == 55 and summary["n_atoms"] == res.n_atoms
     assert set(res.parameters) == {"scale", "zoomscale", "uiso", "delta2"}
     assert res.settings["sources"]["qdamp"] == "default"
+    assert res.settings["qdamp"] == DEFAULT_QDAMP == 0.0
 
 
 def test_bad_input(ico55):
