@@ -36,9 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
-from scipy.spatial.transform import Rotation
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -48,6 +45,7 @@ from offcatalog import OffCatalogParticle, make_offcatalog, simulate  # noqa: E4
 from diffpy_deepstruc import clusters, imperfect  # noqa: E402
 from diffpy_deepstruc.completion import complete, estimate_nn  # noqa: E402
 from diffpy_deepstruc.fileio import atomic_write_text  # noqa: E402
+from diffpy_deepstruc.metrics import sites_matched  # noqa: E402
 from diffpy_deepstruc.structures import arrays_to_structure  # noqa: E402
 
 KINDS = ("vacancies", "offcentre", "partial_shell")
@@ -121,49 +119,6 @@ def start_structure(p: OffCatalogParticle, pdf=None) -> np.ndarray:
     raise ValueError(p.kind)
 
 
-# -- registration ---------------------------------------------------------------------------
-
-
-def _cubic_ops() -> list[np.ndarray]:
-    ops = []
-    for perm in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)):
-        for signs in np.array(np.meshgrid([1, -1], [1, -1], [1, -1])).T.reshape(-1, 3):
-            m = np.zeros((3, 3))
-            m[np.arange(3), perm] = signs
-            ops.append(m)
-    return ops
-
-
-def matched_fraction(
-    result: np.ndarray, truth: np.ndarray, nn: float, seed: int = 0
-) -> float:
-    """Fraction of the truth's sites matched by the result within 0.3 nn after the best
-    translation + rotation/reflection (ICP with Hungarian assignment from 48 cubic and
-    16 random starting orientations)."""
-    a0 = result - result.mean(0)
-    b = truth - truth.mean(0)
-    starts = _cubic_ops() + list(Rotation.random(16, random_state=seed).as_matrix())
-    best = 0.0
-    for r0 in starts:
-        a = a0 @ r0.T
-        for _ in range(12):
-            d = cdist(a, b)
-            ri, ci = linear_sum_assignment(d)
-            good = d[ri, ci] < 0.6 * nn
-            if good.sum() < 4:
-                good[:] = True
-            p, q = a[ri[good]], b[ci[good]]
-            pc, qc = p.mean(0), q.mean(0)
-            u, _, vt = np.linalg.svd((p - pc).T @ (q - qc))
-            a = (a - pc) @ (u @ vt) + qc
-        d = cdist(a, b)
-        ri, ci = linear_sum_assignment(d)
-        best = max(best, float(np.sum(d[ri, ci] < 0.3 * nn)) / len(b))
-        if best >= 1.0:
-            break
-    return best
-
-
 # -- runs -------------------------------------------------------------------------------------
 
 
@@ -193,8 +148,8 @@ def run_one(p: OffCatalogParticle, start, noise_scale: float, max_seconds: float
         "n_truth": len(truth),
         "n_result": len(out),
         "exact_count": len(out) == len(truth),
-        "matched_start": matched_fraction(start, truth, nn),
-        "matched": matched_fraction(out, truth, nn),
+        "matched_start": sites_matched(start, truth, nn),
+        "matched": sites_matched(out, truth, nn),
         "rw_start": res.rw_start,
         "rw": res.rw,
         "rw_truth": ref.rw_start,
@@ -282,6 +237,27 @@ def large_case(noise_scale: float, max_seconds: float) -> dict:
     return run_one(p, ideal.positions, noise_scale, max_seconds)
 
 
+#: Columns printed per run (the ideal shapes have no truth to match).
+ROW_KEYS = (
+    "name",
+    "noise_scale",
+    "n_start",
+    "n_truth",
+    "n_result",
+    "matched_start",
+    "matched",
+    "rw_start",
+    "rw",
+    "rw_truth",
+    "seconds",
+)
+IDEAL_ROW_KEYS = ("name", "noise_scale", "n_start", "n_result", "rw_start", "rw", "seconds")
+
+
+def _print_row(row: dict, keys: tuple[str, ...]) -> None:
+    print(json.dumps({k: row[k] for k in keys}), flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--count", type=int, default=8, help="particles per kind")
@@ -316,27 +292,7 @@ def main(argv=None) -> int:
             for ns in args.noise_scale:
                 row = run_one(p, start, ns, args.max_seconds)
                 rows.append(row)
-                print(
-                    json.dumps(
-                        {
-                            k: row[k]
-                            for k in (
-                                "name",
-                                "noise_scale",
-                                "n_start",
-                                "n_truth",
-                                "n_result",
-                                "matched_start",
-                                "matched",
-                                "rw_start",
-                                "rw",
-                                "rw_truth",
-                                "seconds",
-                            )
-                        }
-                    ),
-                    flush=True,
-                )
+                _print_row(row, ROW_KEYS)
         if kind == "vacancies":  # the ideal shapes fitted to their own PDFs
             for p in make_offcatalog(kind, args.count):
                 ideal = start_structure(p)
@@ -349,23 +305,7 @@ def main(argv=None) -> int:
                 for ns in args.noise_scale:
                     row = run_one(q, ideal, ns, args.max_seconds)
                     rows.append(row)
-                    print(
-                        json.dumps(
-                            {
-                                k: row[k]
-                                for k in (
-                                    "name",
-                                    "noise_scale",
-                                    "n_start",
-                                    "n_result",
-                                    "rw_start",
-                                    "rw",
-                                    "seconds",
-                                )
-                            }
-                        ),
-                        flush=True,
-                    )
+                    _print_row(row, IDEAL_ROW_KEYS)
     if args.large:
         for ns in args.large_noise_scale:
             row = large_case(ns, max(args.max_seconds, 120.0))
