@@ -66,6 +66,7 @@ from ase import Atoms
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from diffpy_deepstruc import clusters, imperfect  # noqa: E402
+from diffpy_deepstruc.catalog import _noise as band_noise  # noqa: E402
 from diffpy_deepstruc.elements import nearest_neighbour_distance  # noqa: E402
 from diffpy_deepstruc.errors import DeepStrucError, ParameterError  # noqa: E402
 
@@ -489,30 +490,6 @@ def make_offcatalog(
     return [make_particle(kind, i, seed) for i in range(count)]
 
 
-def _band_noise(
-    rng: np.random.Generator,
-    r: np.ndarray,
-    rstep: float,
-    qmin: float,
-    qmax: float,
-    rms: float,
-) -> np.ndarray:
-    """Noise white on S(Q) over [qmin, qmax), sine-transformed to G(r), given rms."""
-    n = 1 << max(1, math.ceil(math.log2((float(r[-1]) + 10.0) / rstep)))
-    dq = math.pi / (n * rstep)
-    k = np.arange(math.ceil(qmin / dq), math.ceil(qmax / dq))
-    k = k[(k * dq >= qmin) & (k * dq < qmax) & (k < n)]
-    if rms == 0 or len(k) == 0:
-        return np.zeros_like(r)
-    q = k * dq
-    a = np.zeros(2 * n)
-    a[k] = q * rng.standard_normal(len(k))
-    j = np.rint(r / rstep).astype(int)
-    g = -np.fft.fft(a).imag[j] * (2.0 / math.pi) * dq
-    expected = (2.0 / math.pi) * dq * math.sqrt(float((q * q).sum()) / 2.0)
-    return g * (rms / expected)
-
-
 def simulate(particle: OffCatalogParticle, backend: str = "auto"):
     """The particle's PDF as measured data: noise added, dG = noise sigma.
 
@@ -548,7 +525,7 @@ def simulate(particle: OffCatalogParticle, backend: str = "auto"):
     )
     sigma = p["noise"] * float(np.abs(g).max())
     rng = np.random.default_rng(int(p["noise_seed"]))
-    g = g + _band_noise(rng, r, p["rstep"], p["qmin"], p["qmax"], sigma)
+    g = g + band_noise(rng, r, p["rstep"], p["qmin"], p["qmax"], sigma)
     meta = {
         "qmin": p["qmin"],
         "qmax": p["qmax"],
