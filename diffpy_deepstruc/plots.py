@@ -334,6 +334,7 @@ def plot_structure_row(
     path: str | os.PathLike,
     *,
     title: str = "",
+    colors: Sequence[Sequence[str] | None] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Draw structures side by side (ASE's matplotlib rendering).
@@ -348,6 +349,8 @@ def plot_structure_row(
         Output image file.
     title : str
         Figure title.
+    colors : sequence of (sequence of str or None), optional
+        A colour per atom for each structure (None: ASE's element colours).
     overwrite : bool
         Replace an existing file.
 
@@ -360,11 +363,13 @@ def plot_structure_row(
 
     n = max(len(structures), 1)
     fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.3), squeeze=False)
-    for ax, atoms, label in zip(axes[0], structures, labels, strict=False):
+    colors = list(colors) if colors is not None else [None] * len(structures)
+    for ax, atoms, label, col in zip(axes[0], structures, labels, colors, strict=False):
         if len(atoms):
             a = atoms.copy()
             a.translate(-a.get_positions().mean(axis=0))
-            plot_atoms(a, ax, radii=0.9, rotation="10x,20y,0z")
+            kw = {} if col is None else {"colors": list(col)}
+            plot_atoms(a, ax, radii=0.9, rotation="10x,20y,0z", **kw)
         ax.set_axis_off()
         ax.set_title(label, fontsize=8)
     # one length scale for all panels, so that sizes compare at a glance

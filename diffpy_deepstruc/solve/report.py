@@ -311,20 +311,54 @@ def write_solution(
 def _draw_structures(
     candidates: Sequence[RefinedCandidate], path: Path, overwrite: bool
 ) -> Path:
-    """The top candidates drawn side by side (ASE rendering), labelled by rank."""
+    """The top candidates drawn side by side (ASE rendering), labelled by rank.
+
+    For a completed candidate the atoms its completion added are green and the atoms it
+    removed are drawn red where they were (they are not part of the structure).
+    """
     from ..plots import plot_structure_row
+
+    atoms, labels, colors = [], [], []
+    for rank, c in enumerate(candidates, start=1):
+        a, col, n_add, n_rem = _marked_atoms(c)
+        atoms.append(a)
+        colors.append(col)
+        label = f"#{rank}: {c.n_atoms} atoms"
+        if n_add or n_rem:
+            label += f"\n+{n_add} green / -{n_rem} red"
+        labels.append(label)
+    title = ""
+    if any(c.origin is not None for c in candidates):
+        title = "completion: green atoms added, red atoms removed"
+    return plot_structure_row(atoms, labels, path, title=title, colors=colors,
+                              overwrite=overwrite)  # fmt: skip
+
+
+def _marked_atoms(c: RefinedCandidate):
+    """(Atoms with removed atoms appended, colours or None, n added, n removed)."""
+    from ase import Atoms
+
     from ..structures import structure_to_atoms
 
-    atoms, labels = [], []
-    for rank, c in enumerate(candidates, start=1):
-        atoms.append(structure_to_atoms(c.structure))
-        label = f"#{rank}: {c.n_atoms} atoms"
-        added = (c.changes or {}).get("added") or []
-        removed = (c.changes or {}).get("removed") or []
-        if added or removed:
-            label += f"\n+{len(added)} / -{len(removed)} (completion)"
-        labels.append(label)
-    return plot_structure_row(atoms, labels, path, overwrite=overwrite)
+    atoms = structure_to_atoms(c.structure)
+    ch = c.changes or {}
+    added = np.asarray(ch.get("added") or [], float).reshape(-1, 3)
+    removed = np.asarray(ch.get("removed") or [], float).reshape(-1, 3)
+    if c.origin is None or not (len(added) or len(removed)):
+        return atoms, None, 0, 0
+    # the completion's positions are in the start's frame; srfit then scaled the
+    # cluster about the origin by zoomscale
+    zoom = float(c.parameters.get("zoomscale", 1.0))
+    xyz = atoms.get_positions()
+    col = ["gold"] * len(xyz)
+    if len(added):
+        d = np.linalg.norm((added * zoom)[:, None] - xyz[None], axis=-1)
+        for k in np.flatnonzero(d.min(axis=0) < 0.5):
+            col[k] = "limegreen"
+    ghosts = Atoms(
+        atoms.get_chemical_symbols()[:1] * len(removed), positions=removed * zoom
+    )
+    return atoms + ghosts, col + ["red"] * len(removed), len(added), len(removed)
 
 
 def _completion_text(row: dict[str, Any]) -> str:
