@@ -69,3 +69,33 @@ def cluster_xyz() -> dict[str, np.ndarray]:
         "octahedron": Octahedron("Pt", 6, 0, latticeconstant=3.92).positions,
         "stacking": stacked_particle(),
     }
+
+
+def catalog_contents(path) -> dict:
+    """Every dataset and root attribute of a catalog file (and the params' columns), for
+    comparing two builds."""
+    import h5py
+
+    out: dict = {}
+    with h5py.File(path, "r") as h5:
+        for k, v in h5.attrs.items():
+            out[f"@{k}"] = v
+        out["@columns"] = h5["pdfs/params"].attrs["columns"]
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj.asstr()[()] if obj.dtype.kind == "O" else obj[()]
+
+        h5.visititems(visit)
+    return out
+
+
+def assert_same_contents(a: dict, b: dict) -> None:
+    """Two :func:`catalog_contents` are equal: same keys, dtypes and values (NaN = NaN)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        if isinstance(a[k], np.ndarray):
+            assert a[k].dtype == b[k].dtype, k
+            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
+        else:
+            assert a[k] == b[k], k

@@ -13,6 +13,8 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+from _helpers import assert_same_contents as assert_same
+from _helpers import catalog_contents as contents
 
 from diffpy_deepstruc import catalog as C
 from diffpy_deepstruc.cli import main
@@ -26,32 +28,6 @@ TINY = dict(
 
 def tiny(**kw) -> C.CatalogConfig:
     return C.CatalogConfig(**{**TINY, **kw})
-
-
-def contents(path) -> dict:
-    """Every dataset and root attribute of a catalog file, for comparisons."""
-    out: dict = {}
-    with h5py.File(path, "r") as h5:
-        for k, v in h5.attrs.items():
-            out[f"@{k}"] = v
-        out["@columns"] = h5["pdfs/params"].attrs["columns"]
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj.asstr()[()] if obj.dtype.kind == "O" else obj[()]
-
-        h5.visititems(visit)
-    return out
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], np.ndarray):
-            assert a[k].dtype == b[k].dtype, k
-            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
-        else:
-            assert a[k] == b[k], k
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,10 @@ import hashlib
 import json
 from importlib import resources
 
-import h5py
 import numpy as np
 import pytest
+from _helpers import assert_same_contents as assert_same
+from _helpers import catalog_contents as contents
 from scipy.spatial import cKDTree
 
 from diffpy_deepstruc import catalog as C
@@ -29,29 +30,6 @@ IMP = C.ImperfectOptions(counts=2)
 
 def tiny(**kw) -> C.CatalogConfig:
     return C.CatalogConfig(**{**TINY, "imperfect": IMP, **kw})
-
-
-def contents(path) -> dict:
-    out: dict = {}
-    with h5py.File(path, "r") as h5:
-        for k, v in h5.attrs.items():
-            out[f"@{k}"] = v
-
-        def visit(name, obj):
-            if isinstance(obj, h5py.Dataset):
-                out[name] = obj.asstr()[()] if obj.dtype.kind == "O" else obj[()]
-
-        h5.visititems(visit)
-    return out
-
-
-def assert_same(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    for k in a:
-        if isinstance(a[k], np.ndarray):
-            assert np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f"), k
-        else:
-            assert a[k] == b[k], k
 
 
 @pytest.fixture(scope="module")
