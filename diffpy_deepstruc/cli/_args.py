@@ -99,3 +99,14 @@ def word(text: str) -> str:
     if not text.strip() or "\x00" in text:
         raise argparse.ArgumentTypeError(f"expected a non-empty word, got {text!r}")
     return text.strip()
+
+
+def add_scheduler(parser: argparse.ArgumentParser) -> None:
+    """Add ``--scheduler ADDRESS`` (a Dask distributed cluster; default None: local)."""
+    parser.add_argument(
+        "--scheduler",
+        default=None,
+        type=word,
+        metavar="ADDRESS",
+        help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)",
+    )

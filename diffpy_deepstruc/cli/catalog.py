@@ -26,7 +26,7 @@ from ..catalog import (
 )
 from ..clusters import STRUCTURE_TYPES
 from ..errors import ElementError, ParameterError
-from ._args import path_arg, word
+from ._args import add_scheduler, path_arg, word
 
 
 def _words(values: list[str] | None) -> list[str] | None:
@@ -133,13 +133,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="N",
         help=f"local worker processes (default: all {os.cpu_count()} cores)",
     )
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        type=word,
-        metavar="ADDRESS",
-        help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)",
-    )
+    add_scheduler(p)
     p.add_argument(
         "--block-size",
         type=int,

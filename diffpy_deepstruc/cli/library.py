@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ._args import positive_int, word
+from ._args import add_scheduler, positive_int
 
 
 def _words(values: list[str] | None) -> list[str] | None:
@@ -88,13 +88,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         metavar="N",
         help=f"local worker processes (default 1; this machine has {os.cpu_count()} cores)",
     )
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        type=word,
-        metavar="ADDRESS",
-        help="run on an existing Dask distributed cluster (e.g. tcp://host:8786)",
-    )
+    add_scheduler(p)
     p.add_argument(
         "--force",
         action="store_true",
