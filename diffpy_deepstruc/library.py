@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from .clusters import STRUCTURE_TYPES
 from .errors import CatalogError, CheckpointError, ParameterError
 
 __all__ = [
@@ -75,17 +76,9 @@ HIST_STEP_NN: float = 0.02
 #: Screening histograms stop at this distance (nn units; 40 nn is 110 A for Pt).
 HIST_RMAX_NN: float = 40.0
 
-#: Structure types of the large library, in enumeration order ("stacking": faulted).
-LARGE_TYPES: tuple[str, ...] = (
-    "fcc",
-    "bcc",
-    "sc",
-    "hcp",
-    "icosahedron",
-    "decahedron",
-    "octahedron",
-    "stacking",
-)
+#: Structure types of the large library, in enumeration order ("stacking": faulted):
+#: those of the catalog, :data:`diffpy_deepstruc.clusters.STRUCTURE_TYPES`.
+LARGE_TYPES: tuple[str, ...] = STRUCTURE_TYPES
 
 #: Version of the file format written by :func:`save_shape_library`.
 _FORMAT = "diffpy-deepstruc-shapes"
