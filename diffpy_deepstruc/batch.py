@@ -192,6 +192,10 @@ def _same_run(summary: dict[str, Any], opts: dict[str, Any]) -> str | None:
 
         if summary.get("element") != normalize_element(el):
             why.append(f"element {summary.get('element')} != {el}")
+    done = summary.get("options") or {}
+    for k in ("library_k", "refine_k", "complete_k"):
+        if k in opts and k in done and int(opts[k]) != int(done[k]):
+            why.append(f"{k} {done[k]} != {opts[k]}")
     st = summary.get("settings") or {}
     for k in ("qmin", "qmax", "qdamp", "qbroad", "rmin", "rmax", "rstep"):
         v = opts.get(k)

@@ -9,9 +9,9 @@ from test_solve_cli import cli, tiny_model_dir, write_au_pdf
 
 from diffpy_deepstruc import batch
 from diffpy_deepstruc import solve as solve_pkg
-from diffpy_deepstruc.solve import refine as solve_refine
 from diffpy_deepstruc.batch import SERIES_COLUMNS, find_pdf_files, read_series, solve_series
 from diffpy_deepstruc.errors import OutputExistsError, ParameterError, PDFDataError
+from diffpy_deepstruc.solve import refine as solve_refine
 
 #: Columns that depend on timing or on where the series was written.
 VOLATILE = ("seconds", "outdir")
@@ -107,13 +107,13 @@ def test_interrupted_series_resumes(series, tmp_path, model, monkeypatch):
         return real(path, sub, options)
 
     monkeypatch.setattr(batch, "solve_file", stop_after_one)
-    rc, _, err = _solve(series, out, model, "--workers", 1)
+    rc, _, err = _solve(series, out, model, "--workers", 1, "--no-complete")
     assert rc == 130 and "run the same command with --resume" in err
     rows = read_series(out)  # the table is kept up to date while the series runs
     assert [r["status"] for r in rows] == ["ok", "pending", "pending"]
 
     monkeypatch.setattr(batch, "solve_file", real)
-    rc, _, err = _solve(series, out, model, "--workers", 1)
+    rc, _, err = _solve(series, out, model, "--workers", 1, "--no-complete")
     assert rc == 2 and "already holds a series result; --resume continues it" in err
 
     refined = []
@@ -122,7 +122,7 @@ def test_interrupted_series_resumes(series, tmp_path, model, monkeypatch):
         "refine_candidate",
         lambda *a, _r=solve_refine.refine_candidate, **k: refined.append(1) or _r(*a, **k),
     )
-    rc, _, err = _solve(series, out, model, "--workers", 1, "--resume")
+    rc, _, err = _solve(series, out, model, "--workers", 1, "--no-complete", "--resume")
     assert rc == 1, err
     rows = read_series(out)
     assert [r["status"] for r in rows][:2] == ["ok (earlier run)", "ok"]
@@ -130,7 +130,9 @@ def test_interrupted_series_resumes(series, tmp_path, model, monkeypatch):
     assert len(refined) == 2  # only b.gr was solved again
 
     # other options on --resume: the finished PDF is not silently reused
-    rc, _, _ = _solve(series, out, model, "--workers", 1, "--resume", "--seed", 3)
+    rc, _, _ = _solve(
+        series, out, model, "--workers", 1, "--no-complete", "--resume", "--seed", 3
+    )
     assert (
         "holds a result made with other options (seed 0 != 3)"
         in read_series(out)[0]["status"]

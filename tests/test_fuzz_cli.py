@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_solve_cli import tiny_model_dir, write_au_pdf
 
-from diffpy_deepstruc.solve import RefinedCandidate
-from diffpy_deepstruc.solve import refine as solve_refine
 from diffpy_deepstruc.cli import catalog as cli_catalog
 from diffpy_deepstruc.cli import main
+from diffpy_deepstruc.solve import RefinedCandidate
+from diffpy_deepstruc.solve import refine as solve_refine
 
 FUZZ = settings(
     max_examples=50,

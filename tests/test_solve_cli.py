@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diffpy_deepstruc.cli import main
 from diffpy_deepstruc.solve import group_near_duplicates
 from diffpy_deepstruc.solve import refine as solve_refine
-from diffpy_deepstruc.cli import main
 
 _REAL_REFINE = solve_refine.refine_candidate
 

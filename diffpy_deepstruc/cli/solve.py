@@ -259,6 +259,8 @@ def _run_series(args: argparse.Namespace) -> int:
         "rmax": args.rmax,
         "rstep": args.rstep,
         "library_k": max(0, args.library_k),
+        "refine_k": args.refine_k,
+        "complete_k": 0 if args.no_complete else args.complete_k,
         "model": str(Path(args.model).resolve()) if args.model else None,
         "force": args.force,
     }

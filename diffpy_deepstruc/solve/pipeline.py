@@ -228,6 +228,7 @@ def solve(
         notes=_notes(settings, sym, ds),
         consistent_test=test,
         sample_latents=latents,
+        options={"library_k": library_k, "refine_k": refine_k, "complete_k": complete_k},
     )
 
 

@@ -202,6 +202,8 @@ class SolveResult:
         (noise, independent points, parameters, threshold).
     sample_latents : ndarray, optional
         Latent points of all the model's samples (before merging).
+    options : dict
+        The stage options of the run (``library_k``, ``refine_k``, ``complete_k``).
     """
 
     candidates: list[RefinedCandidate]
@@ -217,6 +219,7 @@ class SolveResult:
     notes: list[str] = field(default_factory=list)
     consistent_test: dict[str, Any] = field(default_factory=dict)
     sample_latents: np.ndarray | None = None
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def best(self) -> RefinedCandidate:

@@ -290,6 +290,7 @@ def write_solution(
         "n_screened": len(result.screened),
         "n_ranked": len(result.candidates),
         "settings": result.settings.to_dict(),
+        "options": dict(result.options),
         "notes": list(result.notes),
         "consistent_with_data": result.consistent_test,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
