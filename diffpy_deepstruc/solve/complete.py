@@ -74,7 +74,7 @@ def complete_candidates(
     *,
     seed: int = 0,
     device: Any = None,
-) -> tuple[list[Completed], float]:
+) -> tuple[list[Completed], list[str], float]:
     """Complete each proposal against the data; keep the ones that changed.
 
     Parameters
@@ -91,21 +91,30 @@ def complete_candidates(
 
     Returns
     -------
-    (list of Completed, seconds)
+    (list of Completed, list of str, seconds)
+        The completed candidates, a note for each candidate the completion could not
+        handle (the solve goes on without it), and the time.
     """
     from ..completion import complete
+    from ..errors import DeepStrucError
 
     t0 = time.perf_counter()
     out: list[Completed] = []
+    notes: list[str] = []
     for prop, start in zip(proposals, starts, strict=True):
-        res = complete(
-            prop.structure, pdf, qmin=settings.qmin, qmax=settings.qmax,
-            qdamp=settings.qdamp, qbroad=settings.qbroad, rmin=settings.rmin,
-            rmax=settings.rmax, max_seconds=SAFETY_SECONDS, seed=seed,
-            max_moves=move_budget(prop.n_atoms),
-            zoomscale=start["zoomscale"], uiso=start["uiso"], delta2=start["delta2"],
-            device=device,
-        )  # fmt: skip
+        try:
+            res = complete(
+                prop.structure, pdf, qmin=settings.qmin, qmax=settings.qmax,
+                qdamp=settings.qdamp, qbroad=settings.qbroad, rmin=settings.rmin,
+                rmax=settings.rmax, max_seconds=SAFETY_SECONDS, seed=seed,
+                max_moves=move_budget(prop.n_atoms), zoomscale=start["zoomscale"],
+                uiso=start["uiso"], delta2=start["delta2"], device=device,
+            )  # fmt: skip
+        except DeepStrucError as exc:
+            notes.append(
+                f"completion of {prop.source.split('{')[0].strip()} skipped: {exc}"
+            )
+            continue
         if not res.changed:
             continue
         p = res.parameters
@@ -137,4 +146,4 @@ def complete_candidates(
                 changes=changes,
             )
         )
-    return out, time.perf_counter() - t0
+    return out, notes, time.perf_counter() - t0

@@ -157,7 +157,7 @@ def solve(
 
     finalists = _distinct_best(proposals, order, refine_k, merge_tol)
     t1 = time.perf_counter()
-    completed, _ = complete_candidates(
+    completed, completion_notes, _ = complete_candidates(
         [proposals[i] for i in finalists[:complete_k]],
         [screen.parameters(i) for i in finalists[:complete_k]],
         pdf, settings, seed=int(seed), device=device,
@@ -225,7 +225,7 @@ def solve(
         seed=int(seed),
         n_library=sum(p.source.startswith("library") for p in proposals),
         screened=screened,
-        notes=_notes(settings, sym, ds),
+        notes=_notes(settings, sym, ds) + completion_notes,
         consistent_test=test,
         sample_latents=latents,
         options={"library_k": library_k, "refine_k": refine_k, "complete_k": complete_k},
