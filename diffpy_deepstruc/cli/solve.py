@@ -114,6 +114,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=None,
         help="torch device of the batched screening (default: cpu)",
     )
+    p.add_argument(
+        "--threads",
+        type=int_range(1, MAX_WORKERS),
+        default=1,
+        help="torch CPU threads of this process (default 1: the batched sums are small, "
+        "and more threads slow them down on a shared machine)",
+    )
     p.add_argument("--force", action="store_true", help="replace an existing result")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -136,6 +143,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.force and args.resume:
         raise ParameterError("--force and --resume exclude each other")
+    import torch
+
+    torch.set_num_threads(args.threads)
     if len(args.data) > 1 or Path(args.data[0]).is_dir():
         return _run_series(args)
     if args.scheduler:
@@ -261,6 +271,7 @@ def _run_series(args: argparse.Namespace) -> int:
         "library_k": max(0, args.library_k),
         "refine_k": args.refine_k,
         "complete_k": 0 if args.no_complete else args.complete_k,
+        "threads": args.threads,
         "model": str(Path(args.model).resolve()) if args.model else None,
         "force": args.force,
     }
