@@ -86,8 +86,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         type=int,
         default=5,
         metavar="K",
-        help="also screen the K shape-library structures of the sampled sizes that best "
-        "match the data (5; 0: only the model's samples)",
+        help="also screen the K shape-library structures (any size, to 4000 atoms) that "
+        "best match the data (5; 0: only the model's samples)",
     )
     p.add_argument(
         "--refine-k",
