@@ -1461,6 +1461,7 @@ def complete(
     delta2: float = 2.0,
     max_moves: int | None = None,
     relax_rounds: int = 1,
+    relax_iterations: int = 25,
     model_error: float | None = None,
     device=None,
 ) -> CompletionResult:
@@ -1500,6 +1501,8 @@ def complete(
         Most count-changing moves (default: half the atoms + 10).
     relax_rounds : int
         Restrained relaxations tried (each followed by a new search when accepted).
+    relax_iterations : int
+        L-BFGS iterations of each restrained relaxation.
     model_error : float, optional
         RMS error of the fast model added to the noise variance; None estimates it as
         the difference of the histogram and exact Debye PDFs of the start (0 trusts the
@@ -1633,7 +1636,7 @@ def complete(
             break
         rounds += 1
         tr = time.perf_counter()
-        relaxed = search.relax(deadline=t0 + max_seconds)
+        relaxed = search.relax(max_iter=relax_iterations, deadline=t0 + max_seconds)
         t_relax += time.perf_counter() - tr
         if not relaxed:
             break

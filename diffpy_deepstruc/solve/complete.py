@@ -57,13 +57,20 @@ class Completed:
     changes: dict[str, Any]
 
 
-def move_budget(n_atoms: int) -> int:
-    """Atom-count-changing moves allowed in one completion: 12 + N/25, at most 40.
+def move_budget(n_atoms: int) -> tuple[int, int]:
+    """Work allowed in one completion: (atom-count-changing moves, relaxation iterations).
 
-    A work budget instead of a time budget keeps the result independent of the
+    12 + N/25 moves up to 700 atoms (at most 40), then fewer as each move gets dearer
+    (8 from 3900 atoms); 25 L-BFGS iterations of the relaxation up to 1000 atoms, 8
+    above.  A work budget instead of a time budget keeps the result independent of the
     machine's speed and load (same data, same seed, same structure).
     """
-    return int(min(40, 12 + n_atoms // 25))
+    moves = (
+        min(40, 12 + n_atoms // 25)
+        if n_atoms <= 700
+        else max(8, 40 - (n_atoms - 700) // 100)
+    )
+    return int(moves), 25 if n_atoms <= 1000 else 8
 
 
 def complete_candidates(
@@ -107,7 +114,8 @@ def complete_candidates(
                 prop.structure, pdf, qmin=settings.qmin, qmax=settings.qmax,
                 qdamp=settings.qdamp, qbroad=settings.qbroad, rmin=settings.rmin,
                 rmax=settings.rmax, max_seconds=SAFETY_SECONDS, seed=seed,
-                max_moves=move_budget(prop.n_atoms), zoomscale=start["zoomscale"],
+                max_moves=move_budget(prop.n_atoms)[0],
+                relax_iterations=move_budget(prop.n_atoms)[1], zoomscale=start["zoomscale"],
                 uiso=start["uiso"], delta2=start["delta2"], device=device,
             )  # fmt: skip
         except DeepStrucError as exc:
