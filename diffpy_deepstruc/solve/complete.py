@@ -81,6 +81,7 @@ def complete_candidates(
     *,
     seed: int = 0,
     device: Any = None,
+    progress: bool = False,
 ) -> tuple[list[Completed], list[str], float]:
     """Complete each proposal against the data; keep the ones that changed.
 
@@ -95,6 +96,8 @@ def complete_candidates(
     seed : int
         Seed of the completion's tie-breaking.
     device : torch device, optional
+    progress : bool
+        A progress bar over the candidates.
 
     Returns
     -------
@@ -102,13 +105,16 @@ def complete_candidates(
         The completed candidates, a note for each candidate the completion could not
         handle (the solve goes on without it), and the time.
     """
+    from tqdm.auto import tqdm
+
     from ..completion import complete
     from ..errors import DeepStrucError
 
     t0 = time.perf_counter()
     out: list[Completed] = []
     notes: list[str] = []
-    for prop, start in zip(proposals, starts, strict=True):
+    pairs = list(zip(proposals, starts, strict=True))
+    for prop, start in tqdm(pairs, desc="completion", unit="cand", disable=not progress):
         try:
             res = complete(
                 prop.structure, pdf, qmin=settings.qmin, qmax=settings.qmax,

@@ -160,7 +160,7 @@ def solve(
     completed, completion_notes, _ = complete_candidates(
         [proposals[i] for i in finalists[:complete_k]],
         [screen.parameters(i) for i in finalists[:complete_k]],
-        pdf, settings, seed=int(seed), device=device,
+        pdf, settings, seed=int(seed), device=device, progress=progress,
     )  # fmt: skip
     timings["completion"] = time.perf_counter() - t1
     jobs = [
