@@ -307,7 +307,6 @@ class HistogramPDF:
             counts = counts[None]
         nb = counts.shape[1]
         d = torch.arange(nb, dtype=torch.float64, device=self.device) * self.step
-        d = d.clone()
         d[0] = self.step  # weight at d = 0 is dropped below; avoid 0/0
         w = counts.clone()
         w[:, 0] = 0.0

@@ -26,6 +26,7 @@ __all__ = [
     "model_library",
     "nearest_neighbour_distance",
     "propose",
+    "same_structure",
     "sorted_distances",
 ]
 
@@ -250,15 +251,22 @@ def group_near_duplicates(
     for i, s in enumerate(structures):
         d = sorted_distances(s)
         for j, dj in profiles:
-            if dj.shape == d.shape and (
-                d.size == 0 or float(np.mean(np.abs(d - dj))) < tol
-            ):
+            if same_structure(d, dj, tol):
                 groups[j].append(i)
                 break
         else:
             profiles.append((i, d))
             groups[i] = []
     return groups
+
+
+def same_structure(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
+    """Whether two sorted pair-distance lists (:func:`sorted_distances`) are one structure.
+
+    Same atom count and a mean absolute difference below ``tol`` (A): invariant to
+    rotation, translation and atom order.
+    """
+    return a.shape == b.shape and (a.size == 0 or float(np.mean(np.abs(a - b))) < tol)
 
 
 def sorted_distances(structure: Any) -> np.ndarray:

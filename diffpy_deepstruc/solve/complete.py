@@ -115,13 +115,14 @@ def complete_candidates(
     notes: list[str] = []
     pairs = list(zip(proposals, starts, strict=True))
     for prop, start in tqdm(pairs, desc="completion", unit="cand", disable=not progress):
+        max_moves, relax_iterations = move_budget(prop.n_atoms)
         try:
             res = complete(
                 prop.structure, pdf, qmin=settings.qmin, qmax=settings.qmax,
                 qdamp=settings.qdamp, qbroad=settings.qbroad, rmin=settings.rmin,
                 rmax=settings.rmax, max_seconds=SAFETY_SECONDS, seed=seed,
-                max_moves=move_budget(prop.n_atoms)[0],
-                relax_iterations=move_budget(prop.n_atoms)[1], zoomscale=start["zoomscale"],
+                max_moves=max_moves, relax_iterations=relax_iterations,
+                zoomscale=start["zoomscale"],
                 uiso=start["uiso"], delta2=start["delta2"], device=device,
             )  # fmt: skip
         except DeepStrucError as exc:

@@ -238,17 +238,13 @@ def _distinct_best(proposals, order, k: int, tol: float) -> list[int]:
     A model sample that is the same structure as a better-screened finalist is recorded
     in that finalist's ``absorbed`` list (ranking.csv's ``duplicates``).
     """
-    from .candidates import sorted_distances
+    from .candidates import same_structure, sorted_distances
 
     picked: list[int] = []
     prints: list[np.ndarray] = []
     for i in order:
         d = sorted_distances(proposals[i].structure)
-        same = [
-            j
-            for j, p in zip(picked, prints, strict=True)
-            if p.shape == d.shape and (d.size == 0 or float(np.mean(np.abs(p - d))) < tol)
-        ]
+        same = [j for j, p in zip(picked, prints, strict=True) if same_structure(d, p, tol)]
         if same:
             if proposals[i].source == "model":
                 keeper = proposals[same[0]]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..pdfdata import PDFData
-from .candidates import sorted_distances
+from .candidates import same_structure, sorted_distances
 from .settings import FitSettings
 
 __all__ = ["RefinedCandidate", "SolveResult", "merge_near_duplicates"]
@@ -153,11 +153,8 @@ def merge_near_duplicates(
         d = sorted_distances(cand.structure)
         for keeper, dk in kept:
             related = cand.origin == keeper.index or keeper.origin == cand.index
-            if (
-                not related  # a completed structure stays beside its start
-                and keeper.n_atoms == cand.n_atoms
-                and (d.size == 0 or float(np.mean(np.abs(d - dk))) < tol)
-            ):
+            # a completed structure stays beside its start
+            if not related and same_structure(d, dk, tol):
                 keeper.merged.append(cand.index)
                 keeper.merged.extend(cand.merged)
                 break

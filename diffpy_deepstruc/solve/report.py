@@ -230,6 +230,7 @@ def write_solution(
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     rows = ranking_rows(result)
+    screen_rows = screening_rows(result)
     for rank, c in enumerate(result.candidates, start=1):
         stem = f"candidate_{rank:02d}"
         write_structure(c.structure, out / f"{stem}.xyz", overwrite=overwrite)
@@ -251,7 +252,7 @@ def write_solution(
     atomic_write_text(out / "ranking.csv", _csv(rows, RANKING_COLUMNS), overwrite=overwrite)
     atomic_write_text(
         out / "screening.csv",
-        _csv(screening_rows(result), SCREENING_COLUMNS),
+        _csv(screen_rows, SCREENING_COLUMNS),
         overwrite=overwrite,
     )
 
@@ -295,7 +296,7 @@ def write_solution(
         "consistent_with_data": result.consistent_test,
         "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
         "ranking": rows,
-        "screening": screening_rows(result),
+        "screening": screen_rows,
     }
     atomic_write_text(
         out / "summary.json",

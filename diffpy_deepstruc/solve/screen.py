@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..histpdf import HistogramPDF, pair_histogram, sparse_histogram
+from ..histpdf import HistogramPDF, pack_sparse, pair_histogram, sparse_histogram
 from ..refine import VARIABLE_BOUNDS
 from .settings import FitSettings
 
@@ -238,15 +238,7 @@ def screen_candidates(
     order = np.argsort([len(s[0]) for s in sparse], kind="stable")
     for lo in range(0, len(order), BATCH):
         idx = order[lo : lo + BATCH]
-        kmax = max(1, max(len(sparse[i][0]) for i in idx))
-        D = np.ones((len(idx), kmax))
-        W = np.zeros((len(idx), kmax))
-        for b, i in enumerate(idx):
-            dd, ww = sparse[i]
-            D[b, : len(dd)] = dd
-            W[b, : len(ww)] = ww
-        d = torch.as_tensor(D, dtype=torch.float64, device=dev)
-        w = torch.as_tensor(W, dtype=torch.float64, device=dev)
+        d, w = pack_sparse([sparse[i] for i in idx], device=dev)
         n = torch.as_tensor(
             [float(len(xyzs[i])) for i in idx], dtype=torch.float64, device=dev
         )
