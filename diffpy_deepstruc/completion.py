@@ -55,7 +55,7 @@ from scipy.stats import f as f_dist
 from . import debye
 from .consistent import independent_points
 from .errors import ParameterError, PDFDataError, StructureError
-from .histpdf import HIST_STEP, HistogramPDF, pair_histogram
+from .histpdf import HIST_STEP, HistogramPDF, levenberg_marquardt, pair_histogram
 from .refine import DEFAULT_QBROAD, DEFAULT_QDAMP, _as_structure, _pdf_arrays
 
 __all__ = [
@@ -603,69 +603,24 @@ class _Model:
         d = torch.as_tensor(nz * self.step, dtype=t, device=self.device)[None]
         wt = torch.as_tensor(counts[nz], dtype=t, device=self.device)[None]
         one = torch.ones(1, dtype=t, device=self.device)
-        sqw = torch.sqrt(self.w)
-
-        def model(th: torch.Tensor) -> torch.Tensor:
-            return self.hp.g_sparse(d, wt, one, th[0:1], th[1:2], th[2:3])[0]
-
-        def resid(th: torch.Tensor) -> torch.Tensor:
-            c = model(th)
-            gc = (self.w * self.g * c).sum()
-            cc = (self.w * c * c).sum().clamp_min(1e-300)
-            return sqw * (self.g - (gc / cc).clamp_min(0.0) * c)
-
-        theta = _clip_theta(theta.detach().clone())
+        names = ("zoomscale", "uiso", "delta2")
         with torch.no_grad():
-            r0 = resid(theta)
-        cost = float((r0 * r0).sum())
-        lam = 1e-3
-        for _ in range(steps):
-            prev = cost
-            jac = _jacobian(resid, theta)
-            jtj, jtr = jac.T @ jac, jac.T @ r0
-            improved = False
-            for _ in range(8):
-                a = jtj + lam * torch.diag(torch.diagonal(jtj).clamp_min(1e-12))
-                try:
-                    step = torch.linalg.solve(a, -jtr)
-                except RuntimeError:  # pragma: no cover - singular system
-                    lam *= 10
-                    continue
-                trial = _clip_theta(theta + step)
-                with torch.no_grad():
-                    r1 = resid(trial)
-                c1 = float((r1 * r1).sum())
-                if c1 < cost:
-                    theta, r0, cost, improved = trial, r1, c1, True
-                    lam = max(lam / 10, 1e-9)
-                    break
-                lam *= 10
-            if not improved or cost <= 1e-30 or cost > (1 - 1e-7) * prev:
-                break
-        with torch.no_grad():
-            rss, s = self.rss(model(theta)[None], False)
-        return theta, float(rss[0]), float(s[0])
-
-
-def _jacobian(fun, theta: torch.Tensor) -> torch.Tensor:
-    """Jacobian ``[n_out, n_par]`` of ``fun`` by forward-mode autograd (one pass per
-    parameter)."""
-    import torch.autograd.forward_ad as fwad
-
-    cols = []
-    eye = torch.eye(len(theta), dtype=theta.dtype, device=theta.device)
-    for k in range(len(theta)):
-        with fwad.dual_level():
-            out = fun(fwad.make_dual(theta, eye[k]))
-            cols.append(fwad.unpack_dual(out).tangent)
-    return torch.stack(cols, dim=1)
-
-
-def _clip_theta(t: torch.Tensor) -> torch.Tensor:
-    names = ("zoomscale", "uiso", "delta2")
-    lo = torch.tensor([_BOUNDS[k][0] for k in names], dtype=t.dtype, device=t.device)
-    hi = torch.tensor([_BOUNDS[k][1] for k in names], dtype=t.dtype, device=t.device)
-    return torch.minimum(torch.maximum(t, lo), hi)
+            x, s, cost = levenberg_marquardt(
+                self.hp,
+                d,
+                wt,
+                one,
+                self.g,
+                torch.sqrt(self.w),
+                theta.detach().reshape(1, 3),
+                [_BOUNDS[k][0] for k in names],
+                [_BOUNDS[k][1] for k in names],
+                iterations=steps,
+                damping=1e-3,
+                retries=8,
+                rtol=1e-7,
+            )
+        return x[0], float(cost[0]), float(s[0])
 
 
 def _deposit_rows(d: np.ndarray, step: float, n_bins: int, sign: np.ndarray) -> np.ndarray:
@@ -747,6 +702,72 @@ def _edit_dh(
                 np.linalg.norm(new[i] - new[j], axis=1)[None], step, n_bins, np.ones(1)
             )[0]
     return dh
+
+
+def _edit_dh_many(
+    pts: np.ndarray,
+    n: int,
+    edits: Sequence[tuple[np.ndarray, np.ndarray]],
+    step: float,
+    n_bins: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact histogram changes of many edits at once, ``[len(edits), n_bins]``.
+
+    ``pts`` holds the cluster's ``n`` atoms followed by candidate sites; each edit is
+    ``(removed, added)``: indices of atoms (``< n``) and of sites (counted from ``n``).
+    Equals :func:`_edit_dh` for each edit (removed atoms lose their pairs with the kept
+    atoms and with each other, added sites gain theirs).  Also returns which edits stay within the
+    histogram's range (the others are clipped and must not be used).
+    """
+    from scipy.spatial.distance import cdist
+
+    changed = np.unique(
+        np.concatenate(
+            [np.zeros(0, int)]
+            + [
+                np.concatenate([np.asarray(r, int), n + np.asarray(a, int)])
+                for r, a in edits
+            ]
+        )
+    )
+    where = np.full(len(pts), -1)
+    where[changed] = np.arange(len(changed))
+    D = cdist(pts[changed], pts)  # [changed points, all points]
+    rows, dist, wts = [], [], []
+    for k, (removed, added) in enumerate(edits):
+        rem = np.asarray(removed, int)
+        add = n + np.asarray(added, int)
+        if not len(rem) and not len(add):
+            continue
+        kept = np.ones(n, dtype=bool)
+        kept[rem] = False
+        # removed atoms lose their pairs with kept atoms (-1) and with each other (-1,
+        # half from each end); added sites gain pairs with kept atoms and each other
+        for idx, sign in ((rem, -1.0), (add, 1.0)):
+            if not len(idx):
+                continue
+            cols = np.concatenate([np.flatnonzero(kept), idx])
+            w = np.full((len(idx), len(cols)), sign)
+            w[:, kept.sum() :] *= 0.5
+            w[np.arange(len(idx)), kept.sum() + np.arange(len(idx))] = 0.0
+            d = D[where[idx]][:, cols]
+            rows.append(np.full(w.size, k))
+            dist.append(d.ravel())
+            wts.append(w.ravel())
+    ok = np.ones(len(edits), dtype=bool)
+    if not rows:
+        return np.zeros((len(edits), n_bins)), ok
+    row, d, w = np.concatenate(rows), np.concatenate(dist), np.concatenate(wts)
+    x = d / step
+    far = x >= n_bins - 2
+    ok[np.unique(row[far])] = False  # a pair beyond the histogram's range
+    x = np.minimum(x, n_bins - 2)
+    b = np.floor(x).astype(np.int64)
+    f = x - b
+    size = len(edits) * n_bins
+    flat = np.bincount(row * n_bins + b, weights=w * (1.0 - f), minlength=size)
+    flat += np.bincount(row * n_bins + b + 1, weights=w * f, minlength=size + 1)[:size]
+    return flat.reshape(len(edits), n_bins), ok
 
 
 # -- the search -------------------------------------------------------------------------
@@ -896,10 +917,13 @@ class _Search:
                         continue
                     if not self._valid(removed, added):
                         continue
-                    out.append(
-                        _Candidate("recut", self._edit_dh(removed, added), added, removed)
-                    )
-        return out
+                    out.append((removed, np.flatnonzero(sel[n:])))
+        if not out:
+            return []
+        dh, ok = _edit_dh_many(pts, n, out, self.model.step, self.model.n_bins)
+        return [
+            _Candidate("recut", dh[k], sites[a], r) for k, (r, a) in enumerate(out) if ok[k]
+        ]
 
     def _edit_dh(self, removed: np.ndarray, added: np.ndarray) -> np.ndarray:
         return _edit_dh(self.x, removed, added, self.model.step, self.model.n_bins)

@@ -13,6 +13,7 @@ from diffpy_deepstruc.completion import (
     MIN_DISTANCE,
     _add_histograms,
     _edit_dh,
+    _edit_dh_many,
     _Model,
     _remove_histograms,
     complete,
@@ -84,6 +85,27 @@ def test_incremental_histogram_equals_full_recalculation(fcc):
     full = pair_histogram(x, n_bins=n_bins)
     assert np.abs(h[1:] - full[1:]).max() <= 1e-10 * np.abs(full).max()
     assert h[0] == pytest.approx(full[0], abs=1e-9)
+
+
+def test_batched_edits_equal_full_recalculation(fcc):
+    rng = np.random.default_rng(3)
+    x = fcc.copy()
+    nn = estimate_nn(x)
+    n_bins = int((np.ptp(x, axis=0).max() * 2 + 6 * nn) / HIST_STEP)
+    sites, _ = vacant_sites(x, nn)
+    pts = np.concatenate([x, sites])
+    surf = surface_atoms(x, nn)
+    edits = [
+        (np.sort(rng.choice(surf, k, replace=False)), np.arange(m) * 2)
+        for k, m in ((0, 1), (1, 0), (3, 2), (2, 4))
+    ]
+    dh, ok = _edit_dh_many(pts, len(x), edits, HIST_STEP, n_bins)
+    assert ok.all()
+    full0 = pair_histogram(x, n_bins=n_bins)
+    for (removed, added), row in zip(edits, dh, strict=True):
+        new = np.concatenate([np.delete(x, removed, axis=0), sites[added]])
+        full = pair_histogram(new, n_bins=n_bins)
+        assert np.abs(full0 + row - full).max() <= 1e-10 * np.abs(full).max()
 
 
 def test_linear_model_equals_histogram_pdf(ico55):

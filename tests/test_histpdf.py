@@ -7,7 +7,14 @@ from ase.cluster import Icosahedron
 
 from diffpy_deepstruc.debye import PDFParameters, pdf_from_arrays
 from diffpy_deepstruc.errors import ParameterError
-from diffpy_deepstruc.histpdf import HistogramPDF, atom_histogram, pair_histogram
+from diffpy_deepstruc.histpdf import (
+    HistogramPDF,
+    atom_histogram,
+    levenberg_marquardt,
+    pack_sparse,
+    pair_histogram,
+    sparse_histogram,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +74,55 @@ def test_differentiable_in_parameters(cluster):
     g = model(h, float(len(cluster)), x[0:1], x[1:2], x[2:3])
     (g**2).sum().backward()
     assert torch.all(torch.isfinite(x.grad)) and torch.all(x.grad != 0)
+
+
+def test_analytic_jacobian_equals_finite_differences(cluster):
+    r = np.arange(1.5, 15, 0.05)
+    model = HistogramPDF(r, qmin=0.5, qmax=22, qbroad=0.01, delta1=0.1)
+    d, w = pack_sparse([sparse_histogram(pair_histogram(cluster), 0.01)])
+    n = torch.tensor([float(len(cluster))], dtype=torch.float64)
+    x = np.array([1.01, 0.006, 1.5])
+
+    def g(p):
+        t = [torch.tensor([v], dtype=torch.float64) for v in p]
+        return model.g_and_jacobian(d, w, n, *t)
+
+    g0, jac = g(x)
+    assert torch.allclose(g0, model.g_sparse(d, w, n, *[torch.tensor([v]) for v in x]))
+    for k, h in enumerate((1e-6, 1e-7, 1e-5)):
+        up, dn = x.copy(), x.copy()
+        up[k] += h
+        dn[k] -= h
+        fd = (g(up)[0] - g(dn)[0]) / (2 * h)
+        assert torch.allclose(jac[:, k], fd, atol=1e-5 * float(fd.abs().max()))
+
+
+def test_levenberg_marquardt_recovers_parameters(cluster):
+    r = np.arange(1.5, 15, 0.02)
+    model = HistogramPDF(r, qmin=0.5, qmax=22)
+    d, w = pack_sparse([sparse_histogram(pair_histogram(cluster), 0.01)] * 2)
+    n = torch.full((2,), float(len(cluster)), dtype=torch.float64)
+    one = torch.ones(1, dtype=torch.float64)
+    truth = [torch.tensor([v], dtype=torch.float64) for v in (0.98, 0.008, 2.5)]
+    y = 3.0 * model.g_sparse(d[:1], w[:1], one * len(cluster), *truth)[0]
+    x0 = torch.tensor([[1.0, 0.005, 1.0], [0.97, 0.01, 3.0]], dtype=torch.float64)
+    x, scale, cost = levenberg_marquardt(
+        model,
+        d,
+        w,
+        n,
+        y,
+        torch.ones_like(y),
+        x0,
+        [0.9, 1e-4, 0.0],
+        [1.1, 0.05, 10.0],
+        iterations=40,
+    )
+    assert torch.allclose(
+        x, torch.tensor([[0.98, 0.008, 2.5]] * 2, dtype=torch.float64), rtol=1e-4
+    )
+    assert torch.allclose(scale, torch.full((2,), 3.0, dtype=torch.float64), rtol=1e-4)
+    assert float(cost.max()) <= 1e-12 * float((y * y).sum())
 
 
 def test_bad_arguments():

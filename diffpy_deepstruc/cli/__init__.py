@@ -33,8 +33,15 @@ SUBCOMMANDS: tuple[str, ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the top-level argument parser with every available sub-command."""
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Return the top-level argument parser with every available sub-command.
+
+    Parameters
+    ----------
+    only : str, optional
+        Build just this sub-command (its module alone is imported: a ``deepstruc
+        solve`` does not pay for importing the catalog builders).
+    """
     parser = argparse.ArgumentParser(
         prog="deepstruc",
         description="Generative starting models for nanoparticle PDF refinement.",
@@ -42,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in SUBCOMMANDS:
+    for name in SUBCOMMANDS if only is None else (only,):
         try:
             module = importlib.import_module(f"{__name__}.{name}")
         except ModuleNotFoundError as exc:
@@ -64,8 +71,10 @@ def _os_message(exc: OSError) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``deepstruc`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    first = words[0] if words else None
+    parser = build_parser(first if first in SUBCOMMANDS else None)
+    args = parser.parse_args(words)
     try:
         return int(args._run(args) or 0)
     except DeepStrucError as exc:

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..histpdf import HistogramPDF, pack_sparse, pair_histogram, sparse_histogram
+from ..histpdf import (
+    HistogramPDF,
+    levenberg_marquardt,
+    pack_sparse,
+    pair_histogram,
+    sparse_histogram,
+)
 from ..refine import VARIABLE_BOUNDS
 from .settings import FitSettings
 
@@ -87,104 +93,12 @@ def screening_grid(
     return rs, g[sel], w
 
 
-def _model_and_jacobian(model: HistogramPDF, d, w, n, s, u, d2):
-    """G [B, nr] and dG/d(s, u, d2) [B, 3, nr] of the histogram model."""
-    q, q2 = model.q, model.q2
-    ds = d * s[:, None]
-    inv2 = 1.0 / (ds * ds)
-    jraw = 1.0 - model.delta1 / ds - d2[:, None] * inv2
-    if model.qbroad:
-        jraw = jraw + (model.qbroad * ds) ** 2
-    active = (jraw > 0).to(ds.dtype)
-    jeong = jraw.clamp(min=0.0)
-    amp = 2.0 * w / ds / n[:, None]  # [B, K]
-    # the [B, K, Q] kernels in single precision (twice as fast; ample for screening)
-    f32 = torch.float32
-    expo = (-(u[:, None] * jeong)).to(f32)[:, :, None] * q2.to(f32)
-    arg = ds.to(f32)[:, :, None] * q.to(f32)
-    damp = torch.exp(expo)
-    ksin = damp * torch.sin(arg)
-    kcos = damp * torch.cos(arg)
-    amp, jeong, inv2, d = (t.to(f32) for t in (amp, jeong, inv2, d))
-    active = active.to(f32)
-    F = torch.einsum("bk,bkq->bq", amp, ksin)
-    # d/du: -j Q^2;  d/dd2: +u Q^2 / ds^2 (where j > 0)
-    F_u = -q2 * torch.einsum("bk,bkq->bq", amp * jeong, ksin)
-    F_d2 = q2 * u[:, None] * torch.einsum("bk,bkq->bq", amp * inv2 * active, ksin)
-    # d/ds: amplitude -1/s, Jeong factor, and the sine's phase
-    dj_ds = (model.delta1 / ds + 2.0 * d2[:, None] * inv2) / s[:, None]
-    if model.qbroad:
-        dj_ds = dj_ds + 2.0 * (model.qbroad * ds) ** 2 / s[:, None]
-    dj_ds = dj_ds * active
-    F_s = (
-        -F / s[:, None]
-        - q2 * u[:, None] * torch.einsum("bk,bkq->bq", amp * dj_ds.to(f32), ksin)
-        + q * torch.einsum("bk,bkq->bq", amp * d, kcos)
-    )
-    F, F_u, F_d2, F_s = (t.to(torch.float64) for t in (F, F_u, F_d2, F_s))
-    S = model.sine
-    G = F @ S
-    J = torch.stack([F_s @ S, F_u @ S, F_d2 @ S], dim=1)
-    return G, J
-
-
-def _project(G: torch.Tensor, y: torch.Tensor, wt: torch.Tensor):
-    """Closed-form scale and weighted residual of ``scale * G - y``."""
-    wg = G * wt
-    wy = y * wt
-    scale = (wg * wy).sum(1) / (wg * wg).sum(1).clamp(min=1e-300)
-    scale = scale.clamp(min=0.0)
-    res = scale[:, None] * wg - wy
-    return scale, res
-
-
-def _lm(model, d, w, n, y, wt, iterations: int):
-    """Batched Levenberg-Marquardt over (zoomscale, uiso, delta2) with projected scale."""
-    B = d.shape[0]
-    dt = d.dtype
-    lo = torch.tensor(
-        [
-            VARIABLE_BOUNDS["zoomscale"][0],
-            VARIABLE_BOUNDS["Uiso"][0] + 1e-5,
-            VARIABLE_BOUNDS["delta2"][0],
-        ],
-        dtype=dt,
-    )
-    hi = torch.tensor(
-        [
-            VARIABLE_BOUNDS["zoomscale"][1],
-            VARIABLE_BOUNDS["Uiso"][1],
-            VARIABLE_BOUNDS["delta2"][1],
-        ],
-        dtype=dt,
-    )
-    x = torch.tensor([START["zoomscale"], START["uiso"], START["delta2"]], dtype=dt)
-    x = x.repeat(B, 1)
-    lam = torch.full((B,), 1e-2, dtype=dt)
-    G, J = _model_and_jacobian(model, d, w, n, x[:, 0], x[:, 1], x[:, 2])
-    scale, res = _project(G, y[None], wt[None])
-    cost = (res * res).sum(1)
-    for _ in range(iterations):
-        Jw = J * wt[None, None] * scale[:, None, None]  # [B, 3, nr]
-        A = Jw @ Jw.transpose(1, 2)  # [B, 3, 3]
-        grad = (Jw * res[:, None, :]).sum(2)  # [B, 3]
-        diag = torch.diagonal(A, dim1=1, dim2=2).clamp(min=1e-30)
-        Ad = A + torch.diag_embed(lam[:, None] * diag)
-        step = -torch.linalg.solve(Ad, grad[:, :, None])[:, :, 0]
-        xn = torch.minimum(torch.maximum(x + step, lo), hi)
-        Gn, Jn = _model_and_jacobian(model, d, w, n, xn[:, 0], xn[:, 1], xn[:, 2])
-        sn, rn = _project(Gn, y[None], wt[None])
-        cn = (rn * rn).sum(1)
-        better = cn < cost
-        b = better[:, None]
-        x = torch.where(b, xn, x)
-        G = torch.where(b, Gn, G)
-        J = torch.where(b[:, :, None], Jn, J)
-        scale = torch.where(better, sn, scale)
-        res = torch.where(b, rn, res)
-        cost = torch.where(better, cn, cost)
-        lam = torch.where(better, lam * 0.3, lam * 10.0).clamp(1e-7, 1e7)
-    return x, scale, cost
+def _bounds() -> tuple[list[float], list[float]]:
+    """Bounds of (zoomscale, uiso, delta2): the srfit recipe's (Uiso kept above 0)."""
+    names = ("zoomscale", "Uiso", "delta2")
+    lower = [VARIABLE_BOUNDS[k][0] for k in names]
+    lower[1] += 1e-5
+    return lower, [VARIABLE_BOUNDS[k][1] for k in names]
 
 
 def screen_candidates(
@@ -232,6 +146,12 @@ def screen_candidates(
     dev = model.device
     y = torch.as_tensor(ys, dtype=torch.float64, device=dev)
     wt = torch.as_tensor(ws, dtype=torch.float64, device=dev)
+    lower, upper = _bounds()
+    x0 = torch.tensor(
+        [START["zoomscale"], START["uiso"], START["delta2"]],
+        dtype=torch.float64,
+        device=dev,
+    )
     sparse = [sparse_histogram(pair_histogram(x, SCREEN_STEP), SCREEN_STEP) for x in xyzs]
     out = np.zeros((len(xyzs), 5))
     # batches of similar histogram length waste little padding
@@ -243,7 +163,19 @@ def screen_candidates(
             [float(len(xyzs[i])) for i in idx], dtype=torch.float64, device=dev
         )
         with torch.no_grad():
-            x, scale, cost = _lm(model, d, w, n, y, wt, iterations)
+            x, scale, cost = levenberg_marquardt(
+                model,
+                d,
+                w,
+                n,
+                y,
+                wt,
+                x0,
+                lower,
+                upper,
+                iterations=iterations,
+                single=True,
+            )
         norm = float((y * wt).pow(2).sum())
         rw = torch.sqrt(cost / norm).cpu().numpy()
         out[idx, 0] = rw
