@@ -68,6 +68,7 @@ __all__ = [
     "estimate_noise",
     "independent_points",
     "is_physical",
+    "site_bond_max",
     "surface_atoms",
     "vacant_sites",
 ]
@@ -79,6 +80,11 @@ MOVES = ("remove", "add", "swap", "recut", "relax")
 #: a Mackay icosahedron's strained in-shell bonds, 1.05 nn, are in).
 MIN_DISTANCE = 0.85
 BOND_MAX = 1.12
+#: Bond range (nn) of open lattices (bulk coordination <= 8 within BOND_MAX: sc, bcc)
+#: when an added site's or a kept atom's neighbours are counted: their second shell
+#: (bcc 1.155 nn, sc 1.414 nn) holds bonds, and an atom on an sc (100) facet has a
+#: single nearest neighbour.
+OPEN_BOND_MAX = 1.45
 #: An added site needs at least this many occupied neighbours.
 MIN_SITE_NEIGHBOURS = 3
 SETTING_KEYS = ("qmin", "qmax", "qdamp", "qbroad")
@@ -304,6 +310,25 @@ def coordination(xyz, nn: float) -> np.ndarray:
     return np.asarray(tree.query_ball_point(x, BOND_MAX * nn, return_length=True)) - 1
 
 
+def site_bond_max(xyz, nn: float) -> float:
+    """Range (in nn) within which a site's neighbours are counted: :data:`BOND_MAX` for
+    close-packed and shell structures, :data:`OPEN_BOND_MAX` for open lattices (no
+    atom with more than 8 neighbours within ``BOND_MAX * nn``: sc, bcc).
+
+    Parameters
+    ----------
+    xyz : array_like, shape (N, 3)
+        Coordinates (A).
+    nn : float
+        Nearest-neighbour distance (A).
+
+    Returns
+    -------
+    float
+    """
+    return OPEN_BOND_MAX if coordination(xyz, nn).max() <= 8 else BOND_MAX
+
+
 def surface_atoms(xyz, nn: float) -> np.ndarray:
     """Indices of the surface atoms: fewer neighbours than the best-coordinated atoms.
 
@@ -385,7 +410,11 @@ def _lattice_sites(x: np.ndarray, nbrs: list[np.ndarray], surf: np.ndarray):
 
 
 def vacant_sites(
-    xyz, nn: float, *, min_neighbours: int = MIN_SITE_NEIGHBOURS
+    xyz,
+    nn: float,
+    *,
+    min_neighbours: int = MIN_SITE_NEIGHBOURS,
+    bond_max: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Vacant surface sites of the cluster's own lattice or shell.
 
@@ -395,7 +424,7 @@ def vacant_sites(
     above each triangle of mutually bonded surface atoms, which are the hollow sites
     of close-packed and icosahedral shells.  A site is kept when it lies at least
     ``MIN_DISTANCE * nn`` from every atom and has ``>= min_neighbours`` atoms within
-    ``BOND_MAX * nn``; sites closer than 0.4 nn are merged (the best-coordinated kept).
+    ``bond_max * nn``; sites closer than 0.4 nn are merged (the best-coordinated kept).
 
     Parameters
     ----------
@@ -405,6 +434,8 @@ def vacant_sites(
         Nearest-neighbour distance (A).
     min_neighbours : int
         Occupied neighbours a site needs.
+    bond_max : float, optional
+        Range (nn) of those neighbours; default :func:`site_bond_max` of the cluster.
 
     Returns
     -------
@@ -421,12 +452,13 @@ def vacant_sites(
     )
     if len(cand) == 0:
         return np.zeros((0, 3)), np.zeros(0, dtype=int)
+    reach = (site_bond_max(x, nn) if bond_max is None else float(bond_max)) * nn
     tree = cKDTree(x)
     dmin, _ = tree.query(cand, k=1)
     cand = cand[dmin >= MIN_DISTANCE * nn]
     if len(cand) == 0:
         return np.zeros((0, 3)), np.zeros(0, dtype=int)
-    cnt = np.asarray(tree.query_ball_point(cand, BOND_MAX * nn, return_length=True))
+    cnt = np.asarray(tree.query_ball_point(cand, reach, return_length=True))
     ok = cnt >= min_neighbours
     cand, cnt = cand[ok], cnt[ok]
     # a site on a lattice position is found many times: round to merge exact copies,
@@ -434,7 +466,7 @@ def vacant_sites(
     cand = _dedupe(cand, cnt + 1e-3 * dmin[dmin >= MIN_DISTANCE * nn][ok], 0.4 * nn)
     if len(cand) == 0:
         return np.zeros((0, 3)), np.zeros(0, dtype=int)
-    cnt = np.asarray(tree.query_ball_point(cand, BOND_MAX * nn, return_length=True))
+    cnt = np.asarray(tree.query_ball_point(cand, reach, return_length=True))
     order = np.lexsort((cand[:, 2], cand[:, 1], cand[:, 0], -cnt))
     return cand[order], cnt[order]
 
@@ -821,6 +853,7 @@ class _Search:
         self.ids = np.arange(len(self.x))
         self.next_id = len(self.x)
         self.model, self.nn, self.moves = model, nn, tuple(moves)
+        self.bond_max = site_bond_max(self.x, nn)  # fixed for the run (the start's)
         self.h = pair_histogram(self.x, step=model.step, n_bins=model.n_bins)
         self.theta = theta
         self.theta, self.rss, self.scale = model.refine(self.h, theta, steps=8)
@@ -852,7 +885,7 @@ class _Search:
 
     # candidates --------------------------------------------------------------------
     def _sites(self) -> np.ndarray:
-        sites, _ = vacant_sites(self.x, self.nn)
+        sites, _ = vacant_sites(self.x, self.nn, bond_max=self.bond_max)
         if len(sites):
             far = np.linalg.norm(sites[:, None] - self.x[None], axis=2).max(axis=1)
             sites = sites[far < self.max_dist]
@@ -930,13 +963,14 @@ class _Search:
 
     def _valid(self, removed: np.ndarray, added: np.ndarray) -> bool:
         """The edited cluster is physical: added atoms >= MIN_DISTANCE nn from all atoms
-        and with >= 3 neighbours; no atom that had >= 3 neighbours falls below 3.
+        and with >= 3 neighbours; no atom that had >= 3 neighbours falls below 3
+        (neighbours within ``bond_max`` nn, see :func:`site_bond_max`).
 
         Neighbour counts come from KD-trees (O(k log N) for k changed atoms), so large
         particles are checked as fast as small ones.
         """
         nn = self.nn
-        bond = BOND_MAX * nn
+        bond = self.bond_max * nn
         keep = np.ones(len(self.x), dtype=bool)
         keep[np.asarray(removed, dtype=int)] = False
         added = np.asarray(added, dtype=float).reshape(-1, 3)

@@ -10,7 +10,9 @@ import torch
 
 from diffpy_deepstruc import clusters, debye
 from diffpy_deepstruc.completion import (
+    BOND_MAX,
     MIN_DISTANCE,
+    OPEN_BOND_MAX,
     _add_histograms,
     _edit_dh,
     _edit_dh_many,
@@ -22,6 +24,7 @@ from diffpy_deepstruc.completion import (
     estimate_noise,
     independent_points,
     is_physical,
+    site_bond_max,
     surface_atoms,
     vacant_sites,
 )
@@ -141,6 +144,22 @@ def test_vacant_sites_are_physical_and_find_removed_atoms(fcc):
     assert np.all((d <= 1.12 * nn).sum(axis=1) == cnt)
     for p in fcc[removed]:  # every vacancy is among the candidate sites
         assert np.linalg.norm(sites - p, axis=1).min() < 0.05
+
+
+def test_open_lattices_grow_on_their_facets(fcc):
+    """An atom on an sc (100) facet has one nearest neighbour: sites of open lattices
+    count their second shell (1.414 nn in sc), so the facet's on-top sites are found."""
+    g = np.arange(4.0)
+    sc = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3) * 2.8
+    assert site_bond_max(sc, 2.8) == OPEN_BOND_MAX
+    assert site_bond_max(fcc, estimate_nn(fcc)) == BOND_MAX
+    sites, cnt = vacant_sites(sc, 2.8)
+    on_top = np.array([1.0, 1.0, 4.0]) * 2.8  # above an inner atom of the z = 3 facet
+    assert np.linalg.norm(sites - on_top, axis=1).min() < 0.05
+    assert np.all(cnt >= 3)
+    # counted within BOND_MAX only, that site has a single neighbour and is refused
+    close, _ = vacant_sites(sc, 2.8, bond_max=BOND_MAX)
+    assert len(close) == 0 or np.linalg.norm(close - on_top, axis=1).min() > 0.05
 
 
 def test_is_physical():
