@@ -16,9 +16,11 @@ For each run: atom counts, sites matched (registration by translation + rotation
 reflection, ICP with Hungarian assignment, a site matched within 0.3 nn), fast-model
 Rw of the start, the result and the truth (the truth with its parameters refined in
 the same histogram model), chi^2 of each with the stopping rule's variance, and time.
-Runs at the simulated noise (``--noise-scale 1``) and at a tenth of it.  ``--large``
-adds one ~2000-atom case (Mackay icosahedron of 9 shells, 2057 atoms, 12 vacancies) at
-``--large-noise-scale`` times 1 % of max|G|.
+Runs at the simulated noise (``--noise-scale 1``) and at a tenth of it (0.05-0.2 % of
+max|G|, the noise of the measured PDFs in ``../shared``: 0.14 % for JQ_S1, 0.06-0.09 %
+for Au144, from their tails).  ``--large`` adds one ~2000-atom case (Mackay icosahedron
+of 9 shells, 2057 atoms, 12 vacancies) at ``--large-noise-scale`` times 1 % of max|G|,
+completed with the move budget of ``deepstruc solve``.
 
 Usage::
 
@@ -46,6 +48,7 @@ from diffpy_deepstruc import clusters, imperfect  # noqa: E402
 from diffpy_deepstruc.completion import complete, estimate_nn  # noqa: E402
 from diffpy_deepstruc.fileio import atomic_write_text  # noqa: E402
 from diffpy_deepstruc.metrics import sites_matched  # noqa: E402
+from diffpy_deepstruc.solve.complete import move_budget  # noqa: E402
 from diffpy_deepstruc.structures import arrays_to_structure  # noqa: E402
 
 KINDS = ("vacancies", "offcentre", "partial_shell")
@@ -122,9 +125,12 @@ def start_structure(p: OffCatalogParticle, pdf=None) -> np.ndarray:
 # -- runs -------------------------------------------------------------------------------------
 
 
-def run_one(p: OffCatalogParticle, start, noise_scale: float, max_seconds: float):
+def run_one(
+    p: OffCatalogParticle, start, noise_scale: float, max_seconds: float, **options
+):
     """Complete ``start`` (None: :func:`start_structure` against the data) against the
-    particle's PDF at ``noise_scale`` times its noise; the row of the results table."""
+    particle's PDF at ``noise_scale`` times its noise; the row of the results table.
+    ``options`` go to :func:`complete` (e.g. the solve's move budget)."""
     pp = dataclasses.replace(
         p, pdf_params={**p.pdf_params, "noise": p.pdf_params["noise"] * noise_scale}
     )
@@ -134,7 +140,11 @@ def run_one(p: OffCatalogParticle, start, noise_scale: float, max_seconds: float
     truth = p.atoms.positions
     t0 = time.perf_counter()
     res = complete(
-        arrays_to_structure(start, p.element), pdf, max_seconds=max_seconds, **CRITERION
+        arrays_to_structure(start, p.element),
+        pdf,
+        max_seconds=max_seconds,
+        **CRITERION,
+        **options,
     )
     seconds = time.perf_counter() - t0
     ref = complete(arrays_to_structure(truth, p.element), pdf, moves=())
@@ -209,7 +219,9 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def large_case(noise_scale: float, max_seconds: float) -> dict:
-    """One ~2000-atom particle: icosahedron of 9 shells (2057 atoms) less 12 surface atoms."""
+    """One ~2000-atom particle: icosahedron of 9 shells (2057 atoms) less 12 surface
+    atoms, completed with the move budget of ``deepstruc solve``
+    (:func:`~diffpy_deepstruc.solve.complete.move_budget`)."""
     rng = np.random.default_rng(20261129)
     ideal = clusters.icosahedron("Au", 9)
     truth = imperfect.surface_vacancies(ideal, 12, rng, bulk_coordination=12)
@@ -234,7 +246,15 @@ def large_case(noise_scale: float, max_seconds: float) -> dict:
             "rstep": 0.01,
         },
     )
-    return run_one(p, ideal.positions, noise_scale, max_seconds)
+    moves, iters = move_budget(len(ideal))  # what `deepstruc solve` allows
+    return run_one(
+        p,
+        ideal.positions,
+        noise_scale,
+        max_seconds,
+        max_moves=moves,
+        relax_iterations=iters,
+    )
 
 
 #: Columns printed per run (the ideal shapes have no truth to match).

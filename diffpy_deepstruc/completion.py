@@ -651,6 +651,7 @@ class _Model:
                 damping=1e-3,
                 retries=8,
                 rtol=1e-7,
+                relief=0.1,
             )
         return x[0], float(cost[0]), float(s[0])
 

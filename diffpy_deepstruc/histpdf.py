@@ -454,6 +454,7 @@ def levenberg_marquardt(
     single: bool = False,
     retries: int = 1,
     rtol: float = 0.0,
+    relief: float = 0.3,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batched Levenberg-Marquardt over (zoomscale, uiso, delta2), scale projected out.
 
@@ -484,6 +485,8 @@ def levenberg_marquardt(
         more than one, the fit stops once no histogram improves.
     rtol : float
         Stop early once no histogram lowers its cost by more than this fraction.
+    relief : float
+        Factor on the damping after a successful step (it grows x10 after a failed one).
 
     Returns
     -------
@@ -526,7 +529,7 @@ def levenberg_marquardt(
             scale = torch.where(better, sn, scale)
             res = torch.where(b, rn, res)
             cost = torch.where(better, cn, cost)
-            lam = torch.where(better, lam * 0.3, torch.where(pending, lam * 10.0, lam))
+            lam = torch.where(better, lam * relief, torch.where(pending, lam * 10.0, lam))
             lam = lam.clamp(1e-7, 1e7)
             pending = pending & ~better
             if not bool(pending.any()):
