@@ -589,6 +589,7 @@ class _Model:
         self.sw = float((self.w * self.g**2).sum())
         sl = slice(None, None, self.stride)
         self.sine_s = self.hp.sine[:, sl].contiguous()
+        self.sine_s32 = self.sine_s.to(torch.float32)
         self.g_s, self.w_s = self.g[sl].contiguous(), self.w[sl].contiguous()
         self.sw_s = float((self.w_s * self.g_s**2).sum())
         self.n_fit, self.n_scr = len(r), int(self.g_s.numel())
@@ -1017,13 +1018,14 @@ class _Search:
         return self._tree_cache
 
     def _pair_curves(self, d: np.ndarray, kc: torch.Tensor) -> torch.Tensor:
-        """G change ``[B, nr]`` of one pair at each distance ``d`` (linear split)."""
+        """G change ``[B, nr]`` of one pair at each distance ``d`` (linear split), in
+        float64 (gathered from ``kc`` in its own precision)."""
         # (a pair beyond the histogram's range is clipped here and refused by _valid)
         x = np.minimum(d / self.model.step, self.model.n_bins - 2)
         k = np.floor(x).astype(np.int64)
-        f = torch.as_tensor(x - k, dtype=torch.float64, device=kc.device)[:, None]
+        f = torch.as_tensor(x - k, dtype=kc.dtype, device=kc.device)[:, None]
         kt = torch.as_tensor(k, device=kc.device)
-        return (1.0 - f) * kc[kt] + f * kc[kt + 1]
+        return ((1.0 - f) * kc[kt] + f * kc[kt + 1]).to(torch.float64)
 
     def _batch(self, order, single, c, pos, kc, base, rss0, max_size: int = 6):
         """Greedy batch of single moves (indices into ``c``) whose marginal screening
@@ -1084,7 +1086,11 @@ class _Search:
         m, nn = self.model, self.nn
         kern = m.kernel(self.theta).detach()
         with torch.no_grad():
-            kc = kern @ m.sine_s  # G change [n_bins, nr] of one pair at each grid point
+            # G change [n_bins, nr] of one pair at each grid point; the two big products
+            # of the screening in float32 (twice as fast; each move is then decided on
+            # the full grid in float64)
+            kc32 = kern.to(torch.float32) @ m.sine_s32
+            kc = kc32.to(torch.float64)
             h_t = torch.as_tensor(self.h, dtype=torch.float64, device=m.device)
             base = h_t @ kc
             rss0 = float(m.rss(base[None], True)[0][0])
@@ -1098,7 +1104,8 @@ class _Search:
 
         def curves(dh):
             with torch.no_grad():
-                return torch.as_tensor(dh, dtype=torch.float64, device=m.device) @ kc
+                d32 = torch.as_tensor(dh, dtype=torch.float32, device=m.device)
+                return (d32 @ kc32).to(torch.float64)
 
         c_a, c_r = curves(dh_a), curves(dh_r)
 
@@ -1125,14 +1132,14 @@ class _Search:
         # batches: several single moves of one kind that each pass on their own margin
         # (screened with their mutual pairs), so that many vacancies cost few steps
         if "remove" in self.moves:
-            b = self._batch(np.argsort(-s_r), s_r, c_r, self.x[rem], kc, base, rss0)
+            b = self._batch(np.argsort(-s_r), s_r, c_r, self.x[rem], kc32, base, rss0)
             if b is not None:
                 sc, ks = b
                 bc = self._batch_candidate("remove", ks, dh_r, self.x[rem], rem)
                 if self._valid(bc.removed, bc.added):
                     pool.append((sc, bc))
         if "add" in self.moves:
-            b = self._batch(np.argsort(-s_a), s_a, c_a, sites, kc, base, rss0)
+            b = self._batch(np.argsort(-s_a), s_a, c_a, sites, kc32, base, rss0)
             if b is not None:
                 sc, ks = b
                 bc = self._batch_candidate("add", ks, dh_a, sites, None)
@@ -1159,7 +1166,7 @@ class _Search:
                 c_r,
                 c_r,
                 1.0,
-                kc,
+                kc32,
                 base,
                 rss0,
                 3,
@@ -1186,7 +1193,7 @@ class _Search:
                 c_a,
                 c_a,
                 1.0,
-                kc,
+                kc32,
                 base,
                 rss0,
                 3,
@@ -1211,7 +1218,7 @@ class _Search:
                 c_r,
                 c_a,
                 -1.0,
-                kc,
+                kc32,
                 base,
                 rss0,
                 3,
