@@ -73,7 +73,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--workers",
         type=int_range(1, MAX_WORKERS),
         default=os.cpu_count() or 1,
-        help="refinements in parallel (default: all cores)",
+        help="completions and refinements in parallel (default: all cores)",
     )
     p.add_argument(
         "--scheduler",

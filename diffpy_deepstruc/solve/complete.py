@@ -21,7 +21,13 @@ from ..pdfdata import PDFData
 from .candidates import Proposal
 from .settings import FitSettings
 
-__all__ = ["DEFAULT_COMPLETE_K", "Completed", "complete_candidates", "move_budget"]
+__all__ = [
+    "DEFAULT_COMPLETE_K",
+    "Completed",
+    "complete_candidates",
+    "complete_one",
+    "move_budget",
+]
 
 #: Candidates completed by default (the best distinct ones of the screening).
 DEFAULT_COMPLETE_K: int = 3
@@ -73,6 +79,65 @@ def move_budget(n_atoms: int) -> tuple[int, int]:
     return int(moves), 25 if n_atoms <= 1000 else 8
 
 
+def complete_one(
+    prop: Proposal,
+    start: dict[str, float],
+    pdf: PDFData,
+    settings: FitSettings,
+    seed: int = 0,
+    device: Any = None,
+) -> Completed | str | None:
+    """Complete one proposal: the :class:`Completed` candidate, None when nothing
+    changed, or a note (str) when the completion cannot handle it."""
+    from ..completion import complete
+    from ..errors import DeepStrucError
+
+    max_moves, relax_iterations = move_budget(prop.n_atoms)
+    try:
+        res = complete(
+            prop.structure, pdf, qmin=settings.qmin, qmax=settings.qmax,
+            qdamp=settings.qdamp, qbroad=settings.qbroad, rmin=settings.rmin,
+            rmax=settings.rmax, max_seconds=SAFETY_SECONDS, seed=seed,
+            max_moves=max_moves, relax_iterations=relax_iterations,
+            zoomscale=start["zoomscale"],
+            uiso=start["uiso"], delta2=start["delta2"], device=device,
+        )  # fmt: skip
+    except DeepStrucError as exc:
+        return f"completion of {prop.source.split('{')[0].strip()} skipped: {exc}"
+    if not res.changed:
+        return None
+    p = res.parameters
+    changes = {
+        "added": np.round(res.added, 4).tolist(),
+        "removed": np.round(res.removed, 4).tolist(),
+        "rw_start": res.rw_start,
+        "rw": res.rw,
+        "criterion": res.criterion,
+        "stopped": res.stopped,
+        "moves": [m.to_dict() for m in res.moves],
+    }
+    return Completed(
+        proposal=Proposal(
+            index=prop.index + COMPLETED_INDEX,
+            structure=res.structure,
+            source=f"completed: {prop.source}",
+            latent=list(prop.latent),
+            residual=prop.residual,
+        ),
+        origin=prop.index,
+        start={k: float(p[k]) for k in ("scale", "zoomscale", "uiso", "delta2")},
+        changes=changes,
+    )
+
+
+def _complete_job(args: tuple) -> Completed | str | None:
+    """:func:`complete_one` in a worker process (one torch thread)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return complete_one(*args)
+
+
 def complete_candidates(
     proposals: Sequence[Proposal],
     starts: Sequence[dict[str, float]],
@@ -82,6 +147,7 @@ def complete_candidates(
     seed: int = 0,
     device: Any = None,
     progress: bool = False,
+    workers: int = 1,
 ) -> tuple[list[Completed], list[str], float]:
     """Complete each proposal against the data; keep the ones that changed.
 
@@ -98,6 +164,9 @@ def complete_candidates(
     device : torch device, optional
     progress : bool
         A progress bar over the candidates.
+    workers : int
+        Processes (1: in this one; on CPU only).  The result does not depend on it:
+        each completion is deterministic and the output keeps the input order.
 
     Returns
     -------
@@ -107,58 +176,30 @@ def complete_candidates(
     """
     from tqdm.auto import tqdm
 
-    from ..completion import complete
-    from ..errors import DeepStrucError
-
     t0 = time.perf_counter()
-    out: list[Completed] = []
-    notes: list[str] = []
-    pairs = list(zip(proposals, starts, strict=True))
-    for prop, start in tqdm(pairs, desc="completion", unit="cand", disable=not progress):
-        max_moves, relax_iterations = move_budget(prop.n_atoms)
-        try:
-            res = complete(
-                prop.structure, pdf, qmin=settings.qmin, qmax=settings.qmax,
-                qdamp=settings.qdamp, qbroad=settings.qbroad, rmin=settings.rmin,
-                rmax=settings.rmax, max_seconds=SAFETY_SECONDS, seed=seed,
-                max_moves=max_moves, relax_iterations=relax_iterations,
-                zoomscale=start["zoomscale"],
-                uiso=start["uiso"], delta2=start["delta2"], device=device,
-            )  # fmt: skip
-        except DeepStrucError as exc:
-            notes.append(
-                f"completion of {prop.source.split('{')[0].strip()} skipped: {exc}"
-            )
-            continue
-        if not res.changed:
-            continue
-        p = res.parameters
-        changes = {
-            "added": np.round(res.added, 4).tolist(),
-            "removed": np.round(res.removed, 4).tolist(),
-            "rw_start": res.rw_start,
-            "rw": res.rw,
-            "criterion": res.criterion,
-            "stopped": res.stopped,
-            "moves": [m.to_dict() for m in res.moves],
-        }
-        out.append(
-            Completed(
-                proposal=Proposal(
-                    index=prop.index + COMPLETED_INDEX,
-                    structure=res.structure,
-                    source=f"completed: {prop.source}",
-                    latent=list(prop.latent),
-                    residual=prop.residual,
-                ),
-                origin=prop.index,
-                start={
-                    "scale": float(p["scale"]),
-                    "zoomscale": float(p["zoomscale"]),
-                    "uiso": float(p["uiso"]),
-                    "delta2": float(p["delta2"]),
-                },
-                changes=changes,
-            )
-        )
+    jobs = [
+        (prop, start, pdf, settings, seed, device)
+        for prop, start in zip(proposals, starts, strict=True)
+    ]
+    bar = tqdm(total=len(jobs), desc="completion", unit="cand", disable=not progress)
+    on_cpu = device is None or str(device) == "cpu"
+    if workers <= 1 or len(jobs) <= 1 or not on_cpu:
+        results = []
+        for j in jobs:
+            results.append(complete_one(*j))
+            bar.update()
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+            futures = [pool.submit(_complete_job, j) for j in jobs]
+            results = []
+            for f in futures:
+                results.append(f.result())
+                bar.update()
+    bar.close()
+    out = [r for r in results if isinstance(r, Completed)]
+    notes = [r for r in results if isinstance(r, str)]
     return out, notes, time.perf_counter() - t0

@@ -85,7 +85,8 @@ def solve(
         :func:`~diffpy_deepstruc.solve.settings.resolve_settings`); the same defaults
         as :func:`diffpy_deepstruc.refine.make_recipe`.
     workers : int
-        Processes for the srfit refinements of the finalists (1: this one).
+        Processes for the completions and the srfit refinements of the finalists (1:
+        this one); the result does not depend on it.
     outdir : path, optional
         Where finished refinements are kept (``outdir/partial``) as they complete.
     resume : bool
@@ -161,6 +162,7 @@ def solve(
         [proposals[i] for i in finalists[:complete_k]],
         [screen.parameters(i) for i in finalists[:complete_k]],
         pdf, settings, seed=int(seed), device=device, progress=progress,
+        workers=workers,
     )  # fmt: skip
     timings["completion"] = time.perf_counter() - t1
     jobs = [
