@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ._args import int_range
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
@@ -86,6 +88,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="staged stage 1, CVAE: prior N(0, I) draws per batch (fraction of the "
         "batch) decoded to the nearest training shape (default 0.25; 0: none)",
     )
+    p.add_argument(
+        "--dense-hidden",
+        type=int_range(16, 8192),
+        default=None,
+        metavar="N",
+        help="width of the decoder's hidden layers (staged default 768); the last "
+        "layer is solved by least squares on the shape means, so a catalog of many "
+        "shapes needs at least as many hidden units as training shapes",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last")
     p.add_argument("--force", action="store_true", help="replace an existing model")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -113,6 +124,7 @@ def run(args) -> int:
         stack_weight=args.stack_weight,
         shape_std_floor=args.shape_std_floor,
         gap_fraction=args.gap_fraction,
+        model={} if args.dense_hidden is None else {"dense_hidden": args.dense_hidden},
     )
     out = Path(args.output)
     cache = args.cache_dir or (out.resolve().parent / ".deepstruc-cache")
