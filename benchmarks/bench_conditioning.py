@@ -31,22 +31,12 @@ import numpy as np
 import torch
 
 
-def _load(name: str):
-    from diffpy_deepstruc.generator import DeepStruc
-
-    if name == "pretrained":
-        return DeepStruc.pretrained()
-    if name == "pretrained-dae":
-        return DeepStruc.pretrained("dae")
-    return DeepStruc.load(name)
-
-
 def conditioning(model: str, catalog: str, count: int, samples: int, seed: int) -> dict:
     import h5py
 
-    from diffpy_deepstruc.latent import load_latent_map, model_map_path
+    from diffpy_deepstruc.latent import as_deepstruc, load_latent_map, model_map_path
 
-    ds = _load(model)
+    ds = as_deepstruc(model)
     path = model_map_path(ds)
     if path is None:
         raise SystemExit(f"{model}: no latent_map.csv beside the model")

@@ -23,16 +23,6 @@ from scipy.spatial.distance import pdist, squareform
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _load(name: str):
-    from diffpy_deepstruc.generator import DeepStruc
-
-    if name == "pretrained":
-        return DeepStruc.pretrained()
-    if name == "pretrained-dae":
-        return DeepStruc.pretrained("dae")
-    return DeepStruc.load(name)
-
-
 def physical(xyz: np.ndarray, factor: float = 0.8) -> bool:
     """Shortest pair distance >= ``factor`` x the median closest-neighbour distance."""
     if len(xyz) < 2:
@@ -44,7 +34,9 @@ def physical(xyz: np.ndarray, factor: float = 0.8) -> bool:
 
 
 def decoder_numbers(name: str, count: int, seed: int) -> dict:
-    ds = _load(name)
+    from diffpy_deepstruc.latent import as_deepstruc
+
+    ds = as_deepstruc(name)
     means = ds.model.comp_mean.detach().cpu().numpy()
     idx = np.arange(len(means))
     if 0 < count < len(means):
