@@ -292,3 +292,31 @@ def test_bad_input(ico55):
         complete(s, (r, g[:-1]), qmax=25.0)
     with pytest.raises(ParameterError, match="model_error"):
         complete(s, (r, g), qmax=25.0, model_error=-1.0)
+
+
+def test_solve_stage_gives_the_same_result_in_worker_processes(ico55):
+    """`solve`'s completion stage: the same completed candidates, in the input order,
+    whether the completions run here or in forked worker processes."""
+    from diffpy_deepstruc.pdfdata import PDFData
+    from diffpy_deepstruc.solve.candidates import Proposal
+    from diffpy_deepstruc.solve.complete import complete_candidates
+    from diffpy_deepstruc.solve.settings import FitSettings
+
+    nn = estimate_nn(ico55)
+    truth = np.delete(ico55, surface_atoms(ico55, nn)[[0, 13]], axis=0)
+    r, g = _pdf(truth)
+    pdf = PDFData(r=r, g=g)
+    settings = FitSettings(qmin=0.7, qmax=25.0, qdamp=0.04, qbroad=0.0, rmin=1.5, rmax=25.0)
+    props = [
+        Proposal(k, arrays_to_structure(x, "Au"), f"library: test {k}", [])
+        for k, x in enumerate((ico55, np.delete(ico55, [54], axis=0)))
+    ]
+    starts = [{"zoomscale": 1.0, "uiso": 0.005, "delta2": 2.0}] * 2
+    one, _, _ = complete_candidates(props, starts, pdf, settings, workers=1)
+    two, _, _ = complete_candidates(props, starts, pdf, settings, workers=2)
+    assert [c.origin for c in one] == [c.origin for c in two] == [0, 1]
+    for a, b in zip(one, two, strict=True):
+        xa = np.array(a.proposal.structure.xyz_cartn)
+        xb = np.array(b.proposal.structure.xyz_cartn)
+        assert xa.shape == xb.shape and np.allclose(xa, xb)
+        assert a.changes["rw"] == b.changes["rw"]

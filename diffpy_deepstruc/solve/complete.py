@@ -10,6 +10,7 @@ both.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -165,8 +166,9 @@ def complete_candidates(
     progress : bool
         A progress bar over the candidates.
     workers : int
-        Processes (1: in this one; on CPU only).  The result does not depend on it:
-        each completion is deterministic and the output keeps the input order.
+        Processes (1: in this one; forked, on Linux and the CPU only).  The result does
+        not depend on it: each completion is deterministic and the output keeps the
+        input order.
 
     Returns
     -------
@@ -183,7 +185,11 @@ def complete_candidates(
     ]
     bar = tqdm(total=len(jobs), desc="completion", unit="cand", disable=not progress)
     on_cpu = device is None or str(device) == "cpu"
-    if workers <= 1 or len(jobs) <= 1 or not on_cpu:
+    # worker processes are forked (they start at once, with everything imported); on
+    # platforms where forking a process that has run torch is unsafe (macOS) or
+    # impossible (Windows), the completions run here, one after another
+    forkable = sys.platform.startswith("linux")
+    if workers <= 1 or len(jobs) <= 1 or not on_cpu or not forkable:
         results = []
         for j in jobs:
             results.append(complete_one(*j))
@@ -192,7 +198,7 @@ def complete_candidates(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        ctx = mp.get_context("fork")
         with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
             futures = [pool.submit(_complete_job, j) for j in jobs]
             results = []
