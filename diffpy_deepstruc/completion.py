@@ -87,6 +87,8 @@ BOND_MAX = 1.12
 OPEN_BOND_MAX = 1.45
 #: An added site needs at least this many occupied neighbours.
 MIN_SITE_NEIGHBOURS = 3
+#: Sizes of the planar surface cuts tried among the recuts (atoms removed or added).
+CAP_SIZES = (3, 5, 8, 12, 16, 24, 32, 48)
 SETTING_KEYS = ("qmin", "qmax", "qdamp", "qbroad")
 #: Bounds of the refined parameters (as refine.VARIABLE_BOUNDS; Uiso > 0 for the model).
 _BOUNDS = {"zoomscale": (0.7, 1.3), "uiso": (1e-4, 0.1), "delta2": (0.0, 10.0)}
@@ -953,12 +955,50 @@ class _Search:
                     if not self._valid(removed, added):
                         continue
                     out.append((removed, np.flatnonzero(sel[n:])))
+        if not big:
+            out += self._caps(sites, dirs, seen)
         if not out:
             return []
         dh, ok = _edit_dh_many(pts, n, out, self.model.step, self.model.n_bins)
         return [
             _Candidate("recut", dh[k], sites[a], r) for k, (r, a) in enumerate(out) if ok[k]
         ]
+
+    def _caps(self, sites: np.ndarray, dirs: np.ndarray, seen: set) -> list[tuple]:
+        """Planar cuts of the surface, as (removed atoms, added site indices): the k
+        surface atoms furthest along -u removed, or the k vacant sites furthest along u
+        filled (no two closer than MIN_DISTANCE nn), for k in :data:`CAP_SIZES`.  An
+        incomplete outer shell grows and dissolves as a cap, which single-atom moves
+        reach only through many steps that each fit no better."""
+        n = len(self.x)
+        surf = surface_atoms(self.x, self.nn)
+        ks = [k for k in CAP_SIZES if k <= max(24, n // 2)]
+        out: list[tuple] = []
+        if not ks:
+            return out
+        for u in dirs:
+            by_s = surf[np.argsort(self.x[surf] @ u, kind="stable")]
+            picked: list[int] = []
+            for j in np.argsort(-(sites @ u), kind="stable"):
+                if len(picked) == ks[-1]:
+                    break
+                d = np.linalg.norm(sites[picked] - sites[j], axis=1) if picked else [9.9]
+                if np.min(d) >= MIN_DISTANCE * self.nn:
+                    picked.append(int(j))
+            for k in ks:
+                edits = []
+                if k < len(by_s):
+                    edits.append((np.sort(by_s[:k]), np.zeros(0, dtype=int)))
+                if k <= len(picked):
+                    edits.append((np.zeros(0, dtype=int), np.sort(picked[:k])))
+                for removed, added in edits:
+                    key = (tuple(removed.tolist()), tuple(added.tolist()))
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    if self._valid(removed, sites[added]):
+                        out.append((removed, added))
+        return out
 
     def _edit_dh(self, removed: np.ndarray, added: np.ndarray) -> np.ndarray:
         return _edit_dh(self.x, removed, added, self.model.step, self.model.n_bins)

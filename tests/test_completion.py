@@ -320,3 +320,22 @@ def test_solve_stage_gives_the_same_result_in_worker_processes(ico55):
         xb = np.array(b.proposal.structure.xyz_cartn)
         assert xa.shape == xb.shape and np.allclose(xa, xb)
         assert a.changes["rw"] == b.changes["rw"]
+
+
+def test_a_missing_cap_of_the_outer_shell_is_cut_in_one_move(ico55):
+    """An incomplete outer shell: the 12 surface atoms lowest along an axis are missing
+    (a contiguous cap, as partial shells grow); the planar recut finds it."""
+    nn = estimate_nn(ico55)
+    surf = surface_atoms(ico55, nn)
+    cap = surf[np.argsort(ico55[surf, 2], kind="stable")[:12]]
+    truth = np.delete(ico55, cap, axis=0)
+    r, g = _pdf(truth)
+    res = complete(
+        arrays_to_structure(ico55, "Au"), (r, g), qmin=0.7, qmax=25.0, qdamp=0.04
+    )
+    assert res.n_atoms == 43
+    x = np.array(res.structure.xyz_cartn)
+    d_res = np.sort(np.linalg.norm(x[:, None] - x[None], axis=2).ravel())
+    d_tru = np.sort(np.linalg.norm(truth[:, None] - truth[None], axis=2).ravel())
+    assert np.abs(d_res - d_tru).max() < 0.1
+    assert res.moves[0].kind == "recut" and len(res.moves[0].removed) >= 8
