@@ -659,24 +659,29 @@ class _Model:
         return x[0], float(cost[0]), float(s[0])
 
 
+def _split_rows(
+    row: np.ndarray, x: np.ndarray, w: np.ndarray, n_rows: int, n_bins: int
+) -> np.ndarray:
+    """Histogram rows ``[n_rows, n_bins]``: weight ``w`` of each entry split linearly
+    between grid points ``floor(x)`` and ``floor(x) + 1`` (``x`` in grid units, below
+    ``n_bins - 1``) of its row ``row``."""
+    k = np.floor(x).astype(np.int64)
+    f = x - k
+    size = n_rows * n_bins
+    h = np.bincount(row * n_bins + k, weights=w * (1.0 - f), minlength=size)
+    hk1 = np.bincount(row * n_bins + k + 1, weights=w * f, minlength=size + 1)
+    return (h[:size] + hk1[:size]).reshape(n_rows, n_bins)
+
+
 def _deposit_rows(d: np.ndarray, step: float, n_bins: int, sign: np.ndarray) -> np.ndarray:
     """Rows of linearly split histograms, ``d [B, M]`` -> ``[B, n_bins]`` (as histpdf)."""
     b, m = d.shape
     x = d / step
-    k = np.floor(x).astype(np.int64)
-    if k.size and k.max() + 1 >= n_bins:
+    if x.size and np.floor(x).max() + 1 >= n_bins:
         raise ParameterError(f"a distance of {d.max():.3f} A exceeds the histogram range")
-    w = x - k
-    base = (np.arange(b, dtype=np.int64) * n_bins)[:, None]
+    row = np.broadcast_to(np.arange(b, dtype=np.int64)[:, None], (b, m))
     sg = np.broadcast_to(np.asarray(sign, dtype=float).reshape(-1, 1), (b, m))
-    h = np.bincount(
-        (base + k).ravel(), weights=(sg * (1.0 - w)).ravel(), minlength=b * n_bins
-    )
-    hk1 = np.bincount(
-        (base + k + 1).ravel(), weights=(sg * w).ravel(), minlength=b * n_bins + 1
-    )
-    h = h[: b * n_bins] + hk1[: b * n_bins]
-    return h.reshape(b, n_bins)
+    return _split_rows(row.ravel(), x.ravel(), sg.ravel(), b, n_bins)
 
 
 def _add_histograms(
@@ -798,12 +803,7 @@ def _edit_dh_many(
     far = x >= n_bins - 2
     ok[np.unique(row[far])] = False  # a pair beyond the histogram's range
     x = np.minimum(x, n_bins - 2)
-    b = np.floor(x).astype(np.int64)
-    f = x - b
-    size = len(edits) * n_bins
-    flat = np.bincount(row * n_bins + b, weights=w * (1.0 - f), minlength=size)
-    flat += np.bincount(row * n_bins + b + 1, weights=w * f, minlength=size + 1)[:size]
-    return flat.reshape(len(edits), n_bins), ok
+    return _split_rows(row, x, w, len(edits), n_bins), ok
 
 
 # -- the search -------------------------------------------------------------------------
