@@ -110,6 +110,23 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+def print_table(summary: list[dict]) -> None:
+    """The README's markdown table of :func:`summarise`'s lines."""
+    print(
+        "| kind | particles | atoms | refused | exact count | median sites matched | "
+        "exact & >= 90 % sites | median dRw | max dRw | dRw <= 0.01 | top from | "
+        "median s | max s |"
+    )
+    print("|---" * 13 + "|")
+    for s in summary:
+        print(
+            f"| {s['kind']} | {s['n']} | {s['atoms']} | {s['refused']} | {s['exact']} | "
+            f"{s['sites_median']:.2f} | {s['exact_90']} | {s['d_rw_median']:.3f} | "
+            f"{s['d_rw_max']:.3f} | {s['within_001']} | {s['top_from']} | "
+            f"{s['seconds_median']:.1f} | {s['seconds_max']:.1f} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=8, help="particles per kind (8)")
@@ -136,19 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 Path(args.json).parent.mkdir(parents=True, exist_ok=True)
                 Path(args.json).write_text(json.dumps({"rows": rows}, indent=1))
     summary = summarise(rows)
-    print(
-        "\n| kind | particles | atoms | refused | exact count | median sites matched | "
-        "exact & >= 90 % sites | median dRw | max dRw | dRw <= 0.01 | top from | "
-        "median s | max s |"
-    )
-    print("|---" * 13 + "|")
-    for s in summary:
-        print(
-            f"| {s['kind']} | {s['n']} | {s['atoms']} | {s['refused']} | {s['exact']} | "
-            f"{s['sites_median']:.2f} | {s['exact_90']} | {s['d_rw_median']:.3f} | "
-            f"{s['d_rw_max']:.3f} | {s['within_001']} | {s['top_from']} | "
-            f"{s['seconds_median']:.1f} | {s['seconds_max']:.1f} |"
-        )
+    print()
+    print_table(summary)
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary}, indent=1))
     return 0
