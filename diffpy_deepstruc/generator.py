@@ -340,15 +340,27 @@ class DeepStruc:
         return arrays_to_structure(d["xyz"] * d["scale"], sym, uiso, title="deepstruc")
 
     def sample_latent(
-        self, pdf: Any, n: int = 20, seed: int = 0, include_mean: bool = True
+        self,
+        pdf: Any,
+        n: int = 20,
+        seed: int = 0,
+        include_mean: bool = True,
+        distinct: bool = True,
     ) -> np.ndarray:
-        """``n`` latent points ``[n, D]`` from p(z | PDF) (first = mean if asked)."""
+        """``n`` latent points ``[n, D]`` from p(z | PDF) (first = mean if asked).
+
+        ``distinct``: a mixture prior's points come from ``n`` distinct components (the
+        default: diverse candidates); False draws the components in proportion to their
+        weights (ancestral sampling, repeats allowed).  Ignored by a Gaussian prior.
+        """
         if not isinstance(n, int) or n < 1:
             raise ParameterError(f"n must be a positive integer, not {n!r}")
         c = self._condition(pdf)
         gen = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
-            z = self.model.sample_prior(c, n, generator=gen, include_mean=include_mean)
+            z = self.model.sample_prior(
+                c, n, generator=gen, include_mean=include_mean, distinct=distinct
+            )
         return z[0].numpy()
 
     def generate(
@@ -359,6 +371,7 @@ class DeepStruc:
         seed: int = 0,
         uiso: float = DEFAULT_UISO,
         include_mean: bool = True,
+        distinct: bool = True,
     ) -> list[Candidate]:
         """Sample ``n`` candidate structures for a PDF.
 
@@ -377,6 +390,10 @@ class DeepStruc:
             Isotropic displacement (A^2) set on every atom.
         include_mean : bool
             Make the first candidate the prior mean.
+        distinct : bool
+            Draw a mixture prior's samples from ``n`` distinct components (default:
+            diverse candidates for screening); False samples p(z | PDF) as it is, so a
+            probable component gives several samples.
 
         Returns
         -------
@@ -387,7 +404,7 @@ class DeepStruc:
 
         sym = self._check_element(element)
         r, g = _as_pdf(pdf)
-        z = self.sample_latent((r, g), n, seed, include_mean)
+        z = self.sample_latent((r, g), n, seed, include_mean, distinct)
         out = []
         for k, d in enumerate(self.decode_unit(z, (r, g))):
             s = arrays_to_structure(

@@ -501,15 +501,18 @@ class DeepStrucNet(nn.Module):
         n: int,
         generator: torch.Generator | None = None,
         include_mean: bool = True,
+        distinct: bool = True,
     ) -> torch.Tensor:
         """``n`` latent points per condition: ``c [B, C]`` -> ``z [B, n, D]``.
 
         The first point is the prior mean when ``include_mean``.  A mixture prior draws
-        ``n`` distinct components without replacement (Gumbel top-k on the weights; the
-        first is the most probable when ``include_mean``) and one point from each.
+        ``n`` distinct components without replacement when ``distinct`` (Gumbel top-k on
+        the weights: diverse candidates), else ``n`` components with replacement in
+        proportion to their weights (ancestral sampling of p(z | PDF)); the first is the
+        most probable when ``include_mean``; one point from each drawn component.
         """
         if self.mixture:
-            return self._sample_mixture(c, n, generator, include_mean)
+            return self._sample_mixture(c, n, generator, include_mean, distinct)
         mu, logvar = self.prior(c)
         std = self.prior_std(logvar)
         eps = torch.randn(
@@ -523,18 +526,25 @@ class DeepStrucNet(nn.Module):
         """Sampling spread of the prior ``[B, D]``."""
         return torch.exp(0.5 * logvar)
 
-    def _sample_mixture(self, c, n, generator, include_mean):
+    def _sample_mixture(self, c, n, generator, include_mean, distinct=True):
         logp = torch.log_softmax(self.prior_logits(c), dim=-1)  # [B, K]
         B, K = logp.shape
-        u = torch.rand((B, K), generator=generator, dtype=logp.dtype, device="cpu")
-        gumbel = -torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-12))).to(logp.device)
-        keys = logp + gumbel
-        if include_mean:
-            keys[torch.arange(B), logp.argmax(-1)] = float("inf")
-        m = min(n, K)
-        comp = keys.topk(m, dim=-1).indices  # [B, m]
-        if m < n:  # more samples than components: repeat the order
-            comp = comp.repeat(1, -(-n // m))[:, :n]
+        if distinct:
+            u = torch.rand((B, K), generator=generator, dtype=logp.dtype, device="cpu")
+            gumbel = -torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-12))).to(logp.device)
+            keys = logp + gumbel
+            if include_mean:
+                keys[torch.arange(B), logp.argmax(-1)] = float("inf")
+            m = min(n, K)
+            comp = keys.topk(m, dim=-1).indices  # [B, m]
+            if m < n:  # more samples than components: repeat the order
+                comp = comp.repeat(1, -(-n // m))[:, :n]
+        else:
+            w = logp.exp().to("cpu", torch.float64)
+            comp = torch.multinomial(w, n, replacement=True, generator=generator)
+            comp = comp.to(logp.device)
+            if include_mean:
+                comp[:, 0] = logp.argmax(-1)
         mu = self.comp_mean[comp]
         std = self.prior_std(self.comp_logvar[comp])
         eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device="cpu")

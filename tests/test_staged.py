@@ -148,6 +148,25 @@ def test_mixture_prior_samples_distinct_components():
         for b in range(3):  # five draws without replacement: every component once
             got = sorted(z[b, :, 0].round().tolist())
             assert got == [0.0, 2.0, 4.0, 6.0, 8.0]
+        # ancestral sampling: components drawn in proportion to their weights
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.requires_grad and p is not model.comp_mean:
+                    p.zero_()
+        logits = model.prior_logits(c)
+        assert torch.allclose(logits, logits[:, :1].expand_as(logits))  # uniform
+        z = model.sample_prior(
+            c, 4000, generator=torch.Generator().manual_seed(0), distinct=False
+        )
+        assert torch.allclose(z[:, 0], model.prior(c)[0])
+        freq = torch.stack(
+            [(z[:, 1:, 0].round() == 2.0 * k).double().mean(1) for k in range(5)]
+        )
+        assert torch.allclose(freq, torch.full_like(freq, 0.2), atol=0.03)
+        z2 = model.sample_prior(
+            c, 4000, generator=torch.Generator().manual_seed(0), distinct=False
+        )
+        assert torch.equal(z, z2)
     with pytest.raises(Exception, match="n_components"):
         ModelConfig(prior="mixture", n_components=0)
 
