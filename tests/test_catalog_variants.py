@@ -47,22 +47,28 @@ def _row_digest(rows) -> str:
     return hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
-def test_default_plan_is_the_shipped_training_catalog():
-    """No new option: the 14181 rows of the shipped model's catalog, its 489 shapes."""
+def test_default_plan_unchanged_and_first_in_the_shipped_catalog():
+    """No new option: the 14181 ideal rows and 489 shapes as before the imperfect options;
+    the shipped model's catalog (``deepstruc catalog --imperfect``, 22301 rows) starts with
+    them, so its library lists those 489 shapes first."""
     cfg = C.CatalogConfig()
     assert "imperfect" not in cfg.to_dict()
     assert C.CatalogConfig(elements=["d-block"]).to_dict() == cfg.to_dict()
     specs = C.plan_catalog(cfg)
+    assert len(specs) == 14181
+    assert all(not isinstance(s, C.VariantSpec) for s in specs)
     meta = json.loads(
         (resources.files("diffpy_deepstruc") / "pretrained" / "config.json").read_text()
     )["catalog"]
-    assert len(specs) == meta["n_structures"] == 14181
-    assert all(not isinstance(s, C.VariantSpec) for s in specs)
+    assert meta["n_structures"] == 22301
     shapes = json.loads(
         (resources.files("diffpy_deepstruc") / "pretrained" / "shapes.json").read_text()
     )
-    first = [(s.type, json.dumps(s.args, sort_keys=True)) for s in specs[:489]]
-    assert first == list(zip(shapes["types"], shapes["builders"], strict=True))
+    first = [(s.type, json.dumps(s.args, sort_keys=True)) for s in specs]
+    first = list(dict.fromkeys(first))
+    assert len(first) == 489
+    got = list(zip(shapes["types"], shapes["builders"], strict=True))
+    assert got[:489] == first
 
 
 def test_small_default_build_rows_unchanged(tmp_path):
