@@ -133,6 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kinds", nargs="+", help="kinds (default: all)")
     ap.add_argument("--json", help="write every row and the summary here")
     ap.add_argument("--no-complete", action="store_true", help="skip the completion stage")
+    ap.add_argument(
+        "--library-k",
+        type=int,
+        default=None,
+        help="library shapes screened beside the model's samples (solve's default 5; "
+        "0: the model's samples alone)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -143,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     model = DeepStruc.pretrained()
     opts = {"complete_k": 0} if args.no_complete else {}
+    if args.library_k is not None:
+        opts["library_k"] = args.library_k
     rows = []
     for kind in args.kinds or KINDS:
         for p in make_offcatalog(kind, args.count):
