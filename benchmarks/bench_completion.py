@@ -322,6 +322,12 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--ideal-only", action="store_true", help="only the ideal shapes (count must stay)"
     )
+    ap.add_argument(
+        "--penalise",
+        default="sites",
+        choices=("sites", "count"),
+        help="what a move pays the penalty for (complete(penalise=...))",
+    )
     ap.add_argument("--out", type=Path, required=True, help="output folder (JSON)")
     ap.add_argument(
         "--summarise",
@@ -336,6 +342,7 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(1)
     CRITERION["criterion"] = args.criterion
+    CRITERION["penalise"] = args.penalise
     if args.model_error is not None:
         CRITERION["model_error"] = args.model_error
     args.out.mkdir(parents=True, exist_ok=True)

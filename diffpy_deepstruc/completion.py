@@ -75,6 +75,9 @@ __all__ = [
 
 #: Move kinds of :func:`complete`, in the order they are tried.
 MOVES = ("remove", "add", "swap", "recut", "relax")
+
+#: What a move pays the stopping rule's penalty for (``complete(penalise=...)``).
+PENALISE = ("sites", "count")
 #: Shell of nearest neighbours, in units of the nearest-neighbour distance nn: a
 #: neighbour lies at (MIN_DISTANCE, BOND_MAX] nn (bcc's second shell, 1.155 nn, is out;
 #: a Mackay icosahedron's strained in-shell bonds, 1.05 nn, are in).
@@ -852,8 +855,21 @@ def _bond_directions(x: np.ndarray, nn: float, max_dirs: int = 26) -> np.ndarray
 class _Search:
     """State and moves of one completion run."""
 
-    def __init__(self, x, model: _Model, theta, nn, chi, decide, max_dist, moves, rng):
+    def __init__(
+        self,
+        x,
+        model: _Model,
+        theta,
+        nn,
+        chi,
+        decide,
+        max_dist,
+        moves,
+        rng,
+        penalise="sites",
+    ):
         self.x = np.array(x, dtype=float)
+        self.penalise = penalise
         self.ids = np.arange(len(self.x))
         self.next_id = len(self.x)
         self.model, self.nn, self.moves = model, nn, tuple(moves)
@@ -872,6 +888,14 @@ class _Search:
         self.stuck = False
 
     # scores ------------------------------------------------------------------------
+    def k_sites(self, n_added: int, n_removed: int) -> int:
+        """Sites a move is penalised for: every site added or removed (``"sites"``) or
+        the net change of the atom count (``"count"``: swaps and same-count recuts pay
+        nothing and need only lower chi^2)."""
+        if self.penalise == "count":
+            return abs(int(n_added) - int(n_removed))
+        return int(n_added) + int(n_removed)
+
     def score(self, rss_old: float, rss_new: float, n_sites: int, screen: bool) -> float:
         return self.decide(
             rss_old, rss_new, n_sites, self.chi[1] if screen else self.chi[0]
@@ -1114,7 +1138,8 @@ class _Search:
             with torch.no_grad():
                 cur = ca[ia[sl]] + cb[ib[sl]] + sign * self._pair_curves(d, kc)
                 rss, _ = self.model.rss(base + cur, True)
-            sc = self.score_many(rss0, rss.cpu().numpy(), 2, True)
+            k = self.k_sites(1, 1) if kind == "swap" else 2
+            sc = self.score_many(rss0, rss.cpu().numpy(), k, True)
             top = np.argsort(-sc)[: 4 * n_keep]
             out += [(sc[t], ia[lo + t], ib[lo + t]) for t in top]
         self.n_evaluated += len(ia)
@@ -1286,7 +1311,7 @@ class _Search:
                     rss, _ = m.rss(base + c, True)
                 self.n_evaluated += len(recuts)
                 sc = [
-                    self.score(rss0, v, len(rc.added) + len(rc.removed), True)
+                    self.score(rss0, v, self.k_sites(len(rc.added), len(rc.removed)), True)
                     for rc, v in zip(recuts, rss.tolist(), strict=True)
                 ]
                 for k in np.argsort(sc)[::-1][:2]:
@@ -1307,14 +1332,18 @@ class _Search:
             full = m.calc(h_t[None] + dh.to(m.device), kern, False)
             rss_full = m.rss(full, False)[0].cpu().numpy()
         full_sc = [
-            self.score(self.rss, float(v), len(c.added) + len(c.removed), False)
+            self.score(
+                self.rss, float(v), self.k_sites(len(c.added), len(c.removed)), False
+            )
             for c, v in zip(short, rss_full, strict=True)
         ]
         for rank, k in enumerate(np.argsort(full_sc)[::-1][:3]):
             c = short[int(k)]
             h_new = self.h + c.dh
             th, rss, s_ = m.refine(h_new, self.theta, steps=1 if rank == 0 else 2)
-            sc = self.score(self.rss, rss, len(c.added) + len(c.removed), False)
+            sc = self.score(
+                self.rss, rss, self.k_sites(len(c.added), len(c.removed)), False
+            )
             if sc > 0:
                 self._apply(c, (th, rss, s_, h_new), sc)
                 self.stuck = False
@@ -1326,7 +1355,7 @@ class _Search:
 
     def _apply(self, c: _Candidate, fit, score: float) -> None:
         th, rss, s, h_new = fit
-        n_sites = len(c.added) + len(c.removed)
+        n_sites = self.k_sites(len(c.added), len(c.removed))
         keep = np.ones(len(self.x), dtype=bool)
         keep[c.removed] = False
         removed_pos = self.x[c.removed].copy()
@@ -1569,6 +1598,7 @@ def complete(
     relax_rounds: int = 1,
     relax_iterations: int = 25,
     model_error: float | None = None,
+    penalise: str = "sites",
     device=None,
 ) -> CompletionResult:
     """Complete a monatomic cluster against a PDF, atom by atom (see the module docs).
@@ -1613,6 +1643,10 @@ def complete(
         RMS error of the fast model added to the noise variance; None estimates it as
         the difference of the histogram and exact Debye PDFs of the start (0 trusts the
         fast model fully).
+    penalise : {"sites", "count"}
+        What a move pays the criterion's penalty for: every site it adds or removes
+        (default; a swap pays for two sites) or only the net change of the atom count
+        (swaps and same-count recuts need only lower chi^2).
     device : torch device, optional
 
     Returns
@@ -1627,6 +1661,10 @@ def complete(
     t0 = time.perf_counter()
     stru, xyz, element, u0 = _structure_input(structure)
     r, g, dg, meta = _pdf_input(pdf)
+    if penalise not in PENALISE:
+        raise ParameterError(
+            f"penalise must be one of {', '.join(PENALISE)}, got {penalise!r}"
+        )
     unknown = sorted(set(moves) - set(MOVES))
     if unknown:
         raise ParameterError(f"unknown moves {unknown}; choose among {', '.join(MOVES)}")
@@ -1670,7 +1708,9 @@ def complete(
     rng = np.random.default_rng(seed)
 
     # the start, its parameters and the noise
-    search = _Search(xyz, model, theta0, nn_v, (1.0, 1.0), decide, max_dist, moves, rng)
+    search = _Search(
+        xyz, model, theta0, nn_v, (1.0, 1.0), decide, max_dist, moves, rng, penalise
+    )
     search.linear = criterion != "hamilton"
     n0 = len(xyz)
     with torch.no_grad():
@@ -1752,7 +1792,16 @@ def complete(
     # never worse than the start
     if not search.rss <= rss_start:  # pragma: no cover - moves only ever lower the RSS
         search = _Search(
-            xyz, model, theta_start, nn_v, search.chi, decide, max_dist, moves, rng
+            xyz,
+            model,
+            theta_start,
+            nn_v,
+            search.chi,
+            decide,
+            max_dist,
+            moves,
+            rng,
+            penalise,
         )
     from .structures import arrays_to_structure
 
@@ -1794,6 +1843,7 @@ def complete(
         settings={
             **settings,
             "penalty_per_site": pen,
+            "penalise": penalise,
             "seed": int(seed),
             "alpha": alpha,
             "moves": list(moves),

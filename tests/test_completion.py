@@ -292,6 +292,34 @@ def test_bad_input(ico55):
         complete(s, (r, g[:-1]), qmax=25.0)
     with pytest.raises(ParameterError, match="model_error"):
         complete(s, (r, g), qmax=25.0, model_error=-1.0)
+    with pytest.raises(ParameterError, match="penalise"):
+        complete(s, (r, g), qmax=25.0, penalise="atoms")
+
+
+@pytest.mark.parametrize("penalise", ["sites", "count"])
+def test_a_misplaced_atom_is_moved_back_and_the_count_kept(fcc, penalise):
+    """One surface atom moved to a vacant site: a swap puts it back (the count never
+    changes), whichever the stopping rule pays for; the rule is recorded."""
+    nn = estimate_nn(fcc)
+    surf = surface_atoms(fcc, nn)
+    sites, _ = vacant_sites(fcc, nn)
+    far = sites[np.argmax(np.linalg.norm(sites - fcc[surf[0]], axis=1))]
+    start = np.concatenate([np.delete(fcc, surf[0], axis=0), far[None]])
+    r, g = _pdf(fcc)
+    res = complete(
+        arrays_to_structure(start, "Au"),
+        (r, g),
+        qmin=0.7,
+        qmax=25.0,
+        qdamp=0.04,
+        penalise=penalise,
+        moves=("remove", "add", "swap"),
+    )
+    assert res.n_atoms == len(fcc)
+    assert res.settings["penalise"] == penalise
+    x = np.array(res.structure.xyz_cartn)
+    assert np.min(np.linalg.norm(x - fcc[surf[0]], axis=1)) < 0.05
+    assert res.rw < 0.25 * res.rw_start
 
 
 def test_solve_stage_gives_the_same_result_in_worker_processes(ico55):
