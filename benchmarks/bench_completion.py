@@ -325,7 +325,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--penalise",
         default="sites",
-        choices=("sites", "count"),
+        choices=("sites", "atoms", "count"),
         help="what a move pays the penalty for (complete(penalise=...))",
     )
     ap.add_argument("--out", type=Path, required=True, help="output folder (JSON)")

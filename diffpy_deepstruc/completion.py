@@ -77,7 +77,7 @@ __all__ = [
 MOVES = ("remove", "add", "swap", "recut", "relax")
 
 #: What a move pays the stopping rule's penalty for (``complete(penalise=...)``).
-PENALISE = ("sites", "count")
+PENALISE = ("sites", "atoms", "count")
 #: Shell of nearest neighbours, in units of the nearest-neighbour distance nn: a
 #: neighbour lies at (MIN_DISTANCE, BOND_MAX] nn (bcc's second shell, 1.155 nn, is out;
 #: a Mackay icosahedron's strained in-shell bonds, 1.05 nn, are in).
@@ -889,11 +889,14 @@ class _Search:
 
     # scores ------------------------------------------------------------------------
     def k_sites(self, n_added: int, n_removed: int) -> int:
-        """Sites a move is penalised for: every site added or removed (``"sites"``) or
-        the net change of the atom count (``"count"``: swaps and same-count recuts pay
-        nothing and need only lower chi^2)."""
+        """Sites a move is penalised for: every site added or removed (``"sites"``),
+        every atom added, removed or moved (``"atoms"``: a swap pays for one) or the net
+        change of the atom count (``"count"``: swaps and same-count recuts pay nothing
+        and need only lower chi^2)."""
         if self.penalise == "count":
             return abs(int(n_added) - int(n_removed))
+        if self.penalise == "atoms":
+            return max(int(n_added), int(n_removed))
         return int(n_added) + int(n_removed)
 
     def score(self, rss_old: float, rss_new: float, n_sites: int, screen: bool) -> float:
@@ -1643,10 +1646,11 @@ def complete(
         RMS error of the fast model added to the noise variance; None estimates it as
         the difference of the histogram and exact Debye PDFs of the start (0 trusts the
         fast model fully).
-    penalise : {"sites", "count"}
+    penalise : {"sites", "atoms", "count"}
         What a move pays the criterion's penalty for: every site it adds or removes
-        (default; a swap pays for two sites) or only the net change of the atom count
-        (swaps and same-count recuts need only lower chi^2).
+        (default; a swap pays for two sites), every atom it adds, removes or moves (a
+        swap pays for one), or only the net change of the atom count (swaps and
+        same-count recuts need only lower chi^2).
     device : torch device, optional
 
     Returns

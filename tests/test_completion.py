@@ -296,7 +296,7 @@ def test_bad_input(ico55):
         complete(s, (r, g), qmax=25.0, penalise="atoms")
 
 
-@pytest.mark.parametrize("penalise", ["sites", "count"])
+@pytest.mark.parametrize("penalise", ["sites", "atoms", "count"])
 def test_a_misplaced_atom_is_moved_back_and_the_count_kept(fcc, penalise):
     """One surface atom moved to a vacant site: a swap puts it back (the count never
     changes), whichever the stopping rule pays for; the rule is recorded."""
