@@ -293,7 +293,7 @@ def test_bad_input(ico55):
     with pytest.raises(ParameterError, match="model_error"):
         complete(s, (r, g), qmax=25.0, model_error=-1.0)
     with pytest.raises(ParameterError, match="penalise"):
-        complete(s, (r, g), qmax=25.0, penalise="atoms")
+        complete(s, (r, g), qmax=25.0, penalise="everything")
 
 
 @pytest.mark.parametrize("penalise", ["sites", "atoms", "count"])
