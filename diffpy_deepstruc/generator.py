@@ -39,6 +39,7 @@ from .preprocess import PreprocessConfig, nn_peak_position, prepare_input
 __all__ = [
     "Candidate",
     "DeepStruc",
+    "check_metal",
     "element_note",
     "fit_scale",
     "nn_peak_position",
@@ -69,6 +70,9 @@ class Candidate:
         Decoded from the prior mean.
     index : int
         Sample number (0 = first).
+    code : dict or None
+        For a shape-code generator's sample: ``family``, ``theta`` and the builder
+        ``type`` and ``entry`` that made it (:mod:`diffpy_deepstruc.shapegen`).
     """
 
     structure: Any
@@ -78,6 +82,7 @@ class Candidate:
     scale: float
     is_prior_mean: bool = False
     index: int = 0
+    code: dict | None = None
 
     @property
     def xyz(self) -> np.ndarray:
@@ -172,6 +177,26 @@ def _as_pdf(pdf: Any):
     raise PDFDataError("expected a PDFData, a .gr path or an (r, g) pair")
 
 
+def check_metal(element: str) -> str:
+    """Normalise ``element`` and check that it is a metal.
+
+    The generators scale their shapes to the PDF's nearest-neighbour distance, so any
+    metal is accepted; :func:`element_note` says when the element or its distance lie
+    outside what a model saw.
+
+    Raises
+    ------
+    ElementError
+        When ``element`` names no element or a non-metal.
+    """
+    from .elements import is_metal, normalize_element
+
+    sym = normalize_element(element)
+    if not is_metal(sym):
+        raise ElementError(f"{sym} is not a metal; DeepStruc models metal nanoparticles")
+    return sym
+
+
 class DeepStruc:
     """Generate candidate nanoparticle structures from a PDF.
 
@@ -251,27 +276,9 @@ class DeepStruc:
         return mu[0].numpy().astype(float), std[0].numpy().astype(float)
 
     def _check_element(self, element: str) -> str:
-        """Normalise ``element`` and check that it is a metal.
-
-        Any metal is accepted, also one the model was not trained on: the network
-        reads G(r) on r / r_nn and its shapes carry no element, so the candidates are
-        its shapes scaled to the PDF's nearest-neighbour distance.
-        :func:`element_note` says when the element or its distance lie outside what
-        the model saw.
-
-        Raises
-        ------
-        ElementError
-            When ``element`` names no element or a non-metal.
-        """
-        from .elements import is_metal, normalize_element
-
-        sym = normalize_element(element)
-        if not is_metal(sym):
-            raise ElementError(
-                f"{sym} is not a metal; DeepStruc models metal nanoparticles"
-            )
-        return sym
+        """:func:`check_metal` (any metal, also one the model was not trained on: the
+        network reads G(r) on r / r_nn and its shapes carry no element)."""
+        return check_metal(element)
 
     def decode_unit(self, z: np.ndarray, pdf: Any) -> list[dict[str, Any]]:
         """Decode latent points ``z [n, D]`` to unit-sphere structures.

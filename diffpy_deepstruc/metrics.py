@@ -211,12 +211,18 @@ def evaluate(
     seed: int = 0,
     progress: bool = True,
     generator=None,
+    sites: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of the catalog it was trained on.
 
     One PDF per structure (the first of its simulated PDFs).  When the split has more
     than ``max_structures`` structures, a seeded subset stratified by type is used (the
-    report says so).
+    report says so).  Works for the distance models (:class:`~diffpy_deepstruc.
+    generator.DeepStruc`) and the shape-code models (:class:`~diffpy_deepstruc.
+    shapegen.ShapeGenerator`, whose samples also carry their structure type: then
+    ``right`` counts the samples of the true type within 10 % of the true atom count).
+    ``sites``: also the best fraction of true sites reproduced (:func:`sites_matched`)
+    among at most :data:`SITES_CANDIDATES` exact-count samples (slow).
 
     Returns
     -------
@@ -233,10 +239,10 @@ def evaluate(
 
     from .checkpoint import sha256_file
     from .debye import PDFParameters, pdf_batch
-    from .generator import DeepStruc
     from .representation import encode
+    from .shapegen.generator import load_generator
 
-    ds = generator or DeepStruc.load(model_dir)
+    ds = generator or load_generator(model_dir)
     meta = ds.meta
     sp = meta.get("split", {})
     if split not in ("test", "val", "train"):
@@ -318,13 +324,10 @@ def evaluate(
         par = _params_row(cols, params[k])
         el = str(elements[srow])
         true_xyz = truths[int(srow)]
-        rep = encode(
-            true_xyz, n_max=ds.model.config.n_max, n_satellites=ds.model.config.n_satellites
-        )
+        rep = encode(true_xyz, n_max=max(N_MAX_DEFAULT, len(true_xyz)), n_satellites=11)
         true_c = rep.xyz()  # canonical frame, Angstrom
         pdf_in = (r_cat, g_cat[k])
-        z = ds.sample_latent(pdf_in, samples, seed=seed + k, include_mean=True)
-        dec = ds.decode_unit(z, pdf_in)
+        dec = _decoded(ds, pdf_in, samples, seed + k, el)
         pp = PDFParameters(
             rmin=float(r_cat[0]),
             rmax=float(r_cat[-1]) + 0.5 * step,
@@ -360,20 +363,22 @@ def evaluate(
                     "pdf_pearson": pr,
                     "residual": d["residual"],
                     "scale_ratio": d["scale"] / rep.scale,
+                    "type": d.get("type"),
                 }
             )
         _, pr_true = pdf_agreement(ref, G[-1])
-        per_pdf.append(
-            {
-                "structure": int(srow),
-                "pdf": int(prow),
-                "type": str(types[srow]),
-                "element": el,
-                "n_atoms": int(rep.n_atoms),
-                "candidates": cand,
-                "true_pdf_pearson": pr_true,
-            }
-        )
+        entry = {
+            "structure": int(srow),
+            "pdf": int(prow),
+            "type": str(types[srow]),
+            "element": el,
+            "n_atoms": int(rep.n_atoms),
+            "candidates": cand,
+            "true_pdf_pearson": pr_true,
+        }
+        if sites:
+            entry["sites_best"] = _best_sites(dec, cand, true_xyz)
+        per_pdf.append(entry)
     report = summarize(per_pdf)
     report.update(
         model=str(model_dir) if model_dir else None,
@@ -388,6 +393,67 @@ def evaluate(
         per_pdf=per_pdf,
     )
     return report
+
+
+#: Atom slots of the canonical frame when a structure has no more atoms.
+N_MAX_DEFAULT = 200
+#: Exact-count samples per PDF whose sites :func:`evaluate` matches (``sites=True``).
+SITES_CANDIDATES = 5
+#: A sample is *right* when of the true type and within this fraction of the true count.
+RIGHT_COUNT_TOLERANCE = 0.1
+
+
+def _decoded(ds, pdf_in, samples: int, seed: int, element: str) -> list[dict[str, Any]]:
+    """Samples of a generator in the canonical frame: ``xyz`` (units of ``scale``),
+    ``scale``, ``n_atoms``, ``residual`` and ``type`` (None for the distance models)."""
+    from .representation import encode
+
+    if hasattr(ds, "decode_unit"):
+        z = ds.sample_latent(pdf_in, samples, seed=seed, include_mean=True)
+        return ds.decode_unit(z, pdf_in)
+    out = []
+    for c in ds.generate(pdf_in, samples, element=element, seed=seed, distinct=False):
+        xyz = c.xyz
+        rep = encode(xyz, n_max=max(N_MAX_DEFAULT, len(xyz)), n_satellites=11)
+        out.append(
+            {
+                "xyz": rep.xyz() / rep.scale,
+                "scale": rep.scale,
+                "n_atoms": c.n_atoms,
+                "residual": c.residual,
+                "type": c.code["type"] if c.code else None,
+            }
+        )
+    return out
+
+
+def _best_sites(dec: list[dict], cand: list[dict], true_xyz: np.ndarray) -> float:
+    """Best :func:`sites_matched` among the first distinct exact-count samples."""
+    from .generator import unit_nn_distance
+
+    nn = unit_nn_distance(true_xyz)
+    best, seen = 0.0, []
+    for d, c in zip(dec, cand, strict=True):
+        if not c["count_exact"] or len(seen) >= SITES_CANDIDATES:
+            continue
+        xyz = d["xyz"] * d["scale"]
+        if any(np.allclose(xyz, s, atol=1e-6) for s in seen):
+            continue
+        seen.append(xyz)
+        best = max(best, sites_matched(xyz, true_xyz, nn))
+    return best
+
+
+def _right(p: dict) -> int | None:
+    """Samples of the true type within :data:`RIGHT_COUNT_TOLERANCE` of the true count
+    (None when the samples carry no type)."""
+    if any(c.get("type") is None for c in p["candidates"]):
+        return None
+    tol = RIGHT_COUNT_TOLERANCE * p["n_atoms"]
+    return sum(
+        c["type"] == p["type"] and abs(c["n_atoms"] - p["n_atoms"]) <= tol
+        for c in p["candidates"]
+    )
 
 
 def _agg(values: list[float]) -> dict[str, float]:
@@ -434,6 +500,13 @@ def summarize(per_pdf: list[dict]) -> dict[str, Any]:
             else 0.0
         )
         block["true_pdf_pearson"] = _agg([p["true_pdf_pearson"] for p in items])
+        right = [_right(p) for p in items]
+        if items and all(x is not None for x in right):
+            n = len(items[0]["candidates"])
+            block["right_mean"] = float(np.mean(right))
+            block["right_3_of_4"] = float(np.mean([x >= 0.75 * n for x in right]))
+        if items and all("sites_best" in p for p in items):
+            block["sites90_best"] = float(np.mean([p["sites_best"] >= 0.9 for p in items]))
         if name == "overall":
             out["overall"] = block
         else:
@@ -447,8 +520,12 @@ def format_table(report: dict[str, Any]) -> str:
         f"{'type':12s} {'n':>4s} {'count@1':>7s} {'count@N':>7s} {'MAE@1':>7s} "
         f"{'MAE@N':>7s} {'Pear@1':>7s} {'Pear@N':>7s} {'PearSel':>7s} {'PearTrue':>8s}"
     )
-    lines = [head]
     rows = list(report["by_type"].items()) + [("overall", report["overall"])]
+    extra = [
+        k for k in ("right_mean", "right_3_of_4", "sites90_best") if k in report["overall"]
+    ]
+    names = {"right_mean": "right", "right_3_of_4": "right75", "sites90_best": "sites90"}
+    lines = [head + "".join(f" {names[k]:>7s}" for k in extra)]
     for name, b in rows:
         lines.append(
             f"{name:12s} {b['n']:4d} {b['prior_mean']['count_exact']:7.3f} "
@@ -456,5 +533,6 @@ def format_table(report: dict[str, Any]) -> str:
             f"{b['best_mae']['mae']['mean']:7.4f} {b['prior_mean']['pdf_pearson']['mean']:7.4f} "
             f"{b['best_mae']['pdf_pearson']['mean']:7.4f} "
             f"{b['best_pdf']['pdf_pearson']['mean']:7.4f} {b['true_pdf_pearson']['mean']:8.4f}"
+            + "".join(f" {b.get(k, float('nan')):7.3f}" for k in extra)
         )
     return "\n".join(lines)

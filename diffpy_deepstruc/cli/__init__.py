@@ -26,6 +26,7 @@ SUBCOMMANDS: tuple[str, ...] = (
     "simulate",
     "catalog",
     "train",
+    "shapegen",
     "evaluate",
     "solve",
     "latent",

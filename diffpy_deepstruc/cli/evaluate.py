@@ -34,6 +34,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "structures (0 = all; default 200)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--sites",
+        action="store_true",
+        help="also match the sites of up to 5 exact-count samples per PDF to the truth "
+        "(slow); reports the fraction of PDFs with >= 90 %% of sites matched",
+    )
     p.add_argument("-o", "--output", default=None, help="write the full report as JSON")
     p.add_argument("--force", action="store_true", help="replace an existing report")
     p.add_argument("--no-progress", action="store_true")
@@ -63,6 +69,7 @@ def run(args) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         generator=gen,
+        sites=args.sites,
     )
     rep["model"] = model
     print(
@@ -73,6 +80,17 @@ def run(args) -> int:
     print(
         "count@1/MAE@1/Pear@1: prior-mean sample; count@N: any of N exact; MAE@N, Pear@N: "
         "best of N by MAE; PearSel: best of N by Pearson; PearTrue: true structure"
+        + (
+            "; right: samples of the true type within 10 % of the true count; right75: "
+            "PDFs with >= 3/4 of the samples right"
+            if "right_mean" in rep["overall"]
+            else ""
+        )
+        + (
+            "; sites90: PDFs with >= 90 % of sites matched by a sample"
+            if args.sites
+            else ""
+        )
     )
     print(format_table(rep))
     if args.output:

@@ -66,7 +66,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--qbroad", type=non_negative_float, help="Qbroad, 1/A (default: header, else 0)"
     )
     p.add_argument(
-        "--model", type=path_arg, help="checkpoint folder (default: the shipped model)"
+        "--model",
+        type=path_arg,
+        help="checkpoint folder: a distance model (deepstruc train) or a shape-code "
+        "model (deepstruc shapegen); default: the shipped model",
     )
     p.add_argument("--seed", type=seed_int, default=0, help="sampling seed (0)")
     p.add_argument(
@@ -129,8 +132,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def _load_model(path: str | None):
     from ..generator import DeepStruc
+    from ..shapegen.generator import load_generator
 
-    return DeepStruc.load(path) if path else DeepStruc.pretrained()
+    return load_generator(path) if path else DeepStruc.pretrained()
 
 
 def run(args: argparse.Namespace) -> int:

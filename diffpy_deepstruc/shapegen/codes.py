@@ -1,0 +1,406 @@
+"""Shape codes: a catalog structure as a family and a few numbers.
+
+Every structure of the catalog is made by a deterministic builder from a handful of
+arguments (:func:`diffpy_deepstruc.catalog.rebuild_structure`).  A *shape code* writes
+those arguments as a **family** (the builder with its discrete choices: lattice, axis,
+cut shape, the ideal shape under vacancies, ...) and a vector **theta** of numbers
+(layer counts, radii, centre offsets, aspect ratios, vacancy counts, the Jagodzinski
+symbols of a stacking sequence as 0/1, ...).  :func:`decode` rounds and clamps any
+theta to valid arguments, so a generator that outputs *any* numbers for a family gets a
+buildable structure, also one that no catalog holds.
+
+Families (``<base>`` is one of the ideal families)::
+
+    fcc bcc sc hcp              layers0 layers1 layers2        (ideal lattice clusters)
+    icosahedron                 shells
+    decahedron                  p q r
+    octahedron                  length cutoff
+    stacking/sphere             n_layers env1..env12 extra     (radius = half-height + extra)
+    stacking/prism              n_layers env1..env12 apothem
+    sphere/<lattice>            radius off0 off1 off2          (off-centre sphere cuts)
+    ellipsoid/<lattice>/<axis>  a aspect                       (semi-axes a, a, aspect * a)
+    rod/<lattice>/<axis>        radius ratio                   (length = ratio * radius)
+    vacancies/<base>            <base slots> k                 (k surface vacancies, seed 0)
+    partial/<base>              <base slots> fraction          (outer shell kept)
+    relaxed/<base>              <base slots>                   (surface relaxed, "auto")
+
+Twinned particles (``imperfect.twinned_particle``) are stacking sequences and are coded
+as ``stacking/sphere`` or ``stacking/prism``; decoding gives the equivalent
+``stacking`` builder entry.  All lengths are in nearest-neighbour units.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import ParameterError
+
+__all__ = [
+    "LATTICES",
+    "MAX_STACK_LAYERS",
+    "Slot",
+    "build",
+    "decode",
+    "encode",
+    "family_slots",
+    "family_type",
+]
+
+LATTICES: tuple[str, ...] = ("fcc", "bcc", "sc", "hcp")
+#: Most close-packed layers a stacking code holds (the catalog's twins go to 14).
+MAX_STACK_LAYERS = 14
+_N_ENV = MAX_STACK_LAYERS - 2
+_AXES = {"001": (0, 0, 1), "110": (1, 1, 0), "111": (1, 1, 1), "100": (1, 0, 0)}
+_LAYER_SPACING = math.sqrt(2.0 / 3.0)
+_MIN_LENGTH = 0.5  # smallest radius, extra, apothem or semi-axis decode gives (nn)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One number of a shape code.
+
+    Attributes
+    ----------
+    name : str
+    kind : {"int", "bit", "real"}
+        ``int`` rounds to an integer >= ``low``, ``bit`` to 0 or 1, ``real`` is kept
+        (clamped to ``low..high``).
+    low, high : float
+        Valid range.
+    """
+
+    name: str
+    kind: str
+    low: float = -math.inf
+    high: float = math.inf
+
+
+def _layers() -> tuple[Slot, ...]:
+    return tuple(Slot(f"layers{i}", "int", 1) for i in range(3))
+
+
+def _stack(last: str, low: float) -> tuple[Slot, ...]:
+    env = tuple(Slot(f"env{i + 1}", "bit", 0, 1) for i in range(_N_ENV))
+    return (
+        (Slot("n_layers", "int", 3, MAX_STACK_LAYERS),) + env + (Slot(last, "real", low),)
+    )
+
+
+_BASE_SLOTS: dict[str, tuple[Slot, ...]] = {
+    **{lat: _layers() for lat in LATTICES},
+    "icosahedron": (Slot("shells", "int", 1),),
+    "decahedron": (Slot("p", "int", 1), Slot("q", "int", 1), Slot("r", "int", 0)),
+    "octahedron": (Slot("length", "int", 2), Slot("cutoff", "int", 0)),
+    "stacking/sphere": _stack("extra", 0.1),
+    "stacking/prism": _stack("apothem", _MIN_LENGTH),
+}
+
+
+def _split(family: str) -> list[str]:
+    if not isinstance(family, str) or not family:
+        raise ParameterError(
+            f"a shape-code family must be a non-empty string, not {family!r}"
+        )
+    return family.split("/")
+
+
+def family_slots(family: str) -> tuple[Slot, ...]:
+    """The numbers of a family's code, in order.
+
+    Raises
+    ------
+    ParameterError
+        Not a family of this module.
+    """
+    parts = _split(family)
+    head = parts[0]
+    if family in _BASE_SLOTS:
+        return _BASE_SLOTS[family]
+    if head == "sphere" and len(parts) == 2 and parts[1] in LATTICES:
+        return (Slot("radius", "real", _MIN_LENGTH),) + tuple(
+            Slot(f"off{i}", "real", -1.0, 1.0) for i in range(3)
+        )
+    if head in ("ellipsoid", "rod") and len(parts) == 3 and parts[1] in LATTICES:
+        if parts[2] not in _AXES:
+            raise ParameterError(f"shape-code family {family!r}: unknown axis {parts[2]!r}")
+        first = "a" if head == "ellipsoid" else "radius"
+        second = "aspect" if head == "ellipsoid" else "ratio"
+        return (Slot(first, "real", _MIN_LENGTH), Slot(second, "real", 1.0))
+    if head in ("vacancies", "partial", "relaxed") and len(parts) > 1:
+        base = family_slots("/".join(parts[1:]))
+        if "/".join(parts[1:]) not in _BASE_SLOTS:
+            raise ParameterError(f"shape-code family {family!r}: not an ideal base shape")
+        if head == "vacancies":
+            return base + (Slot("k", "int", 1),)
+        if head == "partial":
+            return base + (Slot("fraction", "real", 0.05, 0.95),)
+        return base
+    raise ParameterError(f"unknown shape-code family {family!r}")
+
+
+def family_type(family: str) -> str:
+    """The catalog structure type of a family's structures."""
+    parts = _split(family)
+    if parts[0] in ("vacancies", "partial", "relaxed"):
+        parts = parts[1:]
+    if parts[0] in ("sphere", "ellipsoid", "rod"):
+        return parts[1]
+    return parts[0]
+
+
+def _axis_name(axis: Any) -> str:
+    key = "".join(str(int(round(float(x)))) for x in axis)
+    if key not in _AXES or tuple(int(c) for c in key) != tuple(float(x) for x in axis):
+        raise ParameterError(f"axis {list(axis)} has no shape-code family")
+    return key
+
+
+def _encode_base(structure_type: str, args: Mapping[str, Any]) -> tuple[str, list[float]]:
+
+    if structure_type in LATTICES:
+        return structure_type, [float(x) for x in args["layers"]]
+    if structure_type == "icosahedron":
+        return "icosahedron", [float(args["shells"])]
+    if structure_type == "decahedron":
+        return "decahedron", [float(args["p"]), float(args["q"]), float(args["r"])]
+    if structure_type == "octahedron":
+        return "octahedron", [float(args["length"]), float(args["cutoff"])]
+    if structure_type == "stacking":
+        return _encode_stack(
+            str(args["sequence"]), float(args["radius"]), str(args["shape"])
+        )
+    raise ParameterError(f"structure type {structure_type!r} has no shape code")
+
+
+def _encode_stack(sequence: str, radius: float, shape: str) -> tuple[str, list[float]]:
+    from ..clusters import layer_environments
+
+    n = len(sequence)
+    if n > MAX_STACK_LAYERS:
+        raise ParameterError(
+            f"stacking sequence of {n} layers: shape codes hold at most {MAX_STACK_LAYERS}"
+        )
+    if not sequence.startswith("AB"):
+        raise ParameterError(f"stacking sequence {sequence!r} does not start with 'AB'")
+    env = [1.0 if e == "h" else 0.0 for e in layer_environments(sequence)]
+    env += [0.0] * (_N_ENV - len(env))
+    if shape == "sphere":
+        return "stacking/sphere", [float(n)] + env + [
+            radius - (n - 1) / 2.0 * _LAYER_SPACING
+        ]
+    if shape == "prism":
+        return "stacking/prism", [float(n)] + env + [radius]
+    raise ParameterError(f"stacking cut shape {shape!r} has no shape code")
+
+
+def encode(structure_type: str, builder: str | Mapping[str, Any]) -> tuple[str, np.ndarray]:
+    """The shape code of a catalog structure.
+
+    Parameters
+    ----------
+    structure_type : str
+        ``/structures/type``.
+    builder : str or mapping
+        ``/structures/builder`` (JSON text or parsed).
+
+    Returns
+    -------
+    family : str
+    theta : ndarray ``[len(family_slots(family))]``
+
+    Raises
+    ------
+    ParameterError
+        A builder or argument this module does not code.
+    """
+    from ..catalog import _parse_builder
+    from ..imperfect import twin_sequence
+
+    maker, args = _parse_builder(structure_type, builder)
+    try:
+        if maker == structure_type:
+            fam, theta = _encode_base(maker, args)
+        elif maker == "imperfect.lattice_sphere":
+            fam = f"sphere/{args['lattice']}"
+            theta = [float(args["radius"])] + [
+                float(x) for x in args.get("offset", (0, 0, 0))
+            ]
+        elif maker in ("imperfect.lattice_ellipsoid", "imperfect.lattice_rod"):
+            if any(float(x) != 0 for x in args.get("offset", (0, 0, 0))):
+                raise ParameterError(f"{maker} with an offset has no shape code")
+            head = "ellipsoid" if maker.endswith("ellipsoid") else "rod"
+            fam = f"{head}/{args['lattice']}/{_axis_name(args.get('axis', (0, 0, 1)))}"
+            if head == "ellipsoid":
+                a, b, c = (float(x) for x in args["semi_axes"])
+                if a != b:
+                    raise ParameterError(f"ellipsoid semi-axes {a}, {b}, {c}: a != b")
+                theta = [a, c / a]
+            else:
+                theta = [
+                    float(args["radius"]),
+                    float(args["length"]) / float(args["radius"]),
+                ]
+        elif maker == "imperfect.twinned_particle":
+            seq = twin_sequence(int(args["n_layers"]), list(args["twins"]))
+            fam, theta = _encode_stack(
+                seq, float(args["radius"]), str(args.get("shape", "sphere"))
+            )
+        elif maker == "vacancies":
+            if int(args.get("seed", 0)) != 0:
+                raise ParameterError(
+                    "vacancies with a seed other than 0 have no shape code"
+                )
+            base, theta = _encode_base(str(args["shape"]), args["args"])
+            fam, theta = f"vacancies/{base}", theta + [float(args["k"])]
+        elif maker == "imperfect.incomplete_shell":
+            if int(args.get("seed", 0)) != 0:
+                raise ParameterError(
+                    "partial shells with a seed other than 0 have no shape code"
+                )
+            base, theta = _encode_base(str(args["shape"]), args["args"])
+            fam, theta = f"partial/{base}", theta + [float(args["fraction"])]
+        elif maker == "relaxed":
+            if args.get("method", "auto") != "auto":
+                raise ParameterError(
+                    "relaxed shapes other than method='auto' have no shape code"
+                )
+            base, theta = _encode_base(str(args["maker"]), args["args"])
+            fam = f"relaxed/{base}"
+        else:
+            raise ParameterError(f"builder {maker!r} has no shape code")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ParameterError(f"builder {maker!r} arguments {args!r}: {exc}") from None
+    return fam, np.asarray(theta, dtype=float)
+
+
+def _clean(family: str, theta: Any) -> list[float]:
+    slots = family_slots(family)
+    t = np.asarray(theta, dtype=float).reshape(-1)
+    if t.size != len(slots):
+        raise ParameterError(
+            f"shape-code family {family!r} takes {len(slots)} numbers, got {t.size}"
+        )
+    if not np.all(np.isfinite(t)):
+        raise ParameterError(f"shape code of {family!r} is not finite: {t.tolist()}")
+    out = []
+    for s, v in zip(slots, t, strict=True):
+        if s.kind == "int":
+            v = float(round(v))
+        elif s.kind == "bit":
+            v = 1.0 if v >= 0.5 else 0.0
+        out.append(float(min(max(v, s.low), s.high)))
+    return out
+
+
+def _decode_base(family: str, t: list[float]) -> tuple[str, dict[str, Any]]:
+    from ..clusters import _sequence_from_environments
+
+    if family in LATTICES:
+        return family, {"layers": [int(x) for x in t]}
+    if family == "icosahedron":
+        return family, {"shells": int(t[0])}
+    if family == "decahedron":
+        return family, {"p": int(t[0]), "q": int(t[1]), "r": int(t[2])}
+    if family == "octahedron":
+        length = int(t[0])
+        return family, {"length": length, "cutoff": min(int(t[1]), (length - 1) // 2)}
+    n = int(t[0])
+    env = "".join("h" if b else "c" for b in t[1 : 1 + n - 2])
+    seq = _sequence_from_environments(env)
+    shape = family.split("/")[1]
+    radius = t[-1] + (n - 1) / 2.0 * _LAYER_SPACING if shape == "sphere" else t[-1]
+    return "stacking", {"sequence": seq, "radius": round(radius, 3), "shape": shape}
+
+
+def decode(family: str, theta: Any) -> tuple[str, dict[str, Any]]:
+    """Builder entry of a shape code (numbers rounded and clamped to valid arguments).
+
+    Parameters
+    ----------
+    family : str
+    theta : array-like ``[len(family_slots(family))]``
+
+    Returns
+    -------
+    structure_type : str
+    entry : dict
+        A ``/structures/builder`` object: the ideal type's arguments, or
+        ``{"builder": name, "args": {...}}``;
+        ``catalog.rebuild_structure(structure_type, element, entry)`` builds it.
+    """
+    t = _clean(family, theta)
+    parts = family.split("/")
+    head = parts[0]
+    if family in _BASE_SLOTS:
+        return _decode_base(family, t)
+    if head == "sphere":
+        args = {
+            "lattice": parts[1],
+            "radius": round(t[0], 3),
+            "offset": [round(x, 3) for x in t[1:]],
+        }
+        return parts[1], {"builder": "imperfect.lattice_sphere", "args": args}
+    if head in ("ellipsoid", "rod"):
+        axis = list(_AXES[parts[2]])
+        if head == "ellipsoid":
+            a = round(t[0], 3)
+            args = {
+                "lattice": parts[1],
+                "semi_axes": [a, a, round(t[1] * a, 3)],
+                "axis": axis,
+            }
+            return parts[1], {"builder": "imperfect.lattice_ellipsoid", "args": args}
+        radius = round(t[0], 3)
+        args = {
+            "lattice": parts[1],
+            "radius": radius,
+            "length": round(t[1] * radius, 3),
+            "axis": axis,
+        }
+        return parts[1], {"builder": "imperfect.lattice_rod", "args": args}
+    base = "/".join(parts[1:])
+    n_base = len(family_slots(base))
+    stype, base_args = _decode_base(base, t[:n_base])
+    if head == "vacancies":
+        args = {"shape": stype, "args": base_args, "k": int(t[n_base]), "seed": 0}
+        return stype, {"builder": "vacancies", "args": args}
+    if head == "partial":
+        args = {
+            "shape": stype,
+            "args": base_args,
+            "fraction": round(t[n_base], 3),
+            "seed": 0,
+        }
+        return stype, {"builder": "imperfect.incomplete_shell", "args": args}
+    return stype, {
+        "builder": "relaxed",
+        "args": {"maker": stype, "args": base_args, "method": "auto"},
+    }
+
+
+def build(family: str, theta: Any, element: str, nn: float | None = None):
+    """Build the structure of a shape code (:func:`decode`, then the builder).
+
+    Returns
+    -------
+    ase.Atoms
+
+    Raises
+    ------
+    ParameterError
+        The builder refuses the arguments (e.g. a cut that leaves no atoms, vacancies
+        in a particle without a surface).
+    """
+    from ..catalog import rebuild_structure
+
+    stype, entry = decode(family, theta)
+    try:
+        return rebuild_structure(stype, element, entry, nn)
+    except (ValueError, IndexError, KeyError) as exc:  # ParameterError, StructureError too
+        raise ParameterError(f"shape code {family} {json.dumps(entry)}: {exc}") from None

@@ -1,0 +1,221 @@
+"""PDF -> candidate structures with a shape-code model.
+
+Latent points are drawn from p(z | PDF) (the first is its mean); the decoder gives each
+a family (the most probable one) and the family's numbers, which
+:func:`~diffpy_deepstruc.shapegen.codes.build` turns into atoms.  A code whose builder
+refuses it (or that gives fewer than :data:`MIN_ATOMS` atoms or an unphysical
+structure) falls back to the next most probable family.  The shape is built at the
+element's nearest-neighbour distance, expressed in units of it, and scaled to the PDF
+as the distance models' samples are (the nearest-neighbour peak, then
+:func:`~diffpy_deepstruc.generator.fit_scale`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..catalog import _physical
+from ..errors import ParameterError
+from ..generator import DEFAULT_UISO, Candidate, _as_pdf, check_metal, fit_scale
+from ..preprocess import PreprocessConfig, prepare_input
+from .codes import build, decode, family_slots
+from .network import CodeNet
+from .training import load_codegen
+
+__all__ = ["ShapeGenerator", "load_generator"]
+
+#: Fewest atoms of a candidate (smaller builds are redrawn).
+MIN_ATOMS = 4
+#: Latent draws tried per requested sample before giving up (duplicates and codes no
+#: builder accepts are redrawn).
+MAX_DRAWS_PER_SAMPLE = 10
+
+
+class ShapeGenerator:
+    """Generate candidate structures from a PDF with a shape-code model.
+
+    Parameters
+    ----------
+    model : CodeNet
+    config : dict
+        The checkpoint's ``config.json`` (families, code statistics, preprocessing).
+    fit_scale : bool
+        Refine each candidate's scale against G(r) (as :class:`~diffpy_deepstruc.
+        generator.DeepStruc` does).
+    """
+
+    def __init__(
+        self, model: CodeNet, config: dict[str, Any], fit_scale: bool = True
+    ) -> None:
+        self.model = model.eval()
+        self.meta = config
+        self.kind = model.kind
+        self.families = list(config["families"])
+        self.theta_mean = np.asarray(config["theta_mean"], float)
+        self.theta_std = np.asarray(config["theta_std"], float)
+        self.preprocess_config = PreprocessConfig.from_dict(config["preprocess"])
+        self.elements = list(config.get("elements") or [])
+        self.fit_scale = bool(fit_scale)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, **kw) -> ShapeGenerator:
+        """Load a checkpoint folder written by ``train_codegen``."""
+        model, config = load_codegen(path)
+        return cls(model, config, **kw)
+
+    def _condition(self, pdf: Any) -> tuple[torch.Tensor, float]:
+        r, g = _as_pdf(pdf)
+        x, r1 = prepare_input(r, g, self.preprocess_config)
+        with torch.no_grad():
+            return self.model.condition(torch.from_numpy(x).unsqueeze(0)), r1
+
+    def encode(self, pdf: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and sampling spread ``[D]`` of p(z | PDF)."""
+        c, _ = self._condition(pdf)
+        with torch.no_grad():
+            mu, logvar = self.model.prior(c)
+            std = self.model.sample_std(logvar)
+        return mu[0].numpy().astype(float), std[0].numpy().astype(float)
+
+    def codes(
+        self, z: np.ndarray, top: int = 2
+    ) -> list[list[tuple[str, np.ndarray, float]]]:
+        """The ``top`` most probable ``(family, theta, probability)`` of each latent
+        point ``z [n, D]`` (theta in the builders' units)."""
+        with torch.no_grad():
+            logits, codes = self.model.decode(
+                torch.as_tensor(np.asarray(z), dtype=torch.float32)
+            )
+            prob = torch.softmax(logits, dim=1).numpy()
+            codes = codes.numpy()
+        out = []
+        for i in range(len(prob)):
+            best = []
+            for f in np.argsort(-prob[i])[:top]:
+                fam = self.families[f]
+                k = len(family_slots(fam))
+                theta = codes[i, f, :k] * self.theta_std[f, :k] + self.theta_mean[f, :k]
+                best.append((fam, theta, float(prob[i, f])))
+            out.append(best)
+        return out
+
+    def generate(
+        self,
+        pdf: Any,
+        n: int = 20,
+        element: str = "Pt",
+        seed: int = 0,
+        uiso: float = DEFAULT_UISO,
+        include_mean: bool = True,
+        distinct: bool = True,
+    ) -> list[Candidate]:
+        """Sample ``n`` candidate structures for a PDF.
+
+        Parameters
+        ----------
+        pdf : PDFData, path or (r, g)
+        n : int
+        element : str
+            Any metal.
+        seed : int
+            Seed of the latent draws (same seed, same candidates).
+        uiso : float
+            Isotropic displacement (A^2) of every atom.
+        include_mean : bool
+            The first candidate decodes the prior mean.
+        distinct : bool
+            Redraw a sample whose builder entry repeats an earlier one (default: diverse
+            candidates for screening); False keeps repeats, so the count of a
+            structure among the samples says how probable the model finds it.
+
+        Returns
+        -------
+        list of Candidate
+            At most ``n`` (fewer only when the draws run out: ``10 n`` draws), in
+            drawing order, each with its ``code``.
+        """
+        from ..elements import nearest_neighbour_distance
+        from ..structures import arrays_to_structure
+
+        if not isinstance(n, int) or n < 1:
+            raise ParameterError(f"n must be a positive integer, not {n!r}")
+        sym = check_metal(element)
+        r, g = _as_pdf(pdf)
+        c, r1 = self._condition((r, g))
+        with torch.no_grad():
+            mu, logvar = self.model.prior(c)
+            std = self.model.sample_std(logvar)
+        gen = torch.Generator().manual_seed(int(seed))
+        n_draws = MAX_DRAWS_PER_SAMPLE * n
+        eps = torch.randn((n_draws, mu.shape[1]), generator=gen)
+        if include_mean:
+            eps[0] = 0.0
+        z = (mu + std * eps).numpy()
+        nn = nearest_neighbour_distance(sym)
+        out: list[Candidate] = []
+        seen: set[str] = set()
+        for k, options in enumerate(self.codes(z)):
+            if len(out) == n:
+                break
+            for fam, theta, p in options:
+                stype, entry = decode(fam, theta)
+                key = json.dumps([stype, entry], sort_keys=True)
+                if distinct and key in seen:
+                    break
+                try:
+                    atoms = build(fam, theta, sym, nn)
+                except ParameterError:
+                    continue
+                unit = (atoms.positions - atoms.positions.mean(0)) / nn
+                if len(atoms) < MIN_ATOMS or not _physical(unit):
+                    continue
+                seen.add(key)
+                scale = fit_scale(unit, r, g, r1) if self.fit_scale else float(r1)
+                s = arrays_to_structure(
+                    unit * scale,
+                    sym,
+                    uiso,
+                    title=f"deepstruc shapegen {self.kind} sample {len(out)}",
+                )
+                code = {
+                    "family": fam,
+                    "theta": [float(x) for x in theta],
+                    "probability": p,
+                    "type": stype,
+                    "entry": entry,
+                }
+                out.append(
+                    Candidate(
+                        structure=s,
+                        latent=z[k].astype(float),
+                        n_atoms=len(atoms),
+                        residual=0.0,
+                        scale=scale,
+                        is_prior_mean=include_mean and k == 0,
+                        index=len(out),
+                        code=code,
+                    )
+                )
+                break
+        return out
+
+
+def load_generator(path: str | os.PathLike):
+    """The generator of a checkpoint folder, by its format: a :class:`ShapeGenerator`
+    or a distance model's :class:`~diffpy_deepstruc.generator.DeepStruc`."""
+    from ..generator import DeepStruc
+    from .training import CONFIG_NAME, FORMAT
+
+    try:
+        with open(os.path.join(os.fspath(path), CONFIG_NAME)) as fh:
+            fmt = json.load(fh).get("format")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        fmt = None  # DeepStruc.load says what is wrong
+    if fmt == FORMAT:
+        return ShapeGenerator.load(path)
+    return DeepStruc.load(path)

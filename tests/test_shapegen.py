@@ -1,0 +1,287 @@
+"""Shape codes and the shape-code generator (diffpy_deepstruc.shapegen)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from diffpy_deepstruc.catalog import rebuild_structure
+from diffpy_deepstruc.errors import CheckpointError, OutputExistsError, ParameterError
+from diffpy_deepstruc.shapegen.codes import (
+    build,
+    decode,
+    encode,
+    family_slots,
+    family_type,
+)
+
+# one builder entry of every kind the catalog holds
+ENTRIES = [
+    ("fcc", {"layers": [2, 3, 2]}),
+    ("sc", {"layers": [2, 2, 2]}),
+    ("hcp", {"layers": [1, 1, 1]}),
+    ("icosahedron", {"shells": 2}),
+    ("decahedron", {"p": 2, "q": 1, "r": 1}),
+    ("octahedron", {"length": 3, "cutoff": 0}),
+    ("stacking", {"sequence": "ABA", "radius": 1.316, "shape": "sphere"}),
+    ("stacking", {"sequence": "ABCA", "radius": 1.5, "shape": "prism"}),
+    (
+        "fcc",
+        {
+            "builder": "imperfect.lattice_sphere",
+            "args": {"lattice": "fcc", "radius": 1.5, "offset": [0.25, 0.15, 0.1]},
+        },
+    ),
+    (
+        "bcc",
+        {
+            "builder": "imperfect.lattice_ellipsoid",
+            "args": {"lattice": "bcc", "semi_axes": [1.25, 1.25, 1.875], "axis": [0, 0, 1]},
+        },
+    ),
+    (
+        "hcp",
+        {
+            "builder": "imperfect.lattice_rod",
+            "args": {"lattice": "hcp", "radius": 1.0, "length": 3.0, "axis": [1, 0, 0]},
+        },
+    ),
+    (
+        "icosahedron",
+        {
+            "builder": "vacancies",
+            "args": {"shape": "icosahedron", "args": {"shells": 2}, "k": 1, "seed": 0},
+        },
+    ),
+    (
+        "decahedron",
+        {
+            "builder": "imperfect.incomplete_shell",
+            "args": {
+                "shape": "decahedron",
+                "args": {"p": 2, "q": 2, "r": 0},
+                "fraction": 0.5,
+                "seed": 0,
+            },
+        },
+    ),
+    (
+        "fcc",
+        {
+            "builder": "relaxed",
+            "args": {"maker": "fcc", "args": {"layers": [2, 2, 2]}, "method": "auto"},
+        },
+    ),
+]
+TWIN = {
+    "builder": "imperfect.twinned_particle",
+    "args": {"n_layers": 5, "twins": [2], "radius": 1.883, "shape": "sphere"},
+}
+
+
+def _sorted_distances(xyz: np.ndarray) -> np.ndarray:
+    d = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)
+    return np.sort(d[np.triu_indices(len(xyz), 1)])
+
+
+def _same_geometry(a, b) -> bool:
+    return len(a) == len(b) and np.allclose(
+        _sorted_distances(a.positions), _sorted_distances(b.positions), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("stype,entry", ENTRIES + [("stacking", TWIN)])
+def test_code_round_trip_builds_the_same_structure(stype, entry):
+    family, theta = encode(stype, json.dumps(entry))
+    assert len(theta) == len(family_slots(family))
+    assert family_type(family) == stype
+    truth = rebuild_structure(stype, "Pt", entry)
+    assert _same_geometry(build(family, theta, "Pt"), truth)
+    # decoding the code again gives the same entry (a fixed point)
+    assert decode(*encode(*decode(family, theta))) == decode(family, theta)
+
+
+def test_twins_are_coded_as_stacking_sequences():
+    family, theta = encode("stacking", TWIN)
+    assert family == "stacking/sphere"
+    stype, entry = decode(family, theta)
+    assert stype == "stacking" and entry["sequence"] == "ABCBA"
+
+
+def test_any_numbers_decode_to_valid_arguments():
+    rng = np.random.default_rng(0)
+    families = sorted({encode(t, e)[0] for t, e in ENTRIES})
+    for family in families:
+        slots = family_slots(family)
+        for _ in range(5):
+            theta = rng.normal(2.0, 3.0, len(slots))
+            try:
+                atoms = build(family, theta, "Au", nn=1.0)
+            except ParameterError:
+                continue  # a refusal is a clear error, never a crash
+            assert len(atoms) >= 1
+        # integers are rounded, bits are 0/1
+        t = np.full(len(slots), 2.4)
+        _, entry = decode(family, t)
+        text = json.dumps(entry)
+        assert "2.4" not in text or any(s.kind == "real" for s in slots)
+
+
+def test_bad_codes_are_refused():
+    with pytest.raises(ParameterError, match="unknown shape-code family"):
+        family_slots("dodecahedron")
+    with pytest.raises(ParameterError, match="takes 1 numbers"):
+        decode("icosahedron", [2.0, 3.0])
+    with pytest.raises(ParameterError, match="not finite"):
+        decode("icosahedron", [np.nan])
+    with pytest.raises(ParameterError, match="no shape code"):
+        encode("fcc", {"builder": "somebody.else", "args": {}})
+    with pytest.raises(ParameterError, match="seed other than 0"):
+        encode(
+            "fcc",
+            {
+                "builder": "vacancies",
+                "args": {"shape": "fcc", "args": {"layers": [2, 2, 2]}, "k": 1, "seed": 3},
+            },
+        )
+
+
+# ------------------------------------------------------------------- model on a tiny catalog
+TINY = [
+    ("icosahedron", {"shells": 2}),
+    ("sc", {"layers": [2, 2, 2]}),
+    ("sc", {"layers": [2, 2, 1]}),
+    ("hcp", {"layers": [1, 1, 1]}),
+    ("octahedron", {"length": 3, "cutoff": 0}),
+    ("stacking", {"sequence": "ABA", "radius": 1.316, "shape": "sphere"}),
+    (
+        "fcc",
+        {"builder": "imperfect.lattice_sphere", "args": {"lattice": "fcc", "radius": 1.5}},
+    ),
+    (
+        "fcc",
+        {"builder": "imperfect.lattice_sphere", "args": {"lattice": "fcc", "radius": 1.75}},
+    ),
+]
+
+
+def _tiny_catalog(path):
+    from test_training import _toy_pdf
+
+    rng = np.random.default_rng(0)
+    r = np.arange(0.0, 25.0 + 1e-9, 0.05)
+    rows = [(t, e, el) for el in ("Pt", "Au", "Cu") for t, e in TINY]
+    atoms = [rebuild_structure(t, el, e) for t, e, el in rows]
+    n_max = max(len(a) for a in atoms)
+    xyz = np.zeros((len(rows), n_max, 3), np.float32)
+    for i, a in enumerate(atoms):
+        xyz[i, : len(a)] = a.positions
+    g, ps = [], []
+    for i, a in enumerate(atoms):
+        for _ in range(3):
+            gg = _toy_pdf(a.positions, r, rng.uniform(0.08, 0.15))
+            g.append(
+                (gg + rng.normal(0, 0.01 * np.abs(gg).max(), gg.shape)).astype(np.float32)
+            )
+            ps.append(i)
+    with h5py.File(path, "w") as h5:
+        h5.attrs.update(format="diffpy-deepstruc-catalog", version=1, seed=0, n_max=n_max)
+        h5["r"] = r
+        h5["structures/xyz"] = xyz
+        h5["structures/natoms"] = np.array([len(a) for a in atoms], np.int32)
+        sdt = h5py.string_dtype()
+        for name, vals in (
+            ("element", [el for _, _, el in rows]),
+            ("type", [t for t, _, _ in rows]),
+            ("builder", [json.dumps(e) for _, e, _ in rows]),
+        ):
+            h5.create_dataset(f"structures/{name}", data=np.array(vals, object), dtype=sdt)
+        h5["structures/nn"] = np.array([2.8] * len(rows), np.float32)
+        h5["pdfs/g"] = np.stack(g)
+        h5["pdfs/structure"] = np.asarray(ps, np.int32)
+        ds = h5.create_dataset(
+            "pdfs/params",
+            data=np.tile([0.7, 25, 0.04, 0, 2, 0.005, 1, 0.01], (len(g), 1)).astype(
+                np.float32
+            ),
+        )
+        ds.attrs["columns"] = "qmin,qmax,qdamp,qbroad,delta2,uiso,scale,noise"
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory):
+    from test_training import SMALL_PRE
+
+    from diffpy_deepstruc.shapegen.training import TrainCodeConfig, train_codegen
+
+    d = tmp_path_factory.mktemp("shapegen")
+    cat = _tiny_catalog(d / "tiny.h5")
+    small = {"conv_channels": [8, 8], "cond_dim": 32, "hidden": 32, "decoder_hidden": 32}
+    out = {}
+    for kind in ("cvae", "dae"):
+        cfg = TrainCodeConfig(
+            kind=kind, epochs=3, batch_size=8, split_by="structure", model=small, latent=4
+        )
+        out[kind] = train_codegen(
+            cat, d / kind, cfg, cache_dir=d / "cache", progress=False, preprocess=SMALL_PRE
+        )
+    return d, cat
+
+
+@pytest.mark.parametrize("kind", ["cvae", "dae"])
+def test_training_writes_a_checkpoint_that_generates(tiny_models, kind):
+    from diffpy_deepstruc.shapegen import ShapeGenerator
+
+    d, cat = tiny_models
+    cfg = json.loads((d / kind / "config.json").read_text())
+    assert cfg["format"] == "diffpy-deepstruc-shapegen" and cfg["kind"] == kind
+    assert "sphere/fcc" in cfg["families"] and "icosahedron" in cfg["families"]
+    gen = ShapeGenerator.load(d / kind)
+    with h5py.File(cat) as h5:
+        r, g = h5["r"][()], h5["pdfs/g"][0].astype(float)
+    a = gen.generate((r, g), n=6, element="Au", seed=3)
+    b = gen.generate((r, g), n=6, element="Au", seed=3)
+    assert 1 <= len(a) <= 6
+    assert [c.code for c in a] == [c.code for c in b]  # seeded
+    keys = [json.dumps(c.code["entry"], sort_keys=True) for c in a]
+    assert len(set(keys)) == len(keys)  # distinct by default
+    for c in a:
+        assert c.n_atoms == len(c.structure) >= 4
+        assert c.code["family"] in cfg["families"]
+        assert c.structure[0].element == "Au"
+    assert a[0].is_prior_mean
+    rep = gen.generate((r, g), n=6, element="Au", seed=3, distinct=False)
+    assert len(rep) == 6
+
+
+def test_checkpoint_is_checked(tiny_models, tmp_path):
+    import shutil
+
+    from diffpy_deepstruc.shapegen.training import load_codegen, save_codegen
+
+    d, _ = tiny_models
+    model, cfg = load_codegen(d / "cvae")
+    with pytest.raises(OutputExistsError):
+        save_codegen(model, cfg, d / "cvae")
+    bad = tmp_path / "bad"
+    shutil.copytree(d / "cvae", bad)
+    w = bad / "model.safetensors"
+    w.write_bytes(w.read_bytes()[:-1] + b"\0")
+    with pytest.raises(CheckpointError, match="digest"):
+        load_codegen(bad)
+    with pytest.raises(CheckpointError, match="not a shape-code model"):
+        load_codegen(tmp_path)
+
+
+def test_evaluate_reads_a_shapegen_model(tiny_models):
+    from diffpy_deepstruc.metrics import evaluate
+
+    d, cat = tiny_models
+    rep = evaluate(d / "cvae", cat, split="test", samples=4, progress=False, sites=True)
+    o = rep["overall"]
+    assert 0.0 <= o["right_mean"] <= 4 and 0.0 <= o["sites90_best"] <= 1.0
+    assert all(c["type"] is not None for p in rep["per_pdf"] for c in p["candidates"])
