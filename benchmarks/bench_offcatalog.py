@@ -140,15 +140,21 @@ def main(argv: list[str] | None = None) -> int:
         help="library shapes screened beside the model's samples (solve's default 5; "
         "0: the model's samples alone)",
     )
+    ap.add_argument(
+        "--model",
+        default=None,
+        help="checkpoint folder (a distance or a shape-code model; default: shipped)",
+    )
     args = ap.parse_args(argv)
 
     import torch
     from offcatalog import KINDS, make_offcatalog
 
     from diffpy_deepstruc.generator import DeepStruc
+    from diffpy_deepstruc.shapegen import load_generator
 
     torch.set_num_threads(1)
-    model = DeepStruc.pretrained()
+    model = load_generator(args.model) if args.model else DeepStruc.pretrained()
     opts = {"complete_k": 0} if args.no_complete else {}
     if args.library_k is not None:
         opts["library_k"] = args.library_k

@@ -285,3 +285,33 @@ def test_evaluate_reads_a_shapegen_model(tiny_models):
     o = rep["overall"]
     assert 0.0 <= o["right_mean"] <= 4 and 0.0 <= o["sites90_best"] <= 1.0
     assert all(c["type"] is not None for p in rep["per_pdf"] for c in p["candidates"])
+
+
+def test_temperature_narrows_the_draws(tiny_models):
+    from diffpy_deepstruc.shapegen import ShapeGenerator
+
+    d, cat = tiny_models
+    with h5py.File(cat) as h5:
+        r, g = h5["r"][()], h5["pdfs/g"][0].astype(float)
+    cold = ShapeGenerator.load(d / "cvae", temperature=0.0)
+    assert cold.temperature == 0.0
+    a = cold.generate((r, g), n=4, element="Pt", seed=1, distinct=False)
+    assert len({json.dumps(c.code["entry"], sort_keys=True) for c in a}) == 1
+    assert np.allclose([c.latent for c in a], a[0].latent)
+    assert ShapeGenerator.load(d / "cvae").temperature == 0.5  # the checkpoint's default
+    with pytest.raises(ParameterError, match="temperature"):
+        ShapeGenerator.load(d / "cvae", temperature=-1)
+
+
+def test_cli_trains_a_shapegen_model(tmp_path, capsys):
+    from diffpy_deepstruc.cli import main
+
+    cat = _tiny_catalog(tmp_path / "tiny.h5")
+    out = tmp_path / "m"
+    args = ["shapegen", "--catalog", str(cat), "-o", str(out), "--epochs", "1"]
+    args += ["--augment", "0", "--split-by", "structure", "--no-progress"]
+    assert main(args) == 0
+    assert (out / "model.safetensors").is_file()
+    assert "0 random shapes" in capsys.readouterr().out
+    assert main(args) != 0  # the model exists: refused without --force
+    assert "a checkpoint exists there; pass --force" in capsys.readouterr().err

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from ._args import positive_int
@@ -83,9 +82,9 @@ def run(args) -> int:
     )
     v = res["val"]
     print(
-        f"{res['epochs']} epochs, best at epoch {res['best_epoch']} (validation family "
-        f"accuracy {v['val_acc_mean']:.3f}, code MSE {v['val_mse_mean']:.3f}), "
-        f"{res['seconds'] / 60:.1f} min; model in {out}"
+        f"{res['epochs']} epochs on the catalog's training shapes and "
+        f"{res['augmented_shapes']} random shapes; best at epoch {res['best_epoch']} "
+        f"(validation family accuracy {v['val_acc_mean']:.3f}, code MSE "
+        f"{v['val_mse_mean']:.3f}), {res['seconds'] / 60:.1f} min; model in {out}"
     )
-    print(json.dumps({"augmented_shapes": res.get("augmented_shapes")}))
     return 0

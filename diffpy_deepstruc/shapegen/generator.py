@@ -47,10 +47,18 @@ class ShapeGenerator:
     fit_scale : bool
         Refine each candidate's scale against G(r) (as :class:`~diffpy_deepstruc.
         generator.DeepStruc` does).
+    temperature : float, optional
+        Factor on the spread of the latent draws around the prior mean (1: p(z | PDF)
+        as trained; smaller: samples closer to the most probable structure).  Default:
+        the checkpoint's ``sampling.temperature`` (chosen on the validation split), else 1.
     """
 
     def __init__(
-        self, model: CodeNet, config: dict[str, Any], fit_scale: bool = True
+        self,
+        model: CodeNet,
+        config: dict[str, Any],
+        fit_scale: bool = True,
+        temperature: float | None = None,
     ) -> None:
         self.model = model.eval()
         self.meta = config
@@ -61,6 +69,13 @@ class ShapeGenerator:
         self.preprocess_config = PreprocessConfig.from_dict(config["preprocess"])
         self.elements = list(config.get("elements") or [])
         self.fit_scale = bool(fit_scale)
+        if temperature is None:
+            temperature = float(config.get("sampling", {}).get("temperature", 1.0))
+        if not (isinstance(temperature, int | float) and 0 <= temperature <= 10):
+            raise ParameterError(
+                f"temperature must be a number in 0..10, not {temperature!r}"
+            )
+        self.temperature = float(temperature)
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kw) -> ShapeGenerator:
@@ -149,7 +164,7 @@ class ShapeGenerator:
         c, r1 = self._condition((r, g))
         with torch.no_grad():
             mu, logvar = self.model.prior(c)
-            std = self.model.sample_std(logvar)
+            std = self.model.sample_std(logvar) * self.temperature
         gen = torch.Generator().manual_seed(int(seed))
         n_draws = MAX_DRAWS_PER_SAMPLE * n
         eps = torch.randn((n_draws, mu.shape[1]), generator=gen)
