@@ -11,6 +11,7 @@ import pytest
 from diffpy_deepstruc.catalog import rebuild_structure
 from diffpy_deepstruc.errors import CheckpointError, OutputExistsError, ParameterError
 from diffpy_deepstruc.shapegen.codes import (
+    alternative_roundings,
     build,
     decode,
     encode,
@@ -128,6 +129,22 @@ def test_any_numbers_decode_to_valid_arguments():
         _, entry = decode(family, t)
         text = json.dumps(entry)
         assert "2.4" not in text or any(s.kind == "real" for s in slots)
+
+
+def test_alternative_roundings_take_the_most_ambiguous_slot_first():
+    alts = alternative_roundings("decahedron", [2.4, 3.9, 0.7], 4)
+    # 2.4 is closest to its boundary (margin 0.1), then 0.7 (0.3), then 3.9 (0.4)
+    assert [a.tolist() for a in alts[:3]] == [
+        [3.0, 3.9, 0.7],
+        [2.4, 3.9, 0.0],
+        [2.4, 3.0, 0.7],
+    ]
+    assert alts[3].tolist() == [3.0, 3.9, 0.0]  # the cheapest pair
+    # a slot never leaves its valid range (r >= 0 cannot round down from 0.2)
+    assert all(a[2] >= 0 for a in alternative_roundings("decahedron", [2.0, 2.0, 0.2], 10))
+    bits = alternative_roundings("stacking/prism", [5.0] + [0.45] + [0.0] * 11 + [2.0], 1)
+    assert bits[0][1] == 1.0  # the bit nearest 0.5 flips
+    assert alternative_roundings("sphere/fcc", [3.0, 0.1, 0.2, 0.3], 5) == []  # reals only
 
 
 def test_bad_codes_are_refused():
@@ -293,12 +310,13 @@ def test_temperature_narrows_the_draws(tiny_models):
     d, cat = tiny_models
     with h5py.File(cat) as h5:
         r, g = h5["r"][()], h5["pdfs/g"][0].astype(float)
-    cold = ShapeGenerator.load(d / "cvae", temperature=0.0)
+    cold = ShapeGenerator.load(d / "cvae", temperature=0.0, roundings=0)
     assert cold.temperature == 0.0
     a = cold.generate((r, g), n=4, element="Pt", seed=1, distinct=False)
     assert len({json.dumps(c.code["entry"], sort_keys=True) for c in a}) == 1
     assert np.allclose([c.latent for c in a], a[0].latent)
-    assert ShapeGenerator.load(d / "cvae").temperature == 0.5  # the checkpoint's default
+    default = ShapeGenerator.load(d / "cvae")  # the checkpoint's sampling defaults
+    assert (default.temperature, default.roundings) == (0.5, 8)
     with pytest.raises(ParameterError, match="temperature"):
         ShapeGenerator.load(d / "cvae", temperature=-1)
 

@@ -43,6 +43,7 @@ from ..errors import ParameterError
 
 __all__ = [
     "LATTICES",
+    "alternative_roundings",
     "MAX_STACK_LAYERS",
     "Slot",
     "build",
@@ -382,6 +383,40 @@ def decode(family: str, theta: Any) -> tuple[str, dict[str, Any]]:
         "builder": "relaxed",
         "args": {"maker": stype, "args": base_args, "method": "auto"},
     }
+
+
+def alternative_roundings(family: str, theta: Any, count: int) -> list[np.ndarray]:
+    """The next most likely codes when the integers and bits of ``theta`` are rounded.
+
+    Each integer slot can round the other way (``2.4`` -> 3 instead of 2) and each bit
+    flip; a slot is the more ambiguous the closer it lies to its rounding boundary
+    (margin ``0.5 - |t - round(t)|`` for integers, ``|t - 0.5|`` for bits).  Returns up
+    to ``count`` codes: single changes by increasing margin, then pairs by increasing
+    summed margin.  Reals are left as they are.
+    """
+    slots = family_slots(family)
+    t = np.asarray(theta, dtype=float)
+    changes = []  # (margin, slot, other value)
+    for j, sl in enumerate(slots):
+        if sl.kind == "int":
+            r = float(round(t[j]))
+            other = r + (1.0 if t[j] >= r else -1.0)
+            if sl.low <= other <= sl.high:
+                changes.append((0.5 - abs(t[j] - r), j, other))
+        elif sl.kind == "bit":
+            changes.append((abs(t[j] - 0.5), j, 0.0 if t[j] >= 0.5 else 1.0))
+    changes.sort()
+    combos = [(c[0], (c,)) for c in changes]
+    combos += sorted(
+        (a[0] + b[0], (a, b)) for i, a in enumerate(changes) for b in changes[i + 1 :]
+    )
+    out = []
+    for _, parts in combos[: max(int(count), 0)]:
+        alt = t.copy()
+        for _, j, v in parts:
+            alt[j] = v
+        out.append(alt)
+    return out
 
 
 def build(family: str, theta: Any, element: str, nn: float | None = None):

@@ -51,6 +51,9 @@ class ShapeGenerator:
         Factor on the spread of the latent draws around the prior mean (1: p(z | PDF)
         as trained; smaller: samples closer to the most probable structure).  Default:
         the checkpoint's ``sampling.temperature`` (chosen on the validation split), else 1.
+    roundings : int, optional
+        Default of :meth:`generate`'s ``roundings``: the checkpoint's
+        ``sampling.roundings``, else 0.
     """
 
     def __init__(
@@ -59,6 +62,7 @@ class ShapeGenerator:
         config: dict[str, Any],
         fit_scale: bool = True,
         temperature: float | None = None,
+        roundings: int | None = None,
     ) -> None:
         self.model = model.eval()
         self.meta = config
@@ -76,6 +80,11 @@ class ShapeGenerator:
                 f"temperature must be a number in 0..10, not {temperature!r}"
             )
         self.temperature = float(temperature)
+        if roundings is None:
+            roundings = int(config.get("sampling", {}).get("roundings", 0))
+        if not isinstance(roundings, int) or roundings < 0:
+            raise ParameterError(f"roundings must be an integer >= 0, not {roundings!r}")
+        self.roundings = roundings
 
     @classmethod
     def load(cls, path: str | os.PathLike, **kw) -> ShapeGenerator:
@@ -119,6 +128,18 @@ class ShapeGenerator:
             out.append(best)
         return out
 
+    def _proposals(self, z: np.ndarray, roundings: int):
+        """``(latent index, options)`` in the order :meth:`generate` tries them."""
+        from .codes import alternative_roundings
+
+        options = self.codes(z)
+        yield 0, options[0]
+        if roundings > 0:
+            fam, theta, p = options[0][0]
+            for alt in alternative_roundings(fam, theta, roundings):
+                yield 0, [(fam, alt, p)]
+        yield from enumerate(options[1:], start=1)
+
     def generate(
         self,
         pdf: Any,
@@ -128,6 +149,7 @@ class ShapeGenerator:
         uiso: float = DEFAULT_UISO,
         include_mean: bool = True,
         distinct: bool = True,
+        roundings: int | None = None,
     ) -> list[Candidate]:
         """Sample ``n`` candidate structures for a PDF.
 
@@ -147,6 +169,11 @@ class ShapeGenerator:
             Redraw a sample whose builder entry repeats an earlier one (default: diverse
             candidates for screening); False keeps repeats, so the count of a
             structure among the samples says how probable the model finds it.
+        roundings : int, optional
+            After the prior-mean sample, this many of its code's
+            :func:`~diffpy_deepstruc.shapegen.codes.alternative_roundings` (the integers
+            and bits closest to their rounding boundary taken the other way), then the
+            latent draws.  Default: :attr:`roundings`.  Needs ``include_mean``.
 
         Returns
         -------
@@ -171,10 +198,12 @@ class ShapeGenerator:
         if include_mean:
             eps[0] = 0.0
         z = (mu + std * eps).numpy()
+        if roundings is None:
+            roundings = self.roundings
         nn = nearest_neighbour_distance(sym)
         out: list[Candidate] = []
         seen: set[str] = set()
-        for k, options in enumerate(self.codes(z)):
+        for k, options in self._proposals(z, roundings if include_mean else 0):
             if len(out) == n:
                 break
             for fam, theta, p in options:
@@ -211,7 +240,7 @@ class ShapeGenerator:
                         n_atoms=len(atoms),
                         residual=0.0,
                         scale=scale,
-                        is_prior_mean=include_mean and k == 0,
+                        is_prior_mean=include_mean and k == 0 and not out,
                         index=len(out),
                         code=code,
                     )

@@ -127,9 +127,8 @@ class TrainCodeConfig:
     ``workers`` processes); none repeats a catalog shape, held-out ones included.
     The kept weights are those of the epoch with the fewest validation decoding errors
     at the prior mean: wrong families (1 - accuracy) + the numbers' normalised MSE.
-    ``temperature``: the generator's default spread of latent draws (stored as
-    ``sampling.temperature``; 0.5 was chosen on the validation split, see
-    docs/shapegen.md).
+    ``temperature`` and ``roundings``: the generator's defaults (stored as
+    ``sampling``; 0.5 and 8 were chosen on the validation split, see docs/shapegen.md).
     """
 
     kind: str = "cvae"
@@ -148,6 +147,7 @@ class TrainCodeConfig:
     model: dict = field(default_factory=dict)
     threads: int = 1
     temperature: float = 0.5
+    roundings: int = 8
     label_smoothing: float = 0.1
     augment: int = 0
     augment_seed: int = 1
@@ -371,7 +371,7 @@ def train_codegen(
         "theta_mean": mean.tolist(),
         "theta_std": std.tolist(),
         "preprocess": pre.to_dict(),
-        "sampling": {"temperature": cfg.temperature},
+        "sampling": {"temperature": cfg.temperature, "roundings": cfg.roundings},
         "elements": sorted({str(e) for e in data.elements}),
         "catalog": {
             "file": Path(catalog).name,
