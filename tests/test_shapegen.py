@@ -292,6 +292,20 @@ def test_checkpoint_is_checked(tiny_models, tmp_path):
         load_codegen(bad)
     with pytest.raises(CheckpointError, match="not a shape-code model"):
         load_codegen(tmp_path)
+    shutil.copytree(d / "cvae", tmp_path / "c1")
+    (tmp_path / "c1" / "config.json").write_bytes(b"\x80{")
+    with pytest.raises(CheckpointError, match="not JSON"):
+        load_codegen(tmp_path / "c1")
+    shutil.copytree(d / "cvae", tmp_path / "c2")
+    c = json.loads((tmp_path / "c2" / "config.json").read_text())
+    c["theta_std"] = c["theta_std"][:-1]
+    (tmp_path / "c2" / "config.json").write_text(json.dumps(c))
+    with pytest.raises(CheckpointError, match="theta_std"):
+        load_codegen(tmp_path / "c2")
+    del c["families"]
+    (tmp_path / "c2" / "config.json").write_text(json.dumps(c))
+    with pytest.raises(CheckpointError, match="missing families"):
+        load_codegen(tmp_path / "c2")
 
 
 def test_evaluate_reads_a_shapegen_model(tiny_models):

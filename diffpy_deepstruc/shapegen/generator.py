@@ -258,7 +258,7 @@ def load_generator(path: str | os.PathLike):
     try:
         with open(os.path.join(os.fspath(path), CONFIG_NAME)) as fh:
             fmt = json.load(fh).get("format")
-    except (OSError, json.JSONDecodeError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # not JSON, not text, not an object
         fmt = None  # DeepStruc.load says what is wrong
     if fmt == FORMAT:
         return ShapeGenerator.load(path)

@@ -524,6 +524,9 @@ def save_codegen(
     return d
 
 
+_CONFIG_KEYS = ("families", "theta_mean", "theta_std", "preprocess", "model", "weights")
+
+
 def load_codegen(directory: str | os.PathLike) -> tuple[CodeNet, dict[str, Any]]:
     """Read a checkpoint written by :func:`save_codegen` (no pickle).
 
@@ -541,17 +544,26 @@ def load_codegen(directory: str | os.PathLike) -> tuple[CodeNet, dict[str, Any]]
             f"{d}: not a shape-code model ({CONFIG_NAME} and {WEIGHTS_NAME} needed)"
         )
     try:
-        cfg = json.loads(cpath.read_text())
-    except json.JSONDecodeError as exc:
+        cfg = json.loads(cpath.read_text(encoding="utf-8"))
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise CheckpointError(f"{cpath}: not JSON ({exc})") from None
-    if cfg.get("format") != FORMAT:
-        raise CheckpointError(f"{cpath}: format {cfg.get('format')!r}, expected {FORMAT!r}")
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        fmt = cfg.get("format") if isinstance(cfg, dict) else None
+        raise CheckpointError(f"{cpath}: format {fmt!r}, expected {FORMAT!r}")
     data = wpath.read_bytes()
     if hashlib.sha256(data).hexdigest() != cfg.get("weights", {}).get("sha256"):
         raise CheckpointError(f"{wpath}: weights do not match the digest in {CONFIG_NAME}")
-    model = CodeNet(CodeNetConfig.from_dict(cfg["model"]))
+    missing = [k for k in _CONFIG_KEYS if k not in cfg]
+    if missing:
+        raise CheckpointError(f"{cpath}: missing {', '.join(missing)}")
     try:
+        model = CodeNet(CodeNetConfig.from_dict(dict(cfg["model"])))
+        shape = (len(cfg["families"]), model.config.n_slots)
+        for k in ("theta_mean", "theta_std"):
+            if np.asarray(cfg[k], dtype=float).shape != shape:
+                raise ParameterError(f"{k} is not {shape[0]} x {shape[1]} numbers")
+        PreprocessConfig.from_dict(cfg["preprocess"])
         model.load_state_dict(st_load(data))
-    except RuntimeError as exc:
-        raise CheckpointError(f"{wpath}: {exc}") from None
+    except (RuntimeError, ParameterError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{d}: {exc}") from None
     return model.eval(), cfg

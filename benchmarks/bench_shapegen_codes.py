@@ -1,0 +1,80 @@
+"""Benchmark: how well a shape-code model reads the code of an unseen shape's PDF.
+
+For every PDF of a split (default: validation) of the model's catalog, the prior-mean
+code against the true code: family accuracy per true family, and the mean absolute
+error of each number (in the builders' units: layers, nn, ...; the twelve stacking
+symbols pooled as ``env``) when the family is taken as the true one.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_shapegen_codes.py --model runs/sg_cvae \\
+        --catalog runs/catalog_imperfect.h5 --split val
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+
+def main(argv: list[str] | None = None) -> int:
+    import h5py
+    import numpy as np
+    import torch
+
+    from diffpy_deepstruc.preprocess import PreprocessConfig
+    from diffpy_deepstruc.shapegen.codes import family_slots
+    from diffpy_deepstruc.shapegen.training import code_table, load_codegen
+    from diffpy_deepstruc.training import _pdf_rows, _str_array, prepare_data
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--catalog", required=True)
+    ap.add_argument("--split", choices=("val", "test"), default="val")
+    ap.add_argument("--cache-dir", default="runs/.deepstruc-cache")
+    args = ap.parse_args(argv)
+
+    model, cfg = load_codegen(args.model)
+    pre = PreprocessConfig.from_dict(cfg["preprocess"])
+    data = prepare_data(args.catalog, pre, cache_dir=args.cache_dir)
+    with h5py.File(args.catalog, "r") as h5:
+        table = code_table(data.types, _str_array(h5["structures/builder"]))
+    fams = cfg["families"]
+    index = {f: i for i, f in enumerate(fams)}
+    mean, std = np.asarray(cfg["theta_mean"]), np.asarray(cfg["theta_std"])
+    rows = _pdf_rows(data, np.asarray(cfg["split"][args.split]))
+    rows = rows[table.family[data.pdf_structure[rows]] >= 0]
+    with torch.no_grad():
+        c = model.condition(torch.from_numpy(data.pdf[rows]))
+        logits, codes = model.decode(model.prior(c)[0])
+    pred = logits.argmax(1).numpy()
+    err, hit = defaultdict(list), defaultdict(list)
+    for i, s in enumerate(data.pdf_structure[rows]):
+        name = table.families[table.family[s]]
+        k = len(family_slots(name))
+        f = index.get(name)
+        hit[name].append(f is not None and pred[i] == f)
+        if f is not None:
+            theta = codes[i, f, :k].numpy() * std[f, :k] + mean[f, :k]
+            err[name].append(np.abs(theta - table.theta[s, :k]))
+    print(
+        f"{args.split} split, {len(rows)} PDFs: family accuracy "
+        f"{np.mean([h for v in hit.values() for h in v]):.3f}"
+    )
+    for name in sorted(hit):
+        slots = [s.name for s in family_slots(name)]
+        line = f"{name:28s} n={len(hit[name]):5d} family {np.mean(hit[name]):.2f}"
+        if err[name]:
+            e = np.mean(err[name], axis=0)
+            env = [j for j, s in enumerate(slots) if s.startswith("env")]
+            line += "  " + " ".join(
+                f"{s}:{v:.2f}"
+                for s, v in zip(slots, e, strict=True)
+                if not s.startswith("env")
+            )
+            if env:
+                line += f" env:{e[env].mean():.2f}"
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
