@@ -347,3 +347,21 @@ def test_cli_trains_a_shapegen_model(tmp_path, capsys):
     assert "0 random shapes" in capsys.readouterr().out
     assert main(args) != 0  # the model exists: refused without --force
     assert "a checkpoint exists there; pass --force" in capsys.readouterr().err
+
+
+def test_evaluate_cli_sampling_options(tiny_models, capsys, tmp_path):
+    from test_training import train_tiny_model
+
+    from diffpy_deepstruc.cli import main
+
+    d, cat = tiny_models
+    base = ["evaluate", "--catalog", str(cat), "--samples", "3", "--no-progress"]
+    assert (
+        main(base + ["--model", str(d / "dae"), "--temperature", "0", "--roundings", "1"])
+        == 0
+    )
+    assert "right75" in capsys.readouterr().out
+    distance_model, _ = train_tiny_model(tmp_path)
+    code = main(base + ["--model", str(distance_model), "--temperature", "0"])
+    assert code != 0
+    assert "are for shape-code models" in capsys.readouterr().err

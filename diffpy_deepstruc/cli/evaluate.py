@@ -35,6 +35,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="shape-code models: spread of the latent draws (default: the checkpoint's)",
+    )
+    p.add_argument(
+        "--roundings",
+        type=int,
+        default=None,
+        help="shape-code models: alternative roundings of the prior-mean code among the "
+        "samples (default: the checkpoint's)",
+    )
+    p.add_argument(
         "--sites",
         action="store_true",
         help="also match the sites of up to 5 exact-count samples per PDF to the truth "
@@ -56,12 +69,22 @@ def run(args) -> int:
         raise ParameterError("--samples must be >= 1")
     if args.output:
         check_writable(args.output, args.force)
-    gen = None
     model = args.model
     if model in ("pretrained", "pretrained-dae"):
         gen = DeepStruc.pretrained("dae" if model.endswith("dae") else "cvae")
+    else:
+        from ..shapegen.generator import load_generator
+
+        gen = load_generator(model)
+    sampling = {"temperature": args.temperature, "roundings": args.roundings}
+    if any(v is not None for v in sampling.values()):
+        from ..shapegen import ShapeGenerator
+
+        if not isinstance(gen, ShapeGenerator):
+            raise ParameterError("--temperature and --roundings are for shape-code models")
+        gen = ShapeGenerator(gen.model, gen.meta, **sampling)
     rep = evaluate(
-        None if gen else model,
+        model,
         args.catalog,
         split=args.split,
         samples=args.samples,
