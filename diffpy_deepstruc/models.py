@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from .errors import ParameterError
 
 __all__ = [
+    "JSONConfig",
     "ModelConfig",
     "PDFEncoder",
     "GatedConv1d",
@@ -51,8 +52,29 @@ __all__ = [
 ]
 
 
+class JSONConfig:
+    """``to_dict`` / ``from_dict`` of the frozen architecture dataclasses (tuples are
+    written as JSON lists; ``__post_init__`` turns them back)."""
+
+    _what = "model config"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able dictionary."""
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys raise ParameterError."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = set(d) - names
+        if extra:
+            raise ParameterError(f"unknown {cls._what} keys {sorted(extra)}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(JSONConfig):
     """Architecture hyper-parameters (stored in checkpoints).
 
     Attributes
@@ -177,24 +199,6 @@ class ModelConfig:
                 f"fourier_sigma must be positive, not {self.fourier_sigma}"
             )
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dictionary."""
-        d = dataclasses.asdict(self)
-        d["conv_channels"] = list(self.conv_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ParameterError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        extra = set(d) - names
-        if extra:
-            raise ParameterError(f"unknown model config keys {sorted(extra)}")
-        d = dict(d)
-        if "conv_channels" in d:
-            d["conv_channels"] = tuple(d["conv_channels"])
-        return cls(**d)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -252,20 +252,12 @@ def encode(structure_type: str, builder: str | Mapping[str, Any]) -> tuple[str, 
             fam, theta = _encode_stack(
                 seq, float(args["radius"]), str(args.get("shape", "sphere"))
             )
-        elif maker == "vacancies":
+        elif maker in _ON_IDEAL:
+            head, last = _ON_IDEAL[maker]
             if int(args.get("seed", 0)) != 0:
-                raise ParameterError(
-                    "vacancies with a seed other than 0 have no shape code"
-                )
+                raise ParameterError(f"{maker} with a seed other than 0 has no shape code")
             base, theta = _encode_base(str(args["shape"]), args["args"])
-            fam, theta = f"vacancies/{base}", theta + [float(args["k"])]
-        elif maker == "imperfect.incomplete_shell":
-            if int(args.get("seed", 0)) != 0:
-                raise ParameterError(
-                    "partial shells with a seed other than 0 have no shape code"
-                )
-            base, theta = _encode_base(str(args["shape"]), args["args"])
-            fam, theta = f"partial/{base}", theta + [float(args["fraction"])]
+            fam, theta = f"{head}/{base}", theta + [float(args[last])]
         elif maker == "relaxed":
             if args.get("method", "auto") != "auto":
                 raise ParameterError(
@@ -278,6 +270,13 @@ def encode(structure_type: str, builder: str | Mapping[str, Any]) -> tuple[str, 
     except (KeyError, TypeError, ValueError) as exc:
         raise ParameterError(f"builder {maker!r} arguments {args!r}: {exc}") from None
     return fam, np.asarray(theta, dtype=float)
+
+
+#: Builders of an ideal shape plus one number: family prefix and that argument.
+_ON_IDEAL = {
+    "vacancies": ("vacancies", "k"),
+    "imperfect.incomplete_shell": ("partial", "fraction"),
+}
 
 
 def _clean(family: str, theta: Any) -> list[float]:

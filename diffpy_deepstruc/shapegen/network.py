@@ -10,21 +10,19 @@ numbers); the DAE uses the prior mean as its latent point.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ParameterError
-from ..models import ModelConfig, PDFEncoder, _mlp
+from ..models import JSONConfig, ModelConfig, PDFEncoder, _mlp
 
 __all__ = ["CodeNet", "CodeNetConfig"]
 
 
 @dataclass(frozen=True)
-class CodeNetConfig:
+class CodeNetConfig(JSONConfig):
     """Architecture of a :class:`CodeNet` (stored in its checkpoint).
 
     Attributes
@@ -55,6 +53,8 @@ class CodeNetConfig:
     hidden: int = 256
     decoder_hidden: int = 512
 
+    _what = "shape-code model config"
+
     def __post_init__(self) -> None:
         if self.kind not in ("cvae", "dae"):
             raise ParameterError(f"model kind must be 'cvae' or 'dae', not {self.kind!r}")
@@ -75,21 +75,6 @@ class CodeNetConfig:
                 )
         object.__setattr__(self, "families", [str(f) for f in self.families])
         object.__setattr__(self, "conv_channels", tuple(int(c) for c in self.conv_channels))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able dictionary."""
-        d = dataclasses.asdict(self)
-        d["conv_channels"] = list(self.conv_channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CodeNetConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ParameterError."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        extra = set(d) - names
-        if extra:
-            raise ParameterError(f"unknown shape-code model config keys {sorted(extra)}")
-        return cls(**d)
 
     def encoder_config(self) -> ModelConfig:
         """The :class:`ModelConfig` of the PDF encoder."""
