@@ -10,6 +10,7 @@ import pytest
 
 from diffpy_deepstruc.catalog import rebuild_structure
 from diffpy_deepstruc.errors import CheckpointError, OutputExistsError, ParameterError
+from diffpy_deepstruc.shapegen.augment import geometry_key
 from diffpy_deepstruc.shapegen.codes import (
     alternative_roundings,
     build,
@@ -265,7 +266,9 @@ def test_training_writes_a_checkpoint_that_generates(tiny_models, kind):
     assert 1 <= len(a) <= 6
     assert [c.code for c in a] == [c.code for c in b]  # seeded
     keys = [json.dumps(c.code["entry"], sort_keys=True) for c in a]
-    assert len(set(keys)) == len(keys)  # distinct by default
+    assert len(set(keys)) == len(keys)  # distinct by default: entries ...
+    shapes = [geometry_key(c.xyz, c.scale) for c in a]
+    assert len(set(shapes)) == len(shapes)  # ... and atoms
     for c in a:
         assert c.n_atoms == len(c.structure) >= 4
         assert c.code["family"] in cfg["families"]
@@ -365,3 +368,15 @@ def test_evaluate_cli_sampling_options(tiny_models, capsys, tmp_path):
     code = main(base + ["--model", str(distance_model), "--temperature", "0"])
     assert code != 0
     assert "are for shape-code models" in capsys.readouterr().err
+
+
+def test_geometry_key_ignores_order_rotation_translation_and_scale():
+    atoms = rebuild_structure("icosahedron", "Au", {"shells": 2})
+    x = atoms.positions
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    moved = (x @ q.T + [1.0, -2.0, 3.0])[rng.permutation(len(x))]
+    nn = 2.88
+    assert geometry_key(x, nn) == geometry_key(moved, nn)
+    assert geometry_key(2 * x, 2 * nn) == geometry_key(x, nn)
+    assert geometry_key(x[:-1], nn) != geometry_key(x, nn)

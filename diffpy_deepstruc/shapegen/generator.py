@@ -23,6 +23,7 @@ from ..catalog import _physical
 from ..errors import ParameterError
 from ..generator import DEFAULT_UISO, Candidate, _as_pdf, check_metal, fit_scale
 from ..preprocess import PreprocessConfig, prepare_input
+from .augment import geometry_key
 from .codes import build, decode, family_slots
 from .network import CodeNet
 from .training import load_codegen
@@ -166,7 +167,8 @@ class ShapeGenerator:
         include_mean : bool
             The first candidate decodes the prior mean.
         distinct : bool
-            Redraw a sample whose builder entry repeats an earlier one (default: diverse
+            Redraw a sample whose builder entry or atoms (:func:`~diffpy_deepstruc.
+            shapegen.augment.geometry_key`) repeat an earlier one's (default: diverse
             candidates for screening); False keeps repeats, so the count of a
             structure among the samples says how probable the model finds it.
         roundings : int, optional
@@ -219,6 +221,11 @@ class ShapeGenerator:
                 if len(atoms) < MIN_ATOMS or not _physical(unit):
                     continue
                 seen.add(key)
+                if distinct:  # other arguments may build the same atoms
+                    shape = geometry_key(unit)
+                    if shape in seen:
+                        break
+                    seen.add(shape)
                 scale = fit_scale(unit, r, g, r1) if self.fit_scale else float(r1)
                 s = arrays_to_structure(
                     unit * scale,
