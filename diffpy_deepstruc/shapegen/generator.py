@@ -30,6 +30,9 @@ from .training import load_codegen
 
 __all__ = ["ShapeGenerator", "load_generator"]
 
+#: With ``distinct``, the spread of the latent draws doubles after every this many times
+#: ``n`` draws (up to 8 times the temperature's).
+WIDEN_EVERY = 2
 #: Fewest atoms of a candidate (smaller builds are redrawn).
 MIN_ATOMS = 4
 #: Latent draws tried per requested sample before giving up (duplicates and codes no
@@ -169,8 +172,10 @@ class ShapeGenerator:
         distinct : bool
             Redraw a sample whose builder entry or atoms (:func:`~diffpy_deepstruc.
             shapegen.augment.geometry_key`) repeat an earlier one's (default: diverse
-            candidates for screening); False keeps repeats, so the count of a
-            structure among the samples says how probable the model finds it.
+            candidates for screening; the spread of the draws doubles after every
+            ``2 n`` draws, up to 8 times, so that a confident model still yields ``n``
+            distinct shapes); False keeps repeats, so the count of a structure among
+            the samples says how probable the model finds it.
         roundings : int, optional
             After the prior-mean sample, this many of its code's
             :func:`~diffpy_deepstruc.shapegen.codes.alternative_roundings` (the integers
@@ -197,6 +202,9 @@ class ShapeGenerator:
         gen = torch.Generator().manual_seed(int(seed))
         n_draws = MAX_DRAWS_PER_SAMPLE * n
         eps = torch.randn((n_draws, mu.shape[1]), generator=gen)
+        if distinct:  # a narrow p(z | PDF) runs out of distinct shapes: widen the draws
+            block = torch.div(torch.arange(n_draws), WIDEN_EVERY * n, rounding_mode="floor")
+            eps = eps * (2.0 ** block.clamp(max=3)).unsqueeze(1)
         if include_mean:
             eps[0] = 0.0
         z = (mu + std * eps).numpy()
