@@ -244,6 +244,9 @@ def evaluate(
 
     ds = generator or load_generator(model_dir)
     meta = ds.meta
+    # the distance models' canonical frame; shape-code samples use the defaults
+    n_max = getattr(ds.model.config, "n_max", N_MAX_DEFAULT)
+    n_sat = getattr(ds.model.config, "n_satellites", 11)
     sp = meta.get("split", {})
     if split not in ("test", "val", "train"):
         raise ParameterError(f"split must be test, val or train, not {split!r}")
@@ -324,7 +327,7 @@ def evaluate(
         par = _params_row(cols, params[k])
         el = str(elements[srow])
         true_xyz = truths[int(srow)]
-        rep = encode(true_xyz, n_max=max(N_MAX_DEFAULT, len(true_xyz)), n_satellites=11)
+        rep = encode(true_xyz, n_max=max(n_max, len(true_xyz)), n_satellites=n_sat)
         true_c = rep.xyz()  # canonical frame, Angstrom
         pdf_in = (r_cat, g_cat[k])
         dec = _decoded(ds, pdf_in, samples, seed + k, el)

@@ -380,3 +380,16 @@ def test_geometry_key_ignores_order_rotation_translation_and_scale():
     assert geometry_key(x, nn) == geometry_key(moved, nn)
     assert geometry_key(2 * x, 2 * nn) == geometry_key(x, nn)
     assert geometry_key(x[:-1], nn) != geometry_key(x, nn)
+
+
+def test_evaluate_still_reads_a_distance_model(tmp_path):
+    from test_training import train_tiny_model
+
+    from diffpy_deepstruc.metrics import evaluate
+
+    model, cat = train_tiny_model(tmp_path)
+    rep = evaluate(model, cat, split="test", samples=3, progress=False)
+    o = rep["overall"]
+    assert rep["kind"] == "cvae" and rep["n_pdfs"] >= 1
+    assert 0.0 <= o["count_exact_any"] <= 1.0
+    assert "right_mean" not in o  # distance-model samples carry no type
