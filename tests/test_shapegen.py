@@ -278,6 +278,18 @@ def test_training_writes_a_checkpoint_that_generates(tiny_models, kind):
     assert len(rep) == 6
 
 
+def test_augmenting_needs_the_catalog_config(tmp_path):
+    from test_training import SMALL_PRE
+
+    from diffpy_deepstruc.errors import CatalogError
+    from diffpy_deepstruc.shapegen.training import TrainCodeConfig, train_codegen
+
+    cat = _tiny_catalog(tmp_path / "tiny.h5")  # written without the 'config' attribute
+    cfg = TrainCodeConfig(epochs=1, split_by="structure", augment=10)
+    with pytest.raises(CatalogError, match="no 'config' attribute"):
+        train_codegen(cat, tmp_path / "m", cfg, progress=False, preprocess=SMALL_PRE)
+
+
 def test_checkpoint_is_checked(tiny_models, tmp_path):
     import shutil
 
@@ -393,3 +405,25 @@ def test_evaluate_still_reads_a_distance_model(tmp_path):
     assert rep["kind"] == "cvae" and rep["n_pdfs"] >= 1
     assert 0.0 <= o["count_exact_any"] <= 1.0
     assert "right_mean" not in o  # distance-model samples carry no type
+
+
+def test_random_shapes_are_new_and_within_the_catalog_sizes():
+    from diffpy_deepstruc.catalog import CatalogConfig
+    from diffpy_deepstruc.shapegen.augment import random_shapes
+
+    config = CatalogConfig(elements=["Au"], n_min=5, n_max=60).to_dict()
+    held = build("sphere/fcc", [1.5, 0.0, 0.0, 0.0], "Au", 1.0)
+    exclude = {geometry_key(held.positions)}
+    codes = [np.array([1.5, 0.0, 0.0, 0.0]), np.array([2.0, 0.3, 0.2, 0.1])]
+    s = random_shapes(["sphere/fcc"] * 2, codes, 40, config, exclude, seed=0, chunks=2)
+    again = random_shapes(["sphere/fcc"] * 2, codes, 40, config, exclude, seed=0, chunks=2)
+    assert s.entries == again.entries  # seeded
+    assert len(s.families) >= 5 and set(s.families) == {"sphere/fcc"}
+    assert np.all((s.natoms >= 5) & (s.natoms <= 60))
+    keys = set()
+    for fam, theta in zip(s.families, s.theta, strict=True):
+        atoms = build(fam, theta, "Au", 1.0)
+        keys.add(geometry_key(atoms.positions))
+    assert len(keys) == len(s.families)  # no repeats
+    assert not keys & exclude  # the held-out shape never comes back
+    assert s.g.shape == (2 * len(s.families), 600) and np.all(np.isfinite(s.g))

@@ -206,6 +206,157 @@ def _check_out(out_dir: Path, force: bool) -> None:
         raise OutputExistsError(f"{out_dir}: a checkpoint exists there; pass --force")
 
 
+@dataclass
+class _Arrays:
+    """What the loop reads: PDFs ``[P, L]``, each PDF's structure (catalog rows, then
+    the random shapes), each structure's family, normalised code and slot mask, the
+    training and validation PDF rows, and the code statistics."""
+
+    pdf: np.ndarray
+    structure_of: np.ndarray
+    family: np.ndarray
+    theta: np.ndarray
+    mask: np.ndarray
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    table: CodeTable
+    split: dict
+    n_augmented: int
+    elements: list
+
+
+def _arrays(catalog, cfg: TrainCodeConfig, pre, cache_dir, progress, rng) -> _Arrays:
+    """The catalog's PDFs and codes, split, normalised, plus the random shapes."""
+    import h5py
+
+    from ..training import _pdf_rows, _str_array, prepare_data, split_structures
+
+    data = prepare_data(catalog, pre, cache_dir=cache_dir, progress=progress)
+    with h5py.File(catalog, "r") as h5:
+        builders = _str_array(h5["structures/builder"])
+    table = code_table(data.types, builders)
+    groups = np.arange(len(data.shape_of)) if cfg.split_by == "structure" else data.shape_of
+    split = split_structures(data.types, groups, cfg.seed, cfg.split_fractions)
+    coded = table.family >= 0
+    train_s = split["train"][coded[split["train"]]]
+    mean, std = _stats(table, train_s)
+    ok = np.flatnonzero(coded)
+    theta = np.zeros_like(table.theta)
+    theta[ok] = (table.theta[ok] - mean[table.family[ok]]) / std[table.family[ok]]
+
+    def rows_of(structs: np.ndarray) -> np.ndarray:
+        r = _pdf_rows(data, structs)
+        return r[coded[data.pdf_structure[r]]]
+
+    a = _Arrays(
+        pdf=data.pdf,
+        structure_of=data.pdf_structure,
+        family=table.family,
+        theta=theta,
+        mask=table.mask,
+        train_rows=rows_of(split["train"]),
+        val_rows=rows_of(split["val"]),
+        mean=mean,
+        std=std,
+        table=table,
+        split=split,
+        n_augmented=0,
+        elements=sorted({str(e) for e in data.elements}),
+    )
+    if cfg.augment:
+        aug = _augmented(catalog, data, table, train_s, cfg, pre, cache_dir)
+        M, P = len(a.family), len(a.pdf)
+        a_th = (aug["theta"] - mean[aug["family"]]) / std[aug["family"]]
+        a.pdf = np.concatenate([a.pdf, aug["pdf"]])
+        a.structure_of = np.concatenate([a.structure_of, M + aug["shape_of"]])
+        a.family = np.concatenate([a.family, aug["family"]])
+        a.mask = np.concatenate([a.mask, aug["mask"]])
+        a.theta = np.concatenate([a.theta, (a_th * aug["mask"]).astype(np.float32)])
+        a.train_rows = np.concatenate([a.train_rows, P + np.arange(len(aug["pdf"]))])
+        a.n_augmented = len(aug["family"])
+    if cfg.max_val_pdfs and len(a.val_rows) > cfg.max_val_pdfs:
+        a.val_rows = np.sort(rng.choice(a.val_rows, cfg.max_val_pdfs, replace=False))
+    return a
+
+
+def _fit(model: CodeNet, a: _Arrays, cfg: TrainCodeConfig, rng, progress, t0):
+    """The epochs; the model ends with the weights of the best validation score.
+
+    Returns
+    -------
+    (log rows, best epoch, best score)
+    """
+    pdf, fam = torch.from_numpy(a.pdf), torch.from_numpy(a.family)
+    theta, mask = torch.from_numpy(a.theta), torch.from_numpy(a.mask)
+
+    def batch(rows):
+        s = torch.from_numpy(a.structure_of[rows])
+        return pdf[torch.from_numpy(rows)], fam[s], theta[s], mask[s]
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = int(np.ceil(len(a.train_rows) / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1
+    )
+    log: list[dict[str, float]] = []
+    best, best_state, best_epoch = np.inf, None, -1
+    for epoch in range(cfg.epochs):
+        model.train()
+        beta = cfg.beta * min(1.0, (epoch + 1) / max(cfg.anneal_epochs, 1))
+        perm = rng.permutation(a.train_rows)
+        it = range(steps)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(
+                it, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, mininterval=5
+            )
+        tot = 0.0
+        for k in it:
+            rows = perm[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+            loss, _ = _losses(model, *batch(rows), cfg, beta)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            sched.step()
+            tot += float(loss.detach())
+        model.eval()
+        with torch.no_grad():
+            vals = [
+                _losses(model, *batch(a.val_rows[i : i + 512]), cfg, beta)[1]
+                for i in range(0, len(a.val_rows), 512)
+            ]
+        v = {k: float(np.mean([float(d[k]) for d in vals])) for k in vals[0]}
+        # what decoding gets wrong at the prior mean: the family (argmax) and the numbers
+        score = (1.0 - v["acc_mean"]) + cfg.code_weight * v["mse_mean"]
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": tot / steps,
+            "val_score": score,
+            **{f"val_{k}": x for k, x in v.items()},
+            "seconds": time.time() - t0,
+        }
+        log.append(row)
+        if progress:
+            print(json.dumps(row), file=sys.stderr, flush=True)
+        if score < best:
+            best, best_epoch = score, epoch + 1
+            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
+        if cfg.time_limit and time.time() - t0 > cfg.time_limit:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    if model.kind == "dae":
+        with torch.no_grad():
+            sub = rng.choice(a.train_rows, min(4096, len(a.train_rows)), replace=False)
+            mu = model.prior(model.condition(pdf[torch.from_numpy(sub)]))[0]
+            model.latent_noise.copy_(0.25 * mu.std(0))
+    return log, best_epoch, best
+
+
 def train_codegen(
     catalog: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -236,12 +387,9 @@ def train_codegen(
     Returns
     -------
     dict
-        Summary: epochs run, best epoch, validation accuracy, seconds.
+        Summary: random shapes added, epochs run, best epoch and its validation row,
+        seconds.
     """
-    import h5py
-
-    from ..training import _pdf_rows, _str_array, prepare_data, split_structures
-
     cfg = cfg or TrainCodeConfig()
     out = Path(out_dir)
     _check_out(out, force)
@@ -249,145 +397,42 @@ def train_codegen(
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     pre = preprocess or PreprocessConfig()
-    data = prepare_data(catalog, pre, cache_dir=cache_dir, progress=progress)
-    with h5py.File(catalog, "r") as h5:
-        builders = _str_array(h5["structures/builder"])
-    table = code_table(data.types, builders)
-    groups = np.arange(len(data.shape_of)) if cfg.split_by == "structure" else data.shape_of
-    split = split_structures(data.types, groups, cfg.seed, cfg.split_fractions)
-    coded = table.family >= 0
-    train_s = split["train"][coded[split["train"]]]
-    mean, std = _stats(table, train_s)
-    theta_n = np.zeros_like(table.theta)
-    ok = np.flatnonzero(coded)
-    theta_n[ok] = (table.theta[ok] - mean[table.family[ok]]) / std[table.family[ok]]
-
-    def rows_of(structs: np.ndarray) -> np.ndarray:
-        r = _pdf_rows(data, structs)
-        return r[coded[data.pdf_structure[r]]]
-
-    train_rows, val_rows = rows_of(split["train"]), rows_of(split["val"])
-    pdf_np, s_of = data.pdf, data.pdf_structure
-    fam_np, mask_np = table.family, table.mask
-    n_aug = 0
-    if cfg.augment:
-        aug = _augmented(catalog, data, table, train_s, cfg, pre, cache_dir)
-        n_aug = len(aug["family"])
-        M, P = len(table.family), len(pdf_np)
-        pdf_np = np.concatenate([pdf_np, aug["pdf"]])
-        s_of = np.concatenate([s_of, M + aug["shape_of"]])
-        fam_np = np.concatenate([fam_np, aug["family"]])
-        mask_np = np.concatenate([mask_np, aug["mask"]])
-        a_th = (aug["theta"] - mean[aug["family"]]) / std[aug["family"]]
-        theta_n = np.concatenate([theta_n, (a_th * aug["mask"]).astype(np.float32)])
-        train_rows = np.concatenate([train_rows, P + np.arange(len(aug["pdf"]))])
     rng = np.random.default_rng(cfg.seed + 1)
-    if cfg.max_val_pdfs and len(val_rows) > cfg.max_val_pdfs:
-        val_rows = np.sort(rng.choice(val_rows, cfg.max_val_pdfs, replace=False))
-    mcfg = CodeNetConfig(
-        kind=cfg.kind,
-        families=table.families,
-        n_slots=int(table.theta.shape[1]),
-        n_points=pre.n_points,
-        latent=cfg.latent,
-        **cfg.model,
+    a = _arrays(catalog, cfg, pre, cache_dir, progress, rng)
+    model = CodeNet(
+        CodeNetConfig(
+            kind=cfg.kind,
+            families=a.table.families,
+            n_slots=int(a.table.theta.shape[1]),
+            n_points=pre.n_points,
+            latent=cfg.latent,
+            **cfg.model,
+        )
     )
-    model = CodeNet(mcfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    pdf = torch.from_numpy(pdf_np)
-    fam_t = torch.from_numpy(fam_np)
-    th_t = torch.from_numpy(theta_n)
-    mk_t = torch.from_numpy(mask_np)
-
-    def batch(rows):
-        s = torch.from_numpy(s_of[rows])
-        return pdf[torch.from_numpy(rows)], fam_t[s], th_t[s], mk_t[s]
-
-    steps = int(np.ceil(len(train_rows) / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1
-    )
-    log: list[dict[str, float]] = []
-    best, best_state, best_epoch = np.inf, None, -1
-    for epoch in range(cfg.epochs):
-        model.train()
-        beta = cfg.beta * min(1.0, (epoch + 1) / max(cfg.anneal_epochs, 1))
-        perm = rng.permutation(train_rows)
-        it = range(steps)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(
-                it, desc=f"epoch {epoch + 1}/{cfg.epochs}", file=sys.stderr, mininterval=5
-            )
-        tot = 0.0
-        for k in it:
-            loss, _ = _losses(
-                model,
-                *batch(perm[k * cfg.batch_size : (k + 1) * cfg.batch_size]),
-                cfg,
-                beta,
-            )
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            sched.step()
-            tot += float(loss.detach())
-        model.eval()
-        with torch.no_grad():
-            vals = [
-                _losses(model, *batch(val_rows[a : a + 512]), cfg, beta)[1]
-                for a in range(0, len(val_rows), 512)
-            ]
-        v = {k: float(np.mean([float(d[k]) for d in vals])) for k in vals[0]}
-        # what decoding gets wrong at the prior mean: the family (argmax) and the numbers
-        score = (1.0 - v["acc_mean"]) + cfg.code_weight * v["mse_mean"]
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": tot / steps,
-            "val_score": score,
-            **{f"val_{k}": x for k, x in v.items()},
-            "seconds": time.time() - t0,
-        }
-        log.append(row)
-        if progress:
-            print(json.dumps(row), file=sys.stderr, flush=True)
-        if score < best:
-            best, best_epoch = score, epoch + 1
-            best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
-        if cfg.time_limit and time.time() - t0 > cfg.time_limit:
-            break
-    model.load_state_dict(best_state)
-    model.eval()
-    if model.kind == "dae":
-        with torch.no_grad():
-            sub = rng.choice(train_rows, min(4096, len(train_rows)), replace=False)
-            mu = model.prior(model.condition(pdf[torch.from_numpy(sub)]))[0]
-            model.latent_noise.copy_(0.25 * mu.std(0))
+    log, best_epoch, best = _fit(model, a, cfg, rng, progress, t0)
     config = {
         "kind": cfg.kind,
-        "families": table.families,
-        "theta_mean": mean.tolist(),
-        "theta_std": std.tolist(),
+        "families": a.table.families,
+        "theta_mean": a.mean.tolist(),
+        "theta_std": a.std.tolist(),
         "preprocess": pre.to_dict(),
         "sampling": {"temperature": cfg.temperature, "roundings": cfg.roundings},
-        "elements": sorted({str(e) for e in data.elements}),
+        "elements": a.elements,
         "catalog": {
             "file": Path(catalog).name,
             "sha256": sha256_file(catalog),
-            "skipped": table.skipped,
+            "skipped": a.table.skipped,
         },
         "split": {
             "by": cfg.split_by,
             "seed": cfg.seed,
             "fractions": list(cfg.split_fractions),
-            "test": split["test"].tolist(),
-            "val": split["val"].tolist(),
+            "test": a.split["test"].tolist(),
+            "val": a.split["val"].tolist(),
         },
         "training": {
             **asdict(cfg),
-            "augmented_shapes": n_aug,
+            "augmented_shapes": a.n_augmented,
             "best_epoch": best_epoch,
             "best_val_score": best,
             "seconds": time.time() - t0,
@@ -398,7 +443,7 @@ def train_codegen(
     lines = [",".join(log[0])] + [",".join(f"{x:.6g}" for x in r.values()) for r in log]
     atomic_write_text(out / "loss_log.csv", "\n".join(lines) + "\n", overwrite=True)
     return {
-        "augmented_shapes": n_aug,
+        "augmented_shapes": a.n_augmented,
         "best_epoch": best_epoch,
         "epochs": len(log),
         "val": log[best_epoch - 1],
@@ -455,6 +500,12 @@ def _augmented(catalog, data, table: CodeTable, train_s, cfg, pre, cache_dir) ->
             table.theta[i, : int(table.mask[i].sum())],
         )
     with h5py.File(catalog, "r") as h5:
+        if "config" not in h5.attrs:
+            raise CatalogError(
+                f"{catalog}: no 'config' attribute (instrument ranges, noise, sizes); "
+                "random shapes need it: build the catalog with `deepstruc catalog`, or "
+                "train with --augment 0"
+            )
         config = json.loads(h5.attrs["config"])
         r = h5["r"][()]
     shapes = random_shapes(
