@@ -32,6 +32,35 @@ def _first_pdf_rows(pdf_structure: np.ndarray, structures: np.ndarray) -> np.nda
     return np.array([first[int(s)] for s in structures if int(s) in first])
 
 
+def _strip(gen, z0: np.ndarray, z1: np.ndarray, steps: int, path: str) -> list[str]:
+    """Build the codes along ``z0 -> z1`` (the first buildable of each point's two
+    most probable) and draw them side by side; returns the captions."""
+    from diffpy_deepstruc.errors import ParameterError
+    from diffpy_deepstruc.plots import plot_structure_row
+    from diffpy_deepstruc.shapegen.codes import build
+
+    structures, labels = [], []
+    for options in gen.codes(np.linspace(z0, z1, steps)):
+        for fam, theta, _p in options:
+            try:
+                atoms = build(fam, theta, "Au")
+            except ParameterError:
+                continue
+            structures.append(atoms)
+            labels.append(f"{len(atoms)}\n{fam}")
+            break
+        else:
+            labels.append("(!) no build")
+    plot_structure_row(
+        structures,
+        [lab for lab in labels if not lab.startswith("(!)")],
+        path,
+        title=f"{gen.kind.upper()} shape-code latent: fcc -> icosahedron (test PDFs)",
+        overwrite=True,
+    )
+    return labels
+
+
 def main(argv: list[str] | None = None) -> int:
     import h5py
     import torch
@@ -55,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", help="write the 2-D map here (PNG)")
     ap.add_argument("--data", nargs="*", default=[], help="measured PDFs as FILE:ELEMENT")
     ap.add_argument("--json", help="write the numbers here")
+    ap.add_argument(
+        "--strip",
+        help="write the structures along the interpolation from the first test fcc "
+        "structure to the first test icosahedron here (PNG)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -124,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
                     valid += 1
                     break
     out["interpolation_valid"] = valid / max(total, 1)
+    if args.strip:
+        ends = [
+            n_tr + int(np.flatnonzero(types[test_s] == t)[0])
+            for t in ("fcc", "icosahedron")
+        ]
+        out["strip"] = _strip(gen, z[ends[0]], z[ends[1]], args.steps, args.strip)
     out["interpolation_steps"] = total
     placed = {}
     for item in args.data:
