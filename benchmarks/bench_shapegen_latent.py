@@ -25,13 +25,6 @@ import json
 import numpy as np
 
 
-def _first_pdf_rows(pdf_structure: np.ndarray, structures: np.ndarray) -> np.ndarray:
-    first: dict[int, int] = {}
-    for j, s in enumerate(pdf_structure):
-        first.setdefault(int(s), j)
-    return np.array([first[int(s)] for s in structures if int(s) in first])
-
-
 def _strip(gen, z0: np.ndarray, z1: np.ndarray, steps: int, path: str) -> list[str]:
     """Build the codes along ``z0 -> z1`` (the first buildable of each point's two
     most probable) and draw them side by side; returns the captions."""
@@ -68,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffpy_deepstruc.catalog import _physical
     from diffpy_deepstruc.errors import ParameterError
     from diffpy_deepstruc.latent import LatentMap, knn_type_accuracy, stacking_spearman
+    from diffpy_deepstruc.metrics import first_pdf_rows
     from diffpy_deepstruc.pdfdata import load_pdf
     from diffpy_deepstruc.preprocess import BatchResampler
     from diffpy_deepstruc.shapegen import ShapeGenerator
@@ -105,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         train_s = np.sort(rng.choice(train_s, min(args.train_count, len(train_s)), False))
         test_s = np.asarray(split["test"])
         structs = np.concatenate([train_s, test_s])
-        rows = _first_pdf_rows(h5["pdfs/structure"][()], structs)
+        rows = first_pdf_rows(h5["pdfs/structure"][()], structs)
         g = np.stack([h5["pdfs/g"][j] for j in rows])
         r = h5["r"][()]
     x, _ = BatchResampler(r, gen.preprocess_config)(g)

@@ -899,6 +899,10 @@ class _Search:
             return max(int(n_added), int(n_removed))
         return int(n_added) + int(n_removed)
 
+    def k_move(self, c: _Candidate) -> int:
+        """:meth:`k_sites` of a candidate move."""
+        return self.k_sites(len(c.added), len(c.removed))
+
     def score(self, rss_old: float, rss_new: float, n_sites: int, screen: bool) -> float:
         return self.decide(
             rss_old, rss_new, n_sites, self.chi[1] if screen else self.chi[0]
@@ -1314,7 +1318,7 @@ class _Search:
                     rss, _ = m.rss(base + c, True)
                 self.n_evaluated += len(recuts)
                 sc = [
-                    self.score(rss0, v, self.k_sites(len(rc.added), len(rc.removed)), True)
+                    self.score(rss0, v, self.k_move(rc), True)
                     for rc, v in zip(recuts, rss.tolist(), strict=True)
                 ]
                 for k in np.argsort(sc)[::-1][:2]:
@@ -1335,18 +1339,14 @@ class _Search:
             full = m.calc(h_t[None] + dh.to(m.device), kern, False)
             rss_full = m.rss(full, False)[0].cpu().numpy()
         full_sc = [
-            self.score(
-                self.rss, float(v), self.k_sites(len(c.added), len(c.removed)), False
-            )
+            self.score(self.rss, float(v), self.k_move(c), False)
             for c, v in zip(short, rss_full, strict=True)
         ]
         for rank, k in enumerate(np.argsort(full_sc)[::-1][:3]):
             c = short[int(k)]
             h_new = self.h + c.dh
             th, rss, s_ = m.refine(h_new, self.theta, steps=1 if rank == 0 else 2)
-            sc = self.score(
-                self.rss, rss, self.k_sites(len(c.added), len(c.removed)), False
-            )
+            sc = self.score(self.rss, rss, self.k_move(c), False)
             if sc > 0:
                 self._apply(c, (th, rss, s_, h_new), sc)
                 self.stuck = False
@@ -1358,7 +1358,7 @@ class _Search:
 
     def _apply(self, c: _Candidate, fit, score: float) -> None:
         th, rss, s, h_new = fit
-        n_sites = self.k_sites(len(c.added), len(c.removed))
+        n_sites = self.k_move(c)
         keep = np.ones(len(self.x), dtype=bool)
         keep[c.removed] = False
         removed_pos = self.x[c.removed].copy()

@@ -36,6 +36,7 @@ __all__ = [
     "coordinate_mae",
     "pdf_agreement",
     "evaluate",
+    "first_pdf_rows",
     "sites_matched",
     "summarize",
     "COMPARE_RMIN",
@@ -290,10 +291,7 @@ def evaluate(
             rows = np.array(sorted(keep))
             subset = True
         pstruct = h5["pdfs/structure"][()]
-        first = {}
-        for j, s in enumerate(pstruct):
-            first.setdefault(int(s), j)
-        pdf_rows = [first[int(s)] for s in rows if int(s) in first]
+        pdf_rows = first_pdf_rows(pstruct, rows).tolist()
         r_cat = h5["r"][()]
         g_cat = np.stack([h5["pdfs/g"][j] for j in pdf_rows]) if pdf_rows else None
         pds = h5["pdfs/params"]
@@ -396,6 +394,15 @@ def evaluate(
         per_pdf=per_pdf,
     )
     return report
+
+
+def first_pdf_rows(pdf_structure: np.ndarray, structures: np.ndarray) -> np.ndarray:
+    """The first PDF row (``/pdfs/structure`` order) of each of ``structures``, in their
+    order; structures without a PDF are skipped."""
+    first: dict[int, int] = {}
+    for j, s in enumerate(pdf_structure):
+        first.setdefault(int(s), j)
+    return np.array([first[int(s)] for s in structures if int(s) in first], dtype=np.int64)
 
 
 #: Atom slots of the canonical frame when a structure has no more atoms.

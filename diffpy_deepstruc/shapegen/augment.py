@@ -34,7 +34,11 @@ SPAN_MARGIN = 0.1
 
 def geometry_key(xyz: np.ndarray, nn: float = 1.0) -> str:
     """Digest of a geometry: atom count and sorted pair distances (in ``nn`` units,
-    rounded to 1e-3), independent of atom order, rotation and translation."""
+    rounded to 1e-3), independent of atom order, rotation and translation.
+
+    The fingerprint of :class:`diffpy_deepstruc.clusters.DistinctGeometries` as a
+    hashable string, so that the sets of shapes to avoid can go to worker processes.
+    """
     x = np.asarray(xyz, float) / float(nn)
     d = np.linalg.norm(x[:, None] - x[None], axis=-1)[np.triu_indices(len(x), 1)]
     q = np.round(np.sort(d), 3).astype(np.float32)

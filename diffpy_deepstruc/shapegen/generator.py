@@ -20,10 +20,10 @@ import numpy as np
 import torch
 
 from ..catalog import _physical
+from ..clusters import DistinctGeometries
 from ..errors import ParameterError
 from ..generator import DEFAULT_UISO, Candidate, _as_pdf, check_metal, fit_scale
 from ..preprocess import PreprocessConfig, prepare_input
-from .augment import geometry_key
 from .codes import build, decode, family_slots
 from .network import CodeNet
 from .training import load_codegen
@@ -170,8 +170,9 @@ class ShapeGenerator:
         include_mean : bool
             The first candidate decodes the prior mean.
         distinct : bool
-            Redraw a sample whose builder entry or atoms (:func:`~diffpy_deepstruc.
-            shapegen.augment.geometry_key`) repeat an earlier one's (default: diverse
+            Redraw a sample whose builder entry or atoms (the catalog's rule,
+            :class:`~diffpy_deepstruc.clusters.DistinctGeometries`) repeat an earlier
+            one's (default: diverse
             candidates for screening; the spread of the draws doubles after every
             ``2 n`` draws, up to 8 times, so that a confident model still yields ``n``
             distinct shapes); False keeps repeats, so the count of a structure among
@@ -213,6 +214,7 @@ class ShapeGenerator:
         nn = nearest_neighbour_distance(sym)
         out: list[Candidate] = []
         seen: set[str] = set()
+        shapes = DistinctGeometries()
         for k, options in self._proposals(z, roundings if include_mean else 0):
             if len(out) == n:
                 break
@@ -229,11 +231,9 @@ class ShapeGenerator:
                 if len(atoms) < MIN_ATOMS or not _physical(unit):
                     continue
                 seen.add(key)
-                if distinct:  # other arguments may build the same atoms
-                    shape = geometry_key(unit)
-                    if shape in seen:
-                        break
-                    seen.add(shape)
+                # other arguments may build the same atoms
+                if distinct and not shapes.add(unit):
+                    break
                 scale = fit_scale(unit, r, g, r1) if self.fit_scale else float(r1)
                 s = arrays_to_structure(
                     unit * scale,

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as fn
 
-from ..checkpoint import sha256_file
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, sha256_file
 from ..errors import CatalogError, CheckpointError, OutputExistsError, ParameterError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from ..preprocess import PreprocessConfig
@@ -45,8 +45,6 @@ __all__ = [
 
 FORMAT = "diffpy-deepstruc-shapegen"
 FORMAT_VERSION = 1
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
 
 
 @dataclass
