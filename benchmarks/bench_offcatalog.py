@@ -142,22 +142,31 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--model",
+        nargs="+",
         default=None,
-        help="checkpoint folder (a distance or a shape-code model; default: shipped)",
+        help="checkpoint folders or shipped names (distance or shape-code models, "
+        "see deepstruc solve --model; default: solve's, pretrained and shapecode)",
+    )
+    ap.add_argument(
+        "--search-k",
+        type=int,
+        default=None,
+        help="shape-code samples walked to better codes (solve's default 3; 0: none)",
     )
     args = ap.parse_args(argv)
 
     import torch
     from offcatalog import KINDS, make_offcatalog
 
-    from diffpy_deepstruc.generator import DeepStruc
-    from diffpy_deepstruc.shapegen import load_generator
+    from diffpy_deepstruc.solve import load_models
 
     torch.set_num_threads(1)
-    model = load_generator(args.model) if args.model else DeepStruc.pretrained()
+    model = load_models(args.model)
     opts = {"complete_k": 0} if args.no_complete else {}
     if args.library_k is not None:
         opts["library_k"] = args.library_k
+    if args.search_k is not None:
+        opts["search_k"] = args.search_k
     rows = []
     for kind in args.kinds or KINDS:
         for p in make_offcatalog(kind, args.count):

@@ -162,21 +162,25 @@ def check_series_outdir(
     return out
 
 
-# one model per worker process, loaded once for all the PDFs it solves
-_MODELS: dict[tuple[str | None, float], Any] = {}
+# the models of a worker process, loaded once for all the PDFs it solves
+_MODELS: dict[tuple, list[Any]] = {}
 
 
-def _model(path: str | None) -> Any:
-    from .generator import DeepStruc
+def _models(paths: Sequence[str] | None) -> list[Any]:
+    """The generators of checkpoint folders (None: the shipped ones), cached per
+    process by path and weights file time."""
+    from .solve import load_models
 
-    try:
-        key = (path, Path(path, "model.safetensors").stat().st_mtime if path else 0.0)
-    except OSError:
-        key = (path, -1.0)  # DeepStruc.load says what is wrong
-    if key not in _MODELS:
+    key = []
+    for p in paths or ():
+        try:
+            key.append((p, Path(p, "model.safetensors").stat().st_mtime))
+        except OSError:
+            key.append((p, -1.0))  # load_models says what is wrong
+    if tuple(key) not in _MODELS:
         _MODELS.clear()
-        _MODELS[key] = DeepStruc.load(path) if path else DeepStruc.pretrained()
-    return _MODELS[key]
+        _MODELS[tuple(key)] = load_models(paths)
+    return _MODELS[tuple(key)]
 
 
 def _same_run(summary: dict[str, Any], opts: dict[str, Any]) -> str | None:
@@ -184,16 +188,17 @@ def _same_run(summary: dict[str, Any], opts: dict[str, Any]) -> str | None:
     why = []
     if int(summary.get("seed", -1)) != int(opts.get("seed", 0)):
         why.append(f"seed {summary.get('seed')} != {opts.get('seed', 0)}")
-    if int(summary.get("n_sampled", -1)) != int(opts.get("n", 20)):
-        why.append(f"n {summary.get('n_sampled')} != {opts.get('n', 20)}")
+    done = summary.get("options") or {}
+    n_done = done.get("n", summary.get("n_sampled", -1))
+    if int(n_done) != int(opts.get("n", 20)):
+        why.append(f"n {n_done} != {opts.get('n', 20)}")
     el = opts.get("element")
     if el is not None:
         from .elements import normalize_element
 
         if summary.get("element") != normalize_element(el):
             why.append(f"element {summary.get('element')} != {el}")
-    done = summary.get("options") or {}
-    for k in ("library_k", "refine_k", "complete_k"):
+    for k in ("library_k", "refine_k", "complete_k", "search_k"):
         if k in opts and k in done and int(opts[k]) != int(done[k]):
             why.append(f"{k} {done[k]} != {opts[k]}")
     st = summary.get("settings") or {}
@@ -227,8 +232,8 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
         Its result folder.
     options : dict
         Keyword arguments of :func:`~diffpy_deepstruc.solve.solve` (``n``,
-        ``element``, ``seed``, ``qmax``...) plus ``model`` (a checkpoint folder or None
-        for the shipped model), ``force`` and ``threads`` (torch threads in this worker).
+        ``element``, ``seed``, ``qmax``...) plus ``model`` (a list of checkpoint
+        folders, or None for the shipped models), ``force`` and ``threads`` (torch threads in this worker).
 
     Returns
     -------
@@ -243,7 +248,7 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
     row: dict[str, Any] = dict.fromkeys(SERIES_COLUMNS, "")
     row.update(file=str(path), outdir=str(outdir))
     opts = dict(options)
-    model_path = opts.pop("model", None)
+    model_paths = opts.pop("model", None)
     force = bool(opts.pop("force", False))
     threads = opts.pop("threads", None)
     summary = Path(outdir) / "summary.json"
@@ -266,10 +271,12 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
                     )
                 return _row_from_summary(row, earlier)
         pdf = load_pdf(path)  # a bad file fails before its folder is made
-        model = _model(model_path)
+        models = _models(model_paths)
         prepare_outdir(outdir, force=True, resume=True)  # keeps partial/ (same-run only)
-        res = solve(pdf, model=model, outdir=outdir, resume=True, workers=1, **opts)
-        write_solution(res, outdir, latent_map=shipped_map_or_none(model), overwrite=True)
+        res = solve(pdf, model=models, outdir=outdir, resume=True, workers=1, **opts)
+        write_solution(
+            res, outdir, latent_map=shipped_map_or_none(models[0]), overwrite=True
+        )
         best = res.best
         row.update(
             status="ok",
@@ -334,7 +341,8 @@ def solve_series(
     on_row : callable, optional
         Called with each finished row (e.g. to print it).
     **options
-        Passed to :func:`solve_file` (``model`` is made an absolute path).
+        Passed to :func:`solve_file` (``model``, one checkpoint folder or a list,
+        becomes a list of absolute paths).
 
     Returns
     -------
@@ -357,7 +365,9 @@ def solve_series(
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"{out} exists and is not a folder")
     if options.get("model"):
-        options["model"] = str(Path(options["model"]).resolve())
+        paths = options["model"]
+        paths = [paths] if isinstance(paths, str | os.PathLike) else paths
+        options["model"] = [str(Path(m).resolve()) for m in paths]
     out.mkdir(parents=True, exist_ok=True)
     tasks = [(str(f), str(out / f.stem)) for f in files]
     rows: dict[str, dict[str, Any]] = {

@@ -427,3 +427,58 @@ def test_random_shapes_are_new_and_within_the_catalog_sizes():
     assert len(keys) == len(s.families)  # no repeats
     assert not keys & exclude  # the held-out shape never comes back
     assert s.g.shape == (2 * len(s.families), 600) and np.all(np.isfinite(s.g))
+
+
+def test_solve_samples_from_several_models(tiny_models, tmp_path):
+    """``--model`` twice: each model draws ``-n`` samples, numbered in blocks, and the
+    shape-code samples say their builder; a series takes the same list."""
+    import csv
+
+    from test_solve_cli import cli, tiny_model_dir, write_au_pdf
+
+    from diffpy_deepstruc.batch import solve_series
+
+    d, _ = tiny_models
+    au = write_au_pdf(tmp_path / "au.gr")
+    out = tmp_path / "res"
+    rc, stdout, err = cli(
+        "solve", au, "-o", out, "--model", tiny_model_dir(), "--model", d / "cvae",
+        "-n", 3, "--workers", 1, "--no-progress", "--no-complete", "--library-k", 0,
+    )  # fmt: skip
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_sampled"] == 6 and summary["options"]["n"] == 3
+    assert summary["model"].count("+") == 1 and "shape-code cvae" in summary["model"]
+    with open(out / "screening.csv", newline="") as fh:
+        screened = list(csv.DictReader(fh))
+    distance = [int(r["sample"]) for r in screened if r["source"] == "model"]
+    coded = [r for r in screened if r["source"].startswith("shape-code model: ")]
+    assert distance and coded and all(0 <= i < 3 for i in distance)
+    assert all(3 <= int(r["sample"]) < 6 for r in coded)
+    with open(out / "ranking.csv", newline="") as fh:
+        ranked = list(csv.DictReader(fh))
+    for r in ranked:  # the map's coordinates belong to the distance model's samples
+        assert (r["z1"] != "") == (r["source"] == "model")
+    rows = solve_series(
+        [au], tmp_path / "series", model=[tiny_model_dir(), d / "cvae"], n=2,
+        library_k=0, complete_k=0, progress=False,
+    )  # fmt: skip
+    assert [r["status"] for r in rows] == ["ok"]
+    summary = json.loads((tmp_path / "series" / "au" / "summary.json").read_text())
+    assert summary["n_sampled"] == 4
+
+
+def test_shipped_models_are_both_kinds():
+    from diffpy_deepstruc.generator import DeepStruc
+    from diffpy_deepstruc.shapegen import ShapeGenerator
+    from diffpy_deepstruc.solve import default_models
+
+    distance, coded = default_models()
+    assert isinstance(distance, DeepStruc) and isinstance(coded, ShapeGenerator)
+    assert distance.kind == coded.kind == "cvae"
+    dae = ShapeGenerator.pretrained("dae")
+    assert dae.kind == "dae" and dae.families == coded.families
+    # shipped: trained on every shape (a structure-wise split, as the distance model)
+    assert coded.meta["split"]["by"] == "structure"
+    with pytest.raises(ParameterError, match="kind must be"):
+        ShapeGenerator.pretrained("vae")

@@ -18,8 +18,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         required=True,
-        help="model folder (config.json + "
-        "model.safetensors), or 'pretrained' / 'pretrained-dae'",
+        help="model folder (config.json + model.safetensors), or a shipped model: "
+        "pretrained, pretrained-dae (distance), shapecode, shapecode-dae",
     )
     p.add_argument("--catalog", required=True, help="the catalog the model was trained on")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
@@ -62,20 +62,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args) -> int:
     from ..errors import ParameterError
     from ..fileio import atomic_write_text, check_writable
-    from ..generator import DeepStruc
     from ..metrics import evaluate, format_table
 
     if args.samples < 1:
         raise ParameterError("--samples must be >= 1")
     if args.output:
         check_writable(args.output, args.force)
-    model = args.model
-    if model in ("pretrained", "pretrained-dae"):
-        gen = DeepStruc.pretrained("dae" if model.endswith("dae") else "cvae")
-    else:
-        from ..shapegen.generator import load_generator
+    from ..shapegen.generator import load_generator
 
-        gen = load_generator(model)
+    gen = load_generator(args.model)
     sampling = {"temperature": args.temperature, "roundings": args.roundings}
     if any(v is not None for v in sampling.values()):
         from ..shapegen import ShapeGenerator
@@ -84,7 +79,7 @@ def run(args) -> int:
             raise ParameterError("--temperature and --roundings are for shape-code models")
         gen = ShapeGenerator(gen.model, gen.meta, **sampling)
     rep = evaluate(
-        model,
+        args.model,
         args.catalog,
         split=args.split,
         samples=args.samples,
@@ -94,7 +89,7 @@ def run(args) -> int:
         generator=gen,
         sites=args.sites,
     )
-    rep["model"] = model
+    rep["model"] = args.model
     print(
         f"{rep['kind']} on {rep['split']} split: {rep['n_pdfs']} PDFs"
         + (" (type-stratified subset)" if rep["subset"] else "")

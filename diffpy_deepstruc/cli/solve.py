@@ -35,7 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "-n",
         type=int_range(1, MAX_CANDIDATES),
         default=20,
-        help="candidates to sample (20)",
+        help="candidates to sample from each model (20)",
     )
     p.add_argument(
         "-o",
@@ -68,8 +68,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         type=path_arg,
+        action="append",
         help="checkpoint folder: a distance model (deepstruc train) or a shape-code "
-        "model (deepstruc shapegen); default: the shipped model",
+        "model (deepstruc shapegen), or a shipped one: pretrained, pretrained-dae "
+        "(distance), shapecode, shapecode-dae; repeat it to sample from several; "
+        "default: pretrained and shapecode",
     )
     p.add_argument("--seed", type=seed_int, default=0, help="sampling seed (0)")
     p.add_argument(
@@ -98,6 +101,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=5,
         metavar="K",
         help="distinct candidates, best by the batched screening, refined with srfit (5)",
+    )
+    p.add_argument(
+        "--search-k",
+        type=int_range(0, MAX_CANDIDATES),
+        default=3,
+        metavar="K",
+        help="walk the K best shape-code samples to neighbouring codes that fit "
+        "better (3; 0: no code search)",
     )
     p.add_argument(
         "--complete-k",
@@ -130,20 +141,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _load_model(path: str | None):
-    from ..generator import DeepStruc
-    from ..shapegen.generator import load_generator
-
-    return load_generator(path) if path else DeepStruc.pretrained()
-
-
 def run(args: argparse.Namespace) -> int:
     """Run ``deepstruc solve``."""
     from pathlib import Path
 
     from ..latent import shipped_map_or_none
     from ..pdfdata import load_pdf
-    from ..solve import discard_outdir, prepare_outdir, solve, write_solution
+    from ..solve import (
+        discard_outdir,
+        load_models,
+        prepare_outdir,
+        solve,
+        write_solution,
+    )
 
     if args.force and args.resume:
         raise ParameterError("--force and --resume exclude each other")
@@ -162,14 +172,14 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir or f"{Path(data).stem}_deepstruc")
     # the cheap checks first: nothing is created or removed before they all pass
     _check_outdir_only(outdir, args.force, args.resume)
-    model = _load_model(args.model)
+    models = load_models(args.model)
     prepare_outdir(outdir, force=args.force, resume=args.resume)
     try:
         result = solve(
             pdf,
             n=args.n,
             element=args.element,
-            model=model,
+            model=models,
             seed=args.seed,
             qmin=args.qmin,
             qmax=args.qmax,
@@ -181,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
             library_k=max(0, args.library_k),
             refine_k=args.refine_k,
             complete_k=0 if args.no_complete else args.complete_k,
+            search_k=args.search_k,
             workers=min(args.workers, args.refine_k),
             outdir=outdir,
             resume=args.resume,
@@ -198,7 +209,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
-    write_solution(result, outdir, latent_map=shipped_map_or_none(model), overwrite=True)
+    write_solution(
+        result, outdir, latent_map=shipped_map_or_none(models[0]), overwrite=True
+    )
     print_result(result)
     print(f"results in {outdir}/ (report.html, ranking.csv, summary.json, fit_XX.png)")
     return 0
@@ -207,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
 def print_result(result) -> None:
     """The terminal summary of one solve: settings, notes, the ranking."""
     from ..solve import nearest_neighbour_distance
+    from ..solve.report import describe_source
 
     s = result.settings
     rstep = "data points" if s.rstep is None else f"step {s.rstep:g} A"
@@ -223,9 +237,7 @@ def print_result(result) -> None:
     )
     print(f"  {'rank':>4} {'Rw':>8} {'fits':>5} {'atoms':>5} {'NN (A)':>7}  file  source")
     for k, c in enumerate(result.candidates[:10], start=1):
-        src = c.source if c.source == "model" else c.source.split("{")[0].strip()
-        if c.source == "model":
-            src = f"model sample {c.index}"
+        src = describe_source(c)
         print(
             f"  {k:>4} {c.rw:8.4f} {'yes' if c.consistent else 'no':>5} {c.n_atoms:>5} "
             f"{nearest_neighbour_distance(c.structure):7.3f}  candidate_{k:02d}.xyz  {src}"
@@ -253,6 +265,7 @@ def _run_series(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..batch import check_series_outdir, find_pdf_files, solve_series
+    from ..solve import load_models
 
     if not args.outdir:
         raise ParameterError("a series needs an output folder: -o OUTDIR")
@@ -260,7 +273,7 @@ def _run_series(args: argparse.Namespace) -> int:
     files = find_pdf_files(args.data)
     check_series_outdir(out, force=args.force, resume=args.resume)
     if args.model:
-        _load_model(args.model)  # a bad checkpoint fails here, not once per PDF
+        load_models(args.model)  # a bad checkpoint fails here, not once per PDF
     options = {
         "n": args.n,
         "element": args.element,
@@ -275,8 +288,9 @@ def _run_series(args: argparse.Namespace) -> int:
         "library_k": max(0, args.library_k),
         "refine_k": args.refine_k,
         "complete_k": 0 if args.no_complete else args.complete_k,
+        "search_k": args.search_k,
         "threads": args.threads,
-        "model": str(Path(args.model).resolve()) if args.model else None,
+        "model": [str(Path(m).resolve()) for m in args.model] if args.model else None,
         "force": args.force,
     }
 

@@ -44,6 +44,7 @@ from ..errors import ParameterError
 __all__ = [
     "LATTICES",
     "alternative_roundings",
+    "neighbour_codes",
     "MAX_STACK_LAYERS",
     "Slot",
     "build",
@@ -415,6 +416,42 @@ def alternative_roundings(family: str, theta: Any, count: int) -> list[np.ndarra
         for _, j, v in parts:
             alt[j] = v
         out.append(alt)
+    return out
+
+
+#: Steps of the real numbers in :func:`neighbour_codes`, by slot name (nn units or
+#: fraction); other reals step by :data:`REAL_STEP`.
+REAL_STEPS = {"fraction": 0.1, "aspect": 0.15, "ratio": 0.25}
+REAL_STEP = 0.25
+
+
+def neighbour_codes(family: str, theta: Any) -> list[np.ndarray]:
+    """The codes one step from ``theta``: each integer +-1, each bit flipped, each real
+    +- its step (:data:`REAL_STEPS`), within the slots' ranges.
+
+    ``theta`` is rounded first (:func:`decode`'s integers and bits), so that a step
+    always changes the decoded code; codes that decode to the same builder entry as
+    ``theta`` or as an earlier neighbour are left out.
+    """
+    slots = family_slots(family)
+    t = np.asarray(_clean(family, theta), dtype=float)
+    seen = {json.dumps(decode(family, t), sort_keys=True)}
+    out = []
+    for j, sl in enumerate(slots):
+        if sl.kind == "bit":
+            values = [1.0 - t[j]]
+        else:
+            step = 1.0 if sl.kind == "int" else REAL_STEPS.get(sl.name, REAL_STEP)
+            values = [t[j] - step, t[j] + step]
+        for v in values:
+            if not sl.low - 1e-9 <= v <= sl.high + 1e-9:
+                continue
+            alt = t.copy()
+            alt[j] = v
+            key = json.dumps(decode(family, alt), sort_keys=True)
+            if key not in seen:
+                seen.add(key)
+                out.append(alt)
     return out
 
 

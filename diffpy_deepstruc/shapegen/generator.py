@@ -14,21 +14,27 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ..catalog import _physical
+from ..checkpoint import CONFIG_NAME
 from ..clusters import DistinctGeometries
-from ..errors import ParameterError
+from ..errors import CheckpointError, ParameterError
 from ..generator import DEFAULT_UISO, Candidate, _as_pdf, check_metal, fit_scale
 from ..preprocess import PreprocessConfig, prepare_input
 from .codes import build, decode, family_slots
 from .network import CodeNet
 from .training import load_codegen
 
-__all__ = ["ShapeGenerator", "load_generator"]
+__all__ = ["SHIPPED_FOLDER", "SHIPPED_NAMES", "ShapeGenerator", "load_generator"]
+
+#: Folder of the shipped shape-code models in the package (``dae/`` below it).
+SHIPPED_FOLDER = "pretrained/shapecode"
 
 #: With ``distinct``, the spread of the latent draws doubles after every this many times
 #: ``n`` draws (up to 8 times the temperature's).
@@ -95,6 +101,21 @@ class ShapeGenerator:
         """Load a checkpoint folder written by ``train_codegen``."""
         model, config = load_codegen(path)
         return cls(model, config, **kw)
+
+    @classmethod
+    def pretrained(cls, kind: str = "cvae", **kw) -> ShapeGenerator:
+        """The shape-code model shipped in ``diffpy_deepstruc/pretrained/shapecode``
+        (``kind="dae"``: the deterministic comparison model in its ``dae/``), trained on
+        every shape of the imperfect catalog (docs/shapegen.md).  No network access."""
+        if kind not in ("cvae", "dae"):
+            raise ParameterError(f"kind must be 'cvae' or 'dae', not {kind!r}")
+        res = resources.files("diffpy_deepstruc").joinpath(*SHIPPED_FOLDER.split("/"))
+        if kind == "dae":
+            res = res / "dae"
+        with resources.as_file(res) as p:
+            if not (Path(p) / CONFIG_NAME).is_file():
+                raise CheckpointError(f"no pretrained shape-code {kind} model in {p}")
+            return cls.load(p, **kw)
 
     def _condition(self, pdf: Any) -> tuple[torch.Tensor, float]:
         r, g = _as_pdf(pdf)
@@ -264,12 +285,25 @@ class ShapeGenerator:
         return out
 
 
+#: Names of the shipped models that :func:`load_generator` takes for a folder.
+SHIPPED_NAMES = ("pretrained", "pretrained-dae", "shapecode", "shapecode-dae")
+
+
 def load_generator(path: str | os.PathLike):
     """The generator of a checkpoint folder, by its format: a :class:`ShapeGenerator`
-    or a distance model's :class:`~diffpy_deepstruc.generator.DeepStruc`."""
-    from ..generator import DeepStruc
-    from .training import CONFIG_NAME, FORMAT
+    or a distance model's :class:`~diffpy_deepstruc.generator.DeepStruc`.
 
+    The names of :data:`SHIPPED_NAMES` stand for the shipped models: ``pretrained``
+    (distance CVAE), ``pretrained-dae``, ``shapecode`` (shape-code CVAE) and
+    ``shapecode-dae``.
+    """
+    from ..generator import DeepStruc
+    from .training import FORMAT
+
+    if isinstance(path, str) and path in SHIPPED_NAMES:
+        kind = "dae" if path.endswith("-dae") else "cvae"
+        cls = ShapeGenerator if path.startswith("shapecode") else DeepStruc
+        return cls.pretrained(kind)
     try:
         with open(os.path.join(os.fspath(path), CONFIG_NAME)) as fh:
             fmt = json.load(fh).get("format")

@@ -3,7 +3,7 @@
 One module per stage (see :mod:`diffpy_deepstruc.solve.pipeline`)::
 
     settings    fit settings and the metal, with where each came from
-    candidates  the model's samples + the shape library's best matches
+    candidates  the models' samples + the shape library's best matches
     screen      every candidate refined at once (batched torch, fast model)
     refine      the finalists in the standard srfit recipe (the Rw a user reads)
     rank        near-duplicates merged, order by Rw, the set consistent with the data
@@ -14,8 +14,11 @@ One module per stage (see :mod:`diffpy_deepstruc.solve.pipeline`)::
 
 from .candidates import (
     Proposal,
+    default_models,
     group_near_duplicates,
+    is_sample,
     library_candidates,
+    load_models,
     model_library,
     nearest_neighbour_distance,
 )
@@ -35,9 +38,12 @@ __all__ = [
     "RefinedCandidate",
     "ScreenResult",
     "SolveResult",
+    "default_models",
     "discard_outdir",
     "group_near_duplicates",
+    "is_sample",
     "library_candidates",
+    "load_models",
     "mark_consistent",
     "merge_near_duplicates",
     "model_library",

@@ -9,6 +9,8 @@ structure is screened once.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,13 +21,21 @@ import numpy as np
 from ..pdfdata import PDFData
 from .settings import FitSettings
 
+#: The ``source`` prefix of a shape-code model's samples.
+SHAPE_CODE_SOURCE = "shape-code model"
+
 __all__ = [
+    "SHAPE_CODE_SOURCE",
     "Proposal",
+    "default_models",
     "group_near_duplicates",
+    "is_sample",
     "library_candidates",
+    "load_models",
     "model_library",
     "nearest_neighbour_distance",
     "propose",
+    "sample_source",
     "same_structure",
     "sorted_distances",
 ]
@@ -38,17 +48,21 @@ class Proposal:
     Attributes
     ----------
     index : int
-        Sample number (model samples 0..n-1; library shapes n, n+1, ...).
+        Sample number (model ``m``'s samples ``m n`` .. ``m n + n - 1``; library
+        shapes from ``M n`` on, for ``M`` models).
     structure : diffpy.structure.Structure
         Cartesian coordinates on a unit lattice, element and Uiso set.
     source : str
-        ``"model"`` or ``"library: <type> <n> <builder arguments>"``.
+        ``"model"``, ``"shape-code model: <type> <n> <builder arguments>"`` (see
+        :func:`sample_source`) or ``"library: <type> <n> <builder arguments>"``.
     latent : list of float
         Latent point of a model sample (nan for a library shape).
     residual : float
         Mean trilateration residual of a model sample (nan for a library shape).
     absorbed : list of int
         Sample numbers of near-identical samples folded into this one.
+    code : dict or None
+        A shape-code sample's ``family`` and ``theta`` (None otherwise).
     """
 
     index: int
@@ -57,6 +71,7 @@ class Proposal:
     latent: list[float]
     residual: float = float("nan")
     absorbed: list[int] = field(default_factory=list)
+    code: dict | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -69,11 +84,44 @@ class Proposal:
         return np.asarray(self.structure.xyz_cartn, dtype=float)
 
 
+def default_models() -> list[Any]:
+    """The generators ``solve`` samples from by default: the shipped distance CVAE
+    (:meth:`DeepStruc.pretrained`) and the shipped shape-code CVAE
+    (:meth:`ShapeGenerator.pretrained`)."""
+    from ..generator import DeepStruc
+    from ..shapegen.generator import ShapeGenerator
+
+    return [DeepStruc.pretrained(), ShapeGenerator.pretrained()]
+
+
+def load_models(paths: Sequence[str | os.PathLike] | None) -> list[Any]:
+    """The generators of checkpoint folders, each by its format (a distance or a
+    shape-code model, :func:`~diffpy_deepstruc.shapegen.generator.load_generator`);
+    no folders: :func:`default_models`."""
+    from ..shapegen.generator import load_generator
+
+    return [load_generator(p) for p in paths] if paths else default_models()
+
+
+def sample_source(code: dict | None = None) -> str:
+    """The ``source`` of a model's sample: ``"model"`` for a distance model's, and
+    ``"shape-code model: <type> <n> <builder arguments>"`` for a shape-code model's."""
+    if code is None:
+        return "model"
+    entry = json.dumps(code["entry"], sort_keys=True)
+    return f"{SHAPE_CODE_SOURCE}: {code['type']} {code['n_atoms']} {entry}"
+
+
+def is_sample(source: str) -> bool:
+    """Whether a candidate's ``source`` is a model's sample (of either kind)."""
+    return source == "model" or source.startswith(SHAPE_CODE_SOURCE)
+
+
 def propose(
     pdf: PDFData,
     settings: FitSettings,
     element: str,
-    model: Any,
+    models: Sequence[Any],
     *,
     n: int,
     seed: int,
@@ -81,7 +129,7 @@ def propose(
     library_k: int,
     merge_tol: float = 0.05,
 ) -> tuple[list[Proposal], np.ndarray, dict[str, float]]:
-    """The distinct candidates of a PDF: model samples first, then library shapes.
+    """The distinct candidates of a PDF: each model's samples, then library shapes.
 
     Parameters
     ----------
@@ -89,53 +137,70 @@ def propose(
     settings : FitSettings
     element : str
         The metal.
-    model : DeepStruc
-        The generator.
+    models : sequence of generators
+        :class:`~diffpy_deepstruc.generator.DeepStruc` or
+        :class:`~diffpy_deepstruc.shapegen.ShapeGenerator`, each drawing ``n`` samples.
+        Model ``m``'s samples are numbered ``m n`` onwards.
     n : int
-        Samples to draw.
+        Samples to draw from each model.
     seed : int
-        Sampling seed.
+        Sampling seed (the same for every model).
     library : ShapeLibrary, "shipped" or None
-        Shape library (``"shipped"``: the model's own, see :func:`model_library`).
+        Shape library (``"shipped"``: the first model's own that has one, see
+        :func:`model_library`).
     library_k : int
-        Library shapes to add.
+        Library shapes to add; they are numbered from ``len(models) n``.
     merge_tol : float
         Near-duplicate tolerance (A) of :func:`group_near_duplicates`.
 
     Returns
     -------
-    (proposals, sample_latents [n, D], timings)
+    (proposals, sample_latents [n, D] of the first model, timings)
     """
     t0 = time.perf_counter()
-    samples = model.generate(pdf, n=int(n), element=element, seed=int(seed))
+    samples, starts = [], []
+    for m, model in enumerate(models):
+        drawn = model.generate(pdf, n=int(n), element=element, seed=int(seed))
+        starts.append(m * int(n))
+        samples.append(drawn)
     t_sample = time.perf_counter() - t0
     t1 = time.perf_counter()
     if isinstance(library, str) and library == "shipped":
-        library = model_library(model)
+        library = next(filter(None, map(model_library, models)), None)
+    pooled = [c for drawn in samples for c in drawn]
     extra = []
     if library is not None and library_k > 0:
-        extra = library_candidates(library, samples, pdf, settings, element, k=library_k)
+        extra = library_candidates(library, pooled, pdf, settings, element, k=library_k)
     t_library = time.perf_counter() - t1
-    groups = group_near_duplicates([c.structure for c in samples], tol=merge_tol)
+    numbers = [s + c.index for s, drawn in zip(starts, samples, strict=True) for c in drawn]
+    groups = group_near_duplicates([c.structure for c in pooled], tol=merge_tol)
     proposals = [
         Proposal(
-            index=c.index,
+            index=numbers[i],
             structure=c.structure,
-            source="model",
+            source=sample_source(_code(c)),
             latent=[float(v) for v in c.latent],
             residual=float(c.residual),
-            absorbed=list(groups[c.index]),
+            absorbed=[numbers[j] for j in groups[i]],
+            code=c.code,
         )
-        for c in samples
-        if c.index in groups
+        for i, c in enumerate(pooled)
+        if i in groups
     ]
-    no_latent = [float("nan")] * len(samples[0].latent)
+    first = len(models) * int(n)
     proposals += [
-        Proposal(index=int(n) + j, structure=s, source=label, latent=no_latent)
+        Proposal(index=first + j, structure=s, source=label, latent=[float("nan")] * 2)
         for j, (s, label) in enumerate(extra)
     ]
-    latents = np.array([c.latent for c in samples], dtype=float)
+    latents = np.array([c.latent for c in samples[0]], dtype=float)
     return proposals, latents, {"sampling": t_sample, "library": t_library}
+
+
+def _code(candidate: Any) -> dict | None:
+    """A shape-code sample's code with its atom count (None for a distance sample)."""
+    if candidate.code is None:
+        return None
+    return {**candidate.code, "n_atoms": candidate.n_atoms}
 
 
 def model_library(model: Any) -> Any:

@@ -21,11 +21,12 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..pdfdata import PDFData, load_pdf
-from .candidates import propose
+from .candidates import default_models, is_sample, propose
+from .codesearch import DEFAULT_SEARCH_K, search_codes
 from .complete import DEFAULT_COMPLETE_K, complete_candidates
 from .rank import SolveResult, mark_consistent, merge_near_duplicates
 from .refine import job_payload, refine_finalists, run_key
-from .screen import screen_candidates
+from .screen import ScreenResult, screen_candidates
 from .settings import resolve_element, resolve_settings
 
 __all__ = ["DEFAULT_REFINE_K", "solve"]
@@ -64,6 +65,7 @@ def solve(
     library_k: int = 5,
     refine_k: int = DEFAULT_REFINE_K,
     complete_k: int = DEFAULT_COMPLETE_K,
+    search_k: int = DEFAULT_SEARCH_K,
     device: str | None = None,
 ) -> SolveResult:
     """Propose candidate structures for a PDF, refine them and rank them by Rw.
@@ -73,11 +75,14 @@ def solve(
     pdf : PDFData or path
         The measured PDF.
     n : int
-        Samples drawn from the model.
+        Samples drawn from each model.
     element : str, optional
         The metal; default: the single metal of the header's composition.
-    model : DeepStruc, optional
-        The generator; default :meth:`DeepStruc.pretrained`.
+    model : generator or sequence of generators, optional
+        :class:`~diffpy_deepstruc.generator.DeepStruc` (distance model) or
+        :class:`~diffpy_deepstruc.shapegen.ShapeGenerator` (shape-code model), or
+        several; each draws ``n`` samples.  Default :func:`default_models`: the shipped
+        distance CVAE and the shipped shape-code CVAE.
     seed : int
         Sampling seed.
     qmin, qmax, qdamp, qbroad, rmin, rmax, rstep : float, optional
@@ -105,6 +110,11 @@ def solve(
         The best ``complete_k`` of those are completed atom by atom
         (:mod:`diffpy_deepstruc.solve.complete`); each one that changed is refined
         with srfit too and ranked beside its start.  0 skips the stage.
+    search_k : int
+        The best-screened ``search_k`` shape-code samples are walked to neighbouring
+        codes while that lowers the screening Rw
+        (:mod:`diffpy_deepstruc.solve.codesearch`); each walk that moved adds a
+        candidate.  0 skips the stage.
     device : str, optional
         Torch device of the screening ("cpu", "cuda"); default CPU.
 
@@ -114,8 +124,6 @@ def solve(
         ``candidates``: the finalists, srfit-refined, best first; ``screened``: every
         distinct candidate with its screening Rw.
     """
-    from ..generator import DeepStruc
-
     n = _check_count("n", n, 1)
     if not isinstance(seed, int | np.integer) or not 0 <= seed < 2**63:
         raise ParameterError(f"seed must be an integer in 0..2**63-1, got {seed!r}")
@@ -123,6 +131,7 @@ def solve(
     library_k = _check_count("library_k", library_k, 0)
     refine_k = _check_count("refine_k", refine_k, 1)
     complete_k = _check_count("complete_k", complete_k, 0)
+    search_k = _check_count("search_k", search_k, 0)
     t0 = time.perf_counter()
     if not isinstance(pdf, PDFData):
         pdf = load_pdf(pdf)
@@ -131,11 +140,11 @@ def solve(
         pdf, qmin=qmin, qmax=qmax, qdamp=qdamp, qbroad=qbroad, rmin=rmin, rmax=rmax,
         rstep=rstep,
     )  # fmt: skip
-    ds = model if model is not None else DeepStruc.pretrained()
-    model_id = str((ds.meta.get("weights") or {}).get("sha256", ds.kind))
+    models = _as_models(model)
+    model_id = "+".join(_model_id(m) for m in models)
 
     proposals, latents, timings = propose(
-        pdf, settings, sym, ds, n=n, seed=seed, library=library, library_k=library_k,
+        pdf, settings, sym, models, n=n, seed=seed, library=library, library_k=library_k,
         merge_tol=merge_tol,
     )  # fmt: skip
 
@@ -143,8 +152,15 @@ def solve(
     screen = screen_candidates(
         [p.xyz for p in proposals], pdf.r, pdf.g, settings, dg=pdf.dg, device=device
     )
-    order = np.argsort(screen.rw, kind="stable")
     timings["screening"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    found, found_screen, _ = search_codes(
+        proposals, screen, pdf, settings, sym, k=search_k, device=device
+    )
+    proposals = [*proposals, *found]
+    screen = ScreenResult.concatenate([screen, found_screen])
+    order = np.argsort(screen.rw, kind="stable")
+    timings["code search"] = time.perf_counter() - t1
     screened = [
         {
             "index": proposals[i].index,
@@ -202,8 +218,9 @@ def solve(
         else f"{getattr(library, 'source', library)}/{library_k}"
     )
     key = run_key(
-        pdf, sym, settings, n, int(seed), f"{model_id}/{lib_id}/{refine_k}/{complete_k}"
-    )
+        pdf, sym, settings, n, int(seed),
+        f"{model_id}/{lib_id}/{refine_k}/{complete_k}/{search_k}",
+    )  # fmt: skip
     refined = refine_finalists(
         jobs, workers=workers, outdir=outdir, key=key, resume=resume, progress=progress
     )
@@ -221,17 +238,49 @@ def solve(
         settings=settings,
         element=sym,
         pdf=pdf,
-        n_sampled=n,
+        n_sampled=n * len(models),
         timings=timings,
-        model=f"{ds.kind} {model_id[:12]}",
+        model=" + ".join(_model_label(m) for m in models),
         seed=int(seed),
         n_library=sum(p.source.startswith("library") for p in proposals),
         screened=screened,
-        notes=_notes(settings, sym, ds) + completion_notes,
+        notes=_notes(settings, sym, models[0]) + completion_notes,
         consistent_test=test,
         sample_latents=latents,
-        options={"library_k": library_k, "refine_k": refine_k, "complete_k": complete_k},
+        options={
+            "n": n,
+            "library_k": library_k,
+            "refine_k": refine_k,
+            "complete_k": complete_k,
+            "search_k": search_k,
+        },
     )
+
+
+def _as_models(model: Any) -> list[Any]:
+    """``solve``'s ``model`` argument as a non-empty list of generators."""
+    if model is None:
+        return default_models()
+    models = list(model) if isinstance(model, list | tuple) else [model]
+    if not models or not all(callable(getattr(m, "generate", None)) for m in models):
+        raise ParameterError(
+            "model must be a generator (DeepStruc or ShapeGenerator) or a non-empty "
+            f"list of them, got {model!r}"
+        )
+    return models
+
+
+def _model_id(model: Any) -> str:
+    """A model's weights digest (its kind when it has none)."""
+    return str((model.meta.get("weights") or {}).get("sha256", model.kind))
+
+
+def _model_label(model: Any) -> str:
+    """``cvae 0123456789ab`` or ``shape-code cvae 0123456789ab``."""
+    from ..shapegen.generator import ShapeGenerator
+
+    kind = f"shape-code {model.kind}" if isinstance(model, ShapeGenerator) else model.kind
+    return f"{kind} {_model_id(model)[:12]}"
 
 
 def _distinct_best(proposals, order, k: int, tol: float) -> list[int]:
@@ -248,7 +297,7 @@ def _distinct_best(proposals, order, k: int, tol: float) -> list[int]:
         d = sorted_distances(proposals[i].structure)
         same = [j for j, p in zip(picked, prints, strict=True) if same_structure(d, p, tol)]
         if same:
-            if proposals[i].source == "model":
+            if is_sample(proposals[i].source):
                 keeper = proposals[same[0]]
                 keeper.absorbed.extend([proposals[i].index, *proposals[i].absorbed])
             continue

@@ -200,7 +200,8 @@ class SolveResult:
     sample_latents : ndarray, optional
         Latent points of all the model's samples (before merging).
     options : dict
-        The stage options of the run (``library_k``, ``refine_k``, ``complete_k``).
+        The options of the run (``n`` per model, ``library_k``, ``refine_k``,
+        ``complete_k``).
     """
 
     candidates: list[RefinedCandidate]

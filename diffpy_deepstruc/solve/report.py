@@ -24,7 +24,8 @@ import numpy as np
 
 from .. import __version__
 from ..fileio import atomic_write_text
-from .candidates import nearest_neighbour_distance
+from .candidates import SHAPE_CODE_SOURCE, is_sample, nearest_neighbour_distance
+from .codesearch import SEARCHED_INDEX
 from .complete import COMPLETED_INDEX
 from .rank import RefinedCandidate, SolveResult
 
@@ -102,6 +103,8 @@ def describe_source(c: RefinedCandidate) -> str:
     """Where a candidate came from, in words (figure captions, report)."""
     if c.source == "model":
         return f"model sample {c.index}"
+    if c.source.startswith(SHAPE_CODE_SOURCE):
+        return f"shape-code sample {c.index}: {_short_source(c.source).split(':', 1)[1].strip()}"
     if c.source.startswith("library"):
         kind = "training shape" if "training" in c.source else "library shape"
         return f"{kind}: {_short_source(c.source).split(':', 1)[1].strip()}"
@@ -109,7 +112,7 @@ def describe_source(c: RefinedCandidate) -> str:
 
 
 def _sample(c: RefinedCandidate) -> str:
-    return str(c.index) if c.source == "model" else ""
+    return str(c.index) if is_sample(c.source) else ""
 
 
 def _duplicates(c: RefinedCandidate, n_sampled: int) -> str:
@@ -119,9 +122,12 @@ def _duplicates(c: RefinedCandidate, n_sampled: int) -> str:
     samples = [i for i in merged if i < n_sampled]
     if samples:
         parts.append("samples " + ", ".join(str(i) for i in samples))
-    shapes = sum(1 for i in merged if n_sampled <= i < COMPLETED_INDEX)
+    shapes = sum(1 for i in merged if n_sampled <= i < SEARCHED_INDEX)
     if shapes:
         parts.append(f"{shapes} library shape{'s' if shapes > 1 else ''}")
+    found = sum(1 for i in merged if SEARCHED_INDEX <= i < COMPLETED_INDEX)
+    if found:
+        parts.append(f"{found} code-search result{'s' if found > 1 else ''}")
     return "; ".join(parts)
 
 
@@ -142,7 +148,9 @@ def ranking_rows(result: SolveResult) -> list[dict[str, Any]]:
     ranks = {c.index: k for k, c in enumerate(result.candidates, start=1)}
     for rank, c in enumerate(result.candidates, start=1):
         p = c.parameters
-        z = [float(v) for v in c.latent] + [float("nan")] * 2
+        # the map's coordinates: a distance model's 2-D latent (not a shape code's)
+        z = [float(v) for v in c.latent] if c.source == "model" else []
+        z += [float("nan")] * 2
         rows.append(
             {
                 "rank": rank,
@@ -182,7 +190,7 @@ def screening_rows(result: SolveResult) -> list[dict[str, Any]]:
             "uiso": _num(s["uiso"]),
             "delta2": _num(s["delta2"]),
             "source": s["source"],
-            "sample": s["index"] if s["index"] < n and s["source"] == "model" else "",
+            "sample": s["index"] if s["index"] < n and is_sample(s["source"]) else "",
         }
         for k, s in enumerate(result.screened, start=1)
     ]

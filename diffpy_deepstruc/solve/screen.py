@@ -63,6 +63,19 @@ class ScreenResult:
     delta2: np.ndarray
     seconds: float
 
+    @classmethod
+    def concatenate(cls, results: Sequence[ScreenResult]) -> ScreenResult:
+        """One result of several screenings, in order (their seconds summed)."""
+        names = ("rw", "scale", "zoomscale", "uiso", "delta2")
+        arrays = {k: np.concatenate([getattr(r, k) for r in results]) for k in names}
+        return cls(**arrays, seconds=float(sum(r.seconds for r in results)))
+
+    def take(self, index: Sequence[int]) -> ScreenResult:
+        """The results of the candidates ``index`` (seconds kept)."""
+        i = np.asarray(index, dtype=int)
+        names = ("rw", "scale", "zoomscale", "uiso", "delta2")
+        return ScreenResult(**{k: getattr(self, k)[i] for k in names}, seconds=self.seconds)
+
     def parameters(self, i: int) -> dict[str, float]:
         """Starting values of candidate ``i`` for an srfit recipe."""
         return {
