@@ -59,7 +59,7 @@ def main() -> int:
 
     rng = np.random.default_rng(0)
     pick = rng.choice(len(specs), size=min(args.sample, len(specs)), replace=False)
-    with C._one_torch_thread():
+    with C.one_torch_thread():
         C.simulate_structure(
             specs[0].build().positions, specs[0].element, config, 0
         )  # warm

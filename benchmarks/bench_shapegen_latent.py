@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     import h5py
     import torch
 
-    from diffpy_deepstruc.catalog import _physical
+    from diffpy_deepstruc.catalog import unit_physical
     from diffpy_deepstruc.errors import ParameterError
     from diffpy_deepstruc.latent import LatentMap, knn_type_accuracy, stacking_spearman
     from diffpy_deepstruc.metrics import first_pdf_rows
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                     atoms = build(fam, theta, "Au", 1.0)
                 except ParameterError:
                     continue
-                if len(atoms) >= 4 and _physical(atoms.positions):
+                if len(atoms) >= 4 and unit_physical(atoms.positions):
                     valid += 1
                     break
     out["interpolation_valid"] = valid / max(total, 1)

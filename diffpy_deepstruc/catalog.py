@@ -103,6 +103,8 @@ __all__ = [
     "plan_catalog",
     "format_stats",
     "partial_path",
+    "unit_physical",
+    "one_torch_thread",
 ]
 
 #: ``format`` attribute of a catalog file.
@@ -650,7 +652,7 @@ def plan_imperfect(
             except DeepStrucError:
                 continue
             n = len(xyz)
-            if n_min <= n <= n_max and _physical(xyz) and seen.add(xyz):
+            if n_min <= n <= n_max and unit_physical(xyz) and seen.add(xyz):
                 found[kind].append((t, maker, args, n))
     if "relaxed" in kinds:
         found["relaxed"] = [
@@ -673,7 +675,7 @@ MIN_PAIR_NN: float = 0.8
 ISOLATED_NN: float = 1.2
 
 
-def _physical(xyz: np.ndarray) -> bool:
+def unit_physical(xyz: np.ndarray) -> bool:
     """No pair closer than :data:`MIN_PAIR_NN` and no atom without a neighbour within
     :data:`ISOLATED_NN` (coordinates in nn units)."""
     from scipy.spatial import cKDTree
@@ -1015,7 +1017,7 @@ def _simulate_block(
         "g": np.zeros((B * K, n_r), dtype=np.float32),
         "params": np.zeros((B * K, len(PARAM_COLUMNS)), dtype=np.float32),
     }
-    with _one_torch_thread():
+    with one_torch_thread():
         for i, spec in enumerate(specs):
             _simulate_one(i, start + i, spec, config, out)
     return block, out
@@ -1054,7 +1056,7 @@ def _simulate_one(
 
 
 @contextlib.contextmanager
-def _one_torch_thread():
+def one_torch_thread():
     """Run torch single-threaded: the workers provide the parallelism, and torch's own
     threads fighting over busy cores slow a small Debye sum down 10-20 times."""
     import torch

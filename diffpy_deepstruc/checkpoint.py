@@ -125,10 +125,7 @@ def save_checkpoint(
 
     d = Path(directory)
     wpath, cpath = d / WEIGHTS_NAME, d / CONFIG_NAME
-    if not overwrite and (wpath.exists() or cpath.exists()):
-        raise OutputExistsError(
-            f"{d}: a checkpoint exists there; pass overwrite=True (--force)"
-        )
+    check_overwrite(d, overwrite)
     cfg = dict(config)
     pre = cfg.get("preprocess")
     if isinstance(pre, PreprocessConfig):
@@ -305,10 +302,13 @@ def load_checkpoint(
 
 
 def check_overwrite(directory: str | os.PathLike, force: bool) -> None:
-    """Raise OutputExistsError if ``directory`` holds a checkpoint and not ``force``."""
+    """Raise OutputExistsError if ``directory`` holds a checkpoint (either file) and
+    not ``force``: the one check of every checkpoint writer."""
     d = Path(directory)
     if not force and ((d / CONFIG_NAME).exists() or (d / WEIGHTS_NAME).exists()):
-        raise OutputExistsError(f"{d}: a model exists there; use --force to replace it")
+        raise OutputExistsError(
+            f"{d}: a checkpoint exists there; pass overwrite=True (--force) to replace it"
+        )
 
 
 def export_checkpoint(

@@ -361,7 +361,8 @@ def test_cli_trains_a_shapegen_model(tmp_path, capsys):
     assert (out / "model.safetensors").is_file()
     assert "0 random shapes" in capsys.readouterr().out
     assert main(args) != 0  # the model exists: refused without --force
-    assert "a checkpoint exists there; pass --force" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "a checkpoint exists there; pass overwrite=True (--force) to replace it" in err
 
 
 def test_evaluate_cli_sampling_options(tiny_models, capsys, tmp_path):

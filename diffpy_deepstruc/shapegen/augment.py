@@ -93,7 +93,7 @@ class AugmentedShapes:
 
 def _chunk(job: tuple) -> dict[str, Any]:
     """Draw, build and simulate one chunk (runs in a worker)."""
-    from ..catalog import CatalogConfig, _one_torch_thread, _physical, simulate_structure
+    from ..catalog import CatalogConfig, one_torch_thread, simulate_structure, unit_physical
     from ..elements import nearest_neighbour_distance
 
     fams, lows, highs, per_family, seed, config_dict, exclude, n_min, n_max = job
@@ -108,7 +108,7 @@ def _chunk(job: tuple) -> dict[str, Any]:
         "n": [],
         "g": [],
     }
-    with _one_torch_thread():
+    with one_torch_thread():
         for fam, lo, hi, k in zip(fams, lows, highs, per_family, strict=True):
             for theta in draw_codes(fam, np.asarray(lo), np.asarray(hi), k, rng):
                 el = elements[int(rng.integers(len(elements)))]
@@ -119,7 +119,7 @@ def _chunk(job: tuple) -> dict[str, Any]:
                     continue
                 n = len(atoms)
                 unit = (atoms.positions - atoms.positions.mean(0)) / nn
-                if not n_min <= n <= n_max or not _physical(unit):
+                if not n_min <= n <= n_max or not unit_physical(unit):
                     continue
                 key = geometry_key(unit)
                 if key in exclude:

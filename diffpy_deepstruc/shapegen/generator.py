@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..catalog import _physical
+from ..catalog import unit_physical
 from ..checkpoint import CONFIG_NAME
 from ..clusters import DistinctGeometries
 from ..errors import CheckpointError, ParameterError
@@ -249,7 +249,7 @@ class ShapeGenerator:
                 except ParameterError:
                     continue
                 unit = (atoms.positions - atoms.positions.mean(0)) / nn
-                if len(atoms) < MIN_ATOMS or not _physical(unit):
+                if len(atoms) < MIN_ATOMS or not unit_physical(unit):
                     continue
                 seen.add(key)
                 # other arguments may build the same atoms

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as fn
 
-from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, sha256_file
-from ..errors import CatalogError, CheckpointError, OutputExistsError, ParameterError
+from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, check_overwrite, sha256_file
+from ..errors import CatalogError, CheckpointError, ParameterError
 from ..fileio import atomic_write_bytes, atomic_write_text
 from ..preprocess import PreprocessConfig
 from .codes import encode, family_slots
@@ -195,13 +195,6 @@ def _losses(model: CodeNet, x, fam, th, mask, cfg: TrainCodeConfig, beta: float)
     terms["loss"] = loss
     terms["acc_mean"] = (logits_m.argmax(1) == fam).float().mean()
     return loss, terms
-
-
-def _check_out(out_dir: Path, force: bool) -> None:
-    if not force and (
-        (out_dir / WEIGHTS_NAME).exists() or (out_dir / CONFIG_NAME).exists()
-    ):
-        raise OutputExistsError(f"{out_dir}: a checkpoint exists there; pass --force")
 
 
 @dataclass
@@ -390,7 +383,7 @@ def train_codegen(
     """
     cfg = cfg or TrainCodeConfig()
     out = Path(out_dir)
-    _check_out(out, force)
+    check_overwrite(out, force)
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
@@ -552,7 +545,7 @@ def save_codegen(
     from safetensors.torch import save as st_save
 
     d = Path(directory)
-    _check_out(d, overwrite)
+    check_overwrite(d, overwrite)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     data = st_save(state, metadata={"format": FORMAT})
     cfg = dict(config)

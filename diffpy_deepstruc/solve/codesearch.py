@@ -78,7 +78,7 @@ def _neighbours(walk: CodeWalk, element: str, nn: float, seen: set[str], shapes:
     """``(theta, structure)`` of the walk's neighbours whose code and atoms are new
     (``seen``: builder entries; ``shapes``: a
     :class:`~diffpy_deepstruc.clusters.DistinctGeometries`), scaled as its start."""
-    from ..catalog import _physical
+    from ..catalog import unit_physical
     from ..errors import ParameterError
     from ..shapegen.codes import build, decode, neighbour_codes
     from ..shapegen.generator import MIN_ATOMS
@@ -97,7 +97,11 @@ def _neighbours(walk: CodeWalk, element: str, nn: float, seen: set[str], shapes:
         except ParameterError:
             continue
         xyz = atoms.positions - atoms.positions.mean(0)
-        if len(atoms) < MIN_ATOMS or not _physical(xyz / nn) or not shapes.add(xyz / nn):
+        if (
+            len(atoms) < MIN_ATOMS
+            or not unit_physical(xyz / nn)
+            or not shapes.add(xyz / nn)
+        ):
             continue  # too small, unphysical, or the atoms of a code already met
         out.append((theta, arrays_to_structure(xyz * factor, element, uiso)))
     return out
