@@ -90,19 +90,22 @@ VALID_RATIO = 0.8
 
 # ------------------------------------------------------------------------------ model
 def as_deepstruc(model: Any):
-    """A :class:`~diffpy_deepstruc.generator.DeepStruc` from what the caller has.
+    """A generator (:class:`~diffpy_deepstruc.generator.DeepStruc` or
+    :class:`~diffpy_deepstruc.shapegen.ShapeGenerator`) from what the caller has.
 
-    ``model`` may be a DeepStruc, a network from
+    ``model`` may be a generator, a network from
     :func:`~diffpy_deepstruc.checkpoint.load_checkpoint` (carries ``.meta``), a
-    checkpoint folder, ``"pretrained"`` / ``"cvae"`` (the shipped CVAE) or
-    ``"pretrained-dae"`` / ``"dae"`` (the shipped DAE).  A model loaded from a folder
+    checkpoint folder of either kind, ``"pretrained"`` / ``"cvae"`` (the shipped CVAE),
+    ``"pretrained-dae"`` / ``"dae"`` (the shipped DAE) or ``"shapecode"`` /
+    ``"shapecode-dae"`` (the shipped shape-code models).  A model loaded from a folder
     here remembers it (``checkpoint_dir``), so :func:`shipped_map_or_none` finds a
     ``latent_map.csv`` beside it.
     """
     from .generator import DeepStruc
     from .models import DeepStrucNet
+    from .shapegen.generator import SHIPPED_NAMES, ShapeGenerator, load_generator
 
-    if isinstance(model, DeepStruc):
+    if isinstance(model, DeepStruc | ShapeGenerator):
         return model
     if isinstance(model, DeepStrucNet):
         return DeepStruc(model)
@@ -110,9 +113,12 @@ def as_deepstruc(model: Any):
         return DeepStruc.pretrained("cvae")
     if model in ("pretrained-dae", "dae"):
         return DeepStruc.pretrained("dae")
+    if isinstance(model, str) and model in SHIPPED_NAMES:
+        return load_generator(model)
     if isinstance(model, str | os.PathLike):
-        ds = DeepStruc.load(model)
-        ds.model.checkpoint_dir = Path(model)
+        ds = load_generator(model)
+        if isinstance(ds, DeepStruc):
+            ds.model.checkpoint_dir = Path(model)
         return ds
     raise ParameterError(
         f"expected a DeepStruc, a model or a checkpoint folder, not {type(model).__name__}"
@@ -156,7 +162,9 @@ def _encode_inputs(ds, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         c = ds.model.condition(xt)
         mu, logvar = ds.model.prior(c)
-        std = ds.model.prior_std(logvar)
+        # a shape-code model's spread is its sampling spread (the DAE's noise)
+        spread = getattr(ds.model, "prior_std", None) or ds.model.sample_std
+        std = spread(logvar)
     return mu.numpy().astype(float), std.numpy().astype(float)
 
 
@@ -200,7 +208,10 @@ def interpolate(
 
     Parameters
     ----------
-    model : DeepStruc, network, folder or "pretrained" / "pretrained-dae"
+    model : DeepStruc, ShapeGenerator, network, folder or a shipped name
+        (:func:`as_deepstruc`); a shape-code model builds each point's most probable
+        code that its builder accepts
+        (:meth:`~diffpy_deepstruc.shapegen.ShapeGenerator.build_points`).
     pdf_a, pdf_b : PDFData, ``.gr`` path or (r, g)
     steps : int
         Number of points, both ends included (>= 2).
@@ -220,6 +231,8 @@ def interpolate(
 
     if not isinstance(steps, int | np.integer) or isinstance(steps, bool) or steps < 2:
         raise ParameterError(f"steps must be an integer >= 2, not {steps!r}")
+    from .shapegen.generator import ShapeGenerator
+
     ds = as_deepstruc(model)
     sym = ds._check_element(element)
     nn = nearest_neighbour_distance(sym)
@@ -227,6 +240,8 @@ def interpolate(
     (za, zb), _ = _encode_inputs(ds, np.stack([xa, xb]))
     t = np.linspace(0.0, 1.0, int(steps))[:, None]
     z = (1 - t) * za + t * zb
+    if isinstance(ds, ShapeGenerator):  # the decoder reads z alone: built shape codes
+        return [(z[k].astype(float), s) for k, (s, _) in enumerate(ds.build_points(z, sym))]
     x = (1 - t) * xa + t * xb
     x = x / np.maximum(np.abs(x).max(1, keepdims=True), 1e-12)
     out = []
@@ -481,8 +496,41 @@ class LatentMap:
 
     @property
     def points(self) -> np.ndarray:
-        """The first two latent coordinates ``[M, 2]`` (what the map shows)."""
-        return self.z[:, :2]
+        """What the map shows ``[M, 2]``: the latent coordinates of a 2-D latent, else
+        the 2-D principal view (:meth:`project`)."""
+        return self.project(self.z)
+
+    def view(self) -> dict[str, list] | None:
+        """The 2-D principal view of a latent of more than two dimensions: ``mean``
+        ``[D]`` and ``axes`` ``[2, D]`` of the training rows (all catalog rows when none
+        is marked ``train``), each axis signed so that its largest component is
+        positive.  Kept in ``meta["view"]`` (and in the CSV), so that every selection
+        of the map and every point placed later share it.  None for a 2-D latent."""
+        if self.z.shape[1] <= 2:
+            return None
+        if "view" not in self.meta:
+            rows = (self.split == "train") & (self.type != "data")
+            if not rows.any():
+                rows = self.type != "data"
+            z = self.z[rows]
+            if len(z) < 3:
+                raise ParameterError("a principal view needs at least 3 catalog rows")
+            mean = z.mean(0)
+            axes = np.linalg.svd(z - mean, full_matrices=False)[2][:2]
+            axes *= np.sign(axes[np.arange(2), np.abs(axes).argmax(1)])[:, None]
+            self.meta["view"] = {"mean": mean.tolist(), "axes": axes.tolist()}
+        return self.meta["view"]
+
+    def project(self, z: Any) -> np.ndarray:
+        """Latent points ``[n, D]`` (or one ``[D]``) on the map's 2-D view."""
+        z = np.asarray(z, float)
+        one = z.ndim == 1
+        z = z.reshape(-1, self.z.shape[1])
+        v = self.view()
+        out = (
+            z[:, :2] if v is None else (z - np.asarray(v["mean"])) @ np.asarray(v["axes"]).T
+        )
+        return out[0] if one else out
 
     def select(self, mask: Any) -> LatentMap:
         """The rows where ``mask`` (bool array or indices) holds."""
@@ -741,7 +789,7 @@ def compute_latent_map(
     }
     if skipped:
         info["skipped_reason"] = "no PDF of the structure could be preprocessed"
-    return LatentMap(
+    table = LatentMap(
         z=z,
         label=np.array([str(i) for i in keep], object),
         index=keep,
@@ -755,6 +803,8 @@ def compute_latent_map(
         meta=info,
         zq=zq,
     )
+    table.view()  # a latent of more than 2 dimensions: its principal view, in the meta
+    return table
 
 
 def _posterior_means(ds, catalog_path, rows, x, batch_size, cache_dir, progress):
@@ -889,7 +939,8 @@ def load_latent_map(path: str | os.PathLike) -> LatentMap:
 def _shipped_dirs() -> list[Path]:
     root = resources.files("diffpy_deepstruc") / "pretrained"
     out = []
-    for sub in (root, root / "dae"):
+    code = root / "shapecode"
+    for sub in (root, root / "dae", code, code / "dae"):
         try:
             with resources.as_file(sub) as p:
                 out.append(Path(p))

@@ -483,3 +483,62 @@ def test_shipped_models_are_both_kinds():
     assert coded.meta["split"]["by"] == "structure"
     with pytest.raises(ParameterError, match="kind must be"):
         ShapeGenerator.pretrained("vae")
+
+
+def test_latent_map_of_a_shape_code_model(tiny_models, tmp_path):
+    """The map of a latent of more than two dimensions is its 2-D principal view; the
+    view travels with the map (selections, placed data, the CSV)."""
+    from diffpy_deepstruc.latent import (
+        compute_latent_map,
+        load_latent_map,
+        save_latent_map,
+    )
+    from diffpy_deepstruc.shapegen import ShapeGenerator
+
+    d, cat = tiny_models
+    gen = ShapeGenerator.load(d / "cvae")
+    table = compute_latent_map(gen, cat)
+    assert table.z.shape[1] == 4 and table.points.shape == (len(table), 2)
+    v = table.view()
+    axes = np.asarray(v["axes"])
+    assert np.allclose(axes @ axes.T, np.eye(2), atol=1e-9)  # orthonormal
+    z = table.z[table.split == "train"]
+    spread = np.var((z - z.mean(0)) @ axes.T, axis=0)
+    assert spread[0] >= spread[1] and spread[0] >= np.var(z[:, 0]) - 1e-12  # principal
+    assert np.allclose(table.project(table.z[3]), table.points[3])
+    sub = table.select(np.arange(len(table)) % 2 == 0)
+    assert np.allclose(sub.points, table.points[::2])  # same view for a selection
+    placed = table.with_data(["x"], table.z[:1] + 0.1)
+    assert np.allclose(placed.catalog_rows().points, table.points)
+    save_latent_map(table, tmp_path / "m.csv")
+    back = load_latent_map(tmp_path / "m.csv")
+    assert np.allclose(back.points, table.points, atol=1e-5)
+
+
+def test_latent_cli_reads_shape_code_models(tiny_models, tmp_path):
+    from test_solve_cli import cli, write_au_pdf
+
+    from diffpy_deepstruc.latent import interpolate
+    from diffpy_deepstruc.shapegen import ShapeGenerator
+
+    d, cat = tiny_models
+    au = write_au_pdf(tmp_path / "au.gr")
+    rc, out, err = cli(
+        "latent", "map", "--model", d / "cvae", "--catalog", cat, "--data", au,
+        "-o", tmp_path / "map.png", "--no-progress",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "au: map (principal view) = (" in out and (tmp_path / "map.csv").is_file()
+    gen = ShapeGenerator.load(d / "cvae")
+    with h5py.File(cat) as h5:
+        r, g = h5["r"][()], h5["pdfs/g"][()].astype(float)
+    path = interpolate(gen, (r, g[0]), (r, g[-1]), steps=4, element="Au")
+    assert len(path) == 4 and all(len(s) >= 4 for _, s in path)
+    ends = gen.build_points(np.stack([path[0][0], path[-1][0]]), "Au")
+    assert [len(s) for s, _ in ends] == [len(path[0][1]), len(path[-1][1])]
+    rc, out, err = cli(
+        "latent", "interpolate", au, au, "--model", d / "dae", "--steps", 3,
+        "-o", tmp_path / "interp",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert (tmp_path / "interp" / "interpolation.png").is_file()

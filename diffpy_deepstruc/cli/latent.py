@@ -40,8 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="latent_command", metavar="ACTION")
     sub.required = True
     model_help = (
-        "model folder (config.json + model.safetensors), or 'pretrained' / "
-        "'pretrained-dae' (default: pretrained)"
+        "model folder (config.json + model.safetensors), or a shipped model: "
+        "pretrained, pretrained-dae (distance), shapecode, shapecode-dae (default: "
+        "pretrained)"
     )
 
     m = sub.add_parser(
@@ -144,17 +145,23 @@ def _run_map(args) -> int:
         table = table.with_data(labels, zs, els)
     save_latent_map(table, csv_path, overwrite=args.force)
     cat = table.catalog_rows()
-    data = {lab: z[:2] for lab, z in zip(labels, zs, strict=True)}
-    title = args.title or f"DeepStruc {ds.kind.upper()} latent space"
+    xy = [cat.project(z) for z in zs]
+    data = dict(zip(labels, xy, strict=True))
+    title = args.title or (
+        f"DeepStruc {ds.kind.upper()} latent space"
+        if table.view() is None
+        else f"shape-code {ds.kind.upper()} latent, 2-D principal view"
+    )
     plot_latent_map(
         cat.points, list(cat.type), png, data=data, title=title, overwrite=args.force
     )
     print(
         f"{len(cat)} structures from {source}" + (f", {len(labels)} data" if labels else "")
     )
-    for lab, z, el in zip(labels, zs, els, strict=True):
+    at = "z" if table.view() is None else "map (principal view)"
+    for lab, z, el in zip(labels, xy, els, strict=True):
         what = f"metal {el} (header)" if el else "no single metal in the header"
-        print(f"  {lab}: z = ({z[0]:.4g}, {z[1]:.4g}); {what}")
+        print(f"  {lab}: {at} = ({z[0]:.4g}, {z[1]:.4g}); {what}")
     print(f"map written to {png} and {csv_path}")
     return 0
 

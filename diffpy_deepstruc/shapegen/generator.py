@@ -100,7 +100,9 @@ class ShapeGenerator:
     def load(cls, path: str | os.PathLike, **kw) -> ShapeGenerator:
         """Load a checkpoint folder written by ``train_codegen``."""
         model, config = load_codegen(path)
-        return cls(model, config, **kw)
+        gen = cls(model, config, **kw)
+        gen.checkpoint_dir = Path(path)  # files that come with it (its latent map)
+        return gen
 
     @classmethod
     def pretrained(cls, kind: str = "cvae", **kw) -> ShapeGenerator:
@@ -117,9 +119,14 @@ class ShapeGenerator:
                 raise CheckpointError(f"no pretrained shape-code {kind} model in {p}")
             return cls.load(p, **kw)
 
-    def _condition(self, pdf: Any) -> tuple[torch.Tensor, float]:
+    def preprocess(self, pdf: Any) -> tuple[np.ndarray, float]:
+        """The network input ``[L]`` for a PDF (PDFData, path or (r, g)) and the
+        nearest-neighbour peak position r1 (A) that fixes its size."""
         r, g = _as_pdf(pdf)
-        x, r1 = prepare_input(r, g, self.preprocess_config)
+        return prepare_input(r, g, self.preprocess_config)
+
+    def _condition(self, pdf: Any) -> tuple[torch.Tensor, float]:
+        x, r1 = self.preprocess(pdf)
         with torch.no_grad():
             return self.model.condition(torch.from_numpy(x).unsqueeze(0)), r1
 
@@ -152,6 +159,42 @@ class ShapeGenerator:
                 best.append((fam, theta, float(prob[i, f])))
             out.append(best)
         return out
+
+    def build_points(self, z: np.ndarray, element: str = "Pt") -> list[tuple[Any, dict]]:
+        """The structure of each latent point ``z [n, D]`` at the metal's distance:
+        its most probable family whose builder accepts the code and gives a physical
+        particle of at least :data:`MIN_ATOMS` atoms (the next family otherwise).
+
+        Returns
+        -------
+        list of (diffpy.structure.Structure, code dict)
+        """
+        from ..elements import nearest_neighbour_distance
+        from ..structures import arrays_to_structure
+
+        sym = check_metal(element)
+        nn = nearest_neighbour_distance(sym)
+        out = []
+        for options in self.codes(np.atleast_2d(z), top=len(self.families)):
+            for fam, theta, p in options:
+                try:
+                    atoms = build(fam, theta, sym, nn)
+                except ParameterError:
+                    continue
+                xyz = atoms.positions - atoms.positions.mean(0)
+                if len(atoms) >= MIN_ATOMS and unit_physical(xyz / nn):
+                    stype, entry = decode(fam, theta)
+                    code = {"family": fam, "theta": [float(x) for x in theta],
+                            "probability": p, "type": stype, "entry": entry}  # fmt: skip
+                    out.append((arrays_to_structure(xyz, sym, DEFAULT_UISO), code))
+                    break
+            else:
+                raise ParameterError("no builder accepts any family's code at this point")
+        return out
+
+    def _check_element(self, element: str) -> str:
+        """:func:`~diffpy_deepstruc.generator.check_metal` (any metal)."""
+        return check_metal(element)
 
     def _proposals(self, z: np.ndarray, roundings: int):
         """``(latent index, options)`` in the order :meth:`generate` tries them."""
