@@ -14,6 +14,7 @@ from diffpy_deepstruc.shapegen.augment import geometry_key
 from diffpy_deepstruc.shapegen.codes import (
     alternative_roundings,
     build,
+    canonical_code,
     decode,
     encode,
     family_slots,
@@ -542,3 +543,23 @@ def test_latent_cli_reads_shape_code_models(tiny_models, tmp_path):
     )  # fmt: skip
     assert rc == 0, err
     assert (tmp_path / "interp" / "interpolation.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("family", "theta", "expected"),
+    [
+        ("fcc", [3, 3, 4], [2, 3, 2]),  # ASE's layer counts: one of many for 43 atoms
+        ("fcc", [4, 3, 4], [2, 3, 2]),
+        ("fcc", [2, 3, 2], [2, 3, 2]),
+        ("vacancies/fcc", [3, 3, 4, 5], [2, 3, 2, 5]),
+        ("hcp", [5, 2, 3], [5, 2, 2]),
+        ("icosahedron", [3], [3]),  # no layer counts: as it is
+        ("sphere/fcc", [1.37, 0.1, 0.0, 0.0], [1.37, 0.1, 0.0, 0.0]),
+    ],
+)
+def test_canonical_codes_build_the_same_atoms(family, theta, expected):
+    got = canonical_code(family, theta)
+    assert got.tolist() == [float(x) for x in expected]
+    a, b = build(family, theta, "Au", 1.0), build(family, got, "Au", 1.0)
+    assert geometry_key(a.positions) == geometry_key(b.positions)
+    assert canonical_code(family, got).tolist() == got.tolist()  # idempotent

@@ -15,7 +15,6 @@ not drawn (their builders are slow and element-specific).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,25 +23,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ParameterError
-from .codes import build, decode, encode, family_slots
+from .codes import build, decode, encode, family_slots, geometry_key
 
 __all__ = ["AugmentedShapes", "draw_codes", "geometry_key", "random_shapes"]
 
 #: Reals are drawn this fraction of their training span beyond each end.
 SPAN_MARGIN = 0.1
-
-
-def geometry_key(xyz: np.ndarray, nn: float = 1.0) -> str:
-    """Digest of a geometry: atom count and sorted pair distances (in ``nn`` units,
-    rounded to 1e-3), independent of atom order, rotation and translation.
-
-    The fingerprint of :class:`diffpy_deepstruc.clusters.DistinctGeometries` as a
-    hashable string, so that the sets of shapes to avoid can go to worker processes.
-    """
-    x = np.asarray(xyz, float) / float(nn)
-    d = np.linalg.norm(x[:, None] - x[None], axis=-1)[np.triu_indices(len(x), 1)]
-    q = np.round(np.sort(d), 3).astype(np.float32)
-    return hashlib.sha1(len(x).to_bytes(4, "little") + q.tobytes()).hexdigest()
 
 
 def _ranges(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,9 @@ as ``stacking/sphere`` or ``stacking/prism``; decoding gives the equivalent
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import itertools
 import json
 import math
 from collections.abc import Mapping
@@ -48,8 +51,10 @@ __all__ = [
     "MAX_STACK_LAYERS",
     "Slot",
     "build",
+    "canonical_code",
     "decode",
     "encode",
+    "geometry_key",
     "family_slots",
     "family_type",
 ]
@@ -201,6 +206,73 @@ def _encode_stack(sequence: str, radius: float, shape: str) -> tuple[str, list[f
     raise ParameterError(f"stacking cut shape {shape!r} has no shape code")
 
 
+def geometry_key(xyz: np.ndarray, nn: float = 1.0) -> str:
+    """Digest of a geometry: atom count and sorted pair distances (in ``nn`` units,
+    rounded to 1e-3), independent of atom order, rotation and translation.
+
+    The fingerprint of :class:`diffpy_deepstruc.clusters.DistinctGeometries` as a
+    hashable string, so that the sets of shapes to avoid can go to worker processes.
+    """
+    x = np.asarray(xyz, float) / float(nn)
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)[np.triu_indices(len(x), 1)]
+    q = np.round(np.sort(d), 3).astype(np.float32)
+    return hashlib.sha1(len(x).to_bytes(4, "little") + q.tobytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=4096)
+def _code_geometry(family: str, theta: tuple[float, ...]) -> str | None:
+    """:func:`geometry_key` of a code's atoms (nn = 1); None when it does not build."""
+    try:
+        atoms = build(family, np.asarray(theta), "Au", 1.0)
+    except ParameterError:
+        return None
+    return geometry_key(atoms.positions)
+
+
+def _lattice_base(family: str) -> tuple[str, str] | None:
+    """``(head, lattice)`` of a family whose first three numbers are ASE layer counts
+    (``fcc``, ``vacancies/bcc``, ...; head "" for the ideal cluster), else None."""
+    parts = _split(family)
+    head = parts[0] if parts[0] in ("vacancies", "partial", "relaxed") else ""
+    rest = parts[1:] if head else parts
+    return (head, rest[0]) if len(rest) == 1 and rest[0] in LATTICES else None
+
+
+def canonical_code(family: str, theta: Any) -> np.ndarray:
+    """The code of the same atoms with the fewest layers (then the lexicographically
+    smallest layer counts).
+
+    ASE's layer counts of the lattice clusters are degenerate: fcc ``[2, 3, 3]``,
+    ``[3, 3, 3]``, ``[3, 3, 4]`` and ``[4, 3, 4]`` cut the same 43 atoms (a truncation
+    that does not bind can grow freely).  Every such code becomes one, so that a
+    network learns one code per geometry.  Layer counts at or below the given ones are
+    tried; a variant (vacancies, partial shell, relaxed) takes them only when the
+    whole code builds the same atoms.  Other families are returned as they are.
+    """
+    base = _lattice_base(family)
+    if base is None:
+        return np.asarray(theta, dtype=float)
+    t = np.asarray(_clean(family, theta), dtype=float)
+    lat = base[1]
+    layers = tuple(int(x) for x in t[:3])
+    want = _code_geometry(lat, tuple(float(x) for x in layers))
+    if want is None:
+        return t
+    tried = itertools.product(*(range(1, x + 1) for x in layers))
+    for c in sorted(tried, key=lambda c: (sum(c), c)):
+        if c == layers:
+            return t
+        if _code_geometry(lat, tuple(float(x) for x in c)) != want:
+            continue
+        alt = t.copy()
+        alt[:3] = c
+        if not base[0] or _code_geometry(family, tuple(alt)) == _code_geometry(
+            family, tuple(t)
+        ):
+            return alt
+    return t
+
+
 def encode(structure_type: str, builder: str | Mapping[str, Any]) -> tuple[str, np.ndarray]:
     """The shape code of a catalog structure.
 
@@ -215,6 +287,7 @@ def encode(structure_type: str, builder: str | Mapping[str, Any]) -> tuple[str, 
     -------
     family : str
     theta : ndarray ``[len(family_slots(family))]``
+        The :func:`canonical_code` (the same atoms, the fewest layer counts).
 
     Raises
     ------
@@ -270,7 +343,7 @@ def encode(structure_type: str, builder: str | Mapping[str, Any]) -> tuple[str, 
             raise ParameterError(f"builder {maker!r} has no shape code")
     except (KeyError, TypeError, ValueError) as exc:
         raise ParameterError(f"builder {maker!r} arguments {args!r}: {exc}") from None
-    return fam, np.asarray(theta, dtype=float)
+    return fam, canonical_code(fam, theta)
 
 
 #: Builders of an ideal shape plus one number: family prefix and that argument.
