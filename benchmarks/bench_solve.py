@@ -89,13 +89,13 @@ def refine_truth(structure, pdf) -> tuple[float, float]:
 
 def solve_once(pdf, element, model, outdir: Path) -> dict:
     """The whole pipeline in this process, files included."""
-    from diffpy_deepstruc.latent import shipped_map_or_none
+    from diffpy_deepstruc.latent import model_map_or_none
     from diffpy_deepstruc.solve import prepare_outdir, solve, write_solution
 
     t = time.perf_counter()
     res = solve(pdf, element=element, model=model)
     t_write = time.perf_counter()
-    write_solution(res, prepare_outdir(outdir), latent_map=shipped_map_or_none(model[0]))
+    write_solution(res, prepare_outdir(outdir), latent_map=model_map_or_none(model[0]))
     end = time.perf_counter()
     return {
         "seconds": end - t,

@@ -240,7 +240,7 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
     dict
         The row (keys :data:`SERIES_COLUMNS`).
     """
-    from .latent import shipped_map_or_none
+    from .latent import model_map_or_none
     from .pdfdata import load_pdf
     from .solve import nearest_neighbour_distance, prepare_outdir, solve, write_solution
 
@@ -274,9 +274,7 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
         models = _models(model_paths)
         prepare_outdir(outdir, force=True, resume=True)  # keeps partial/ (same-run only)
         res = solve(pdf, model=models, outdir=outdir, resume=True, workers=1, **opts)
-        write_solution(
-            res, outdir, latent_map=shipped_map_or_none(models[0]), overwrite=True
-        )
+        write_solution(res, outdir, latent_map=model_map_or_none(models[0]), overwrite=True)
         best = res.best
         row.update(
             status="ok",

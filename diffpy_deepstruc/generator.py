@@ -144,8 +144,12 @@ def fit_scale(
     kern = np.exp(-0.5 * (np.arange(-half, half + 1) * step / sigma) ** 2)
     edges = np.concatenate([grid - step / 2, [grid[-1] + step / 2]])
 
+    d = np.sort(d)  # once: a histogram of d * s is d against the edges / s
+
     def score(f: float) -> float:
-        h, _ = np.histogram(d * (s0 * f), bins=edges)
+        idx = np.searchsorted(d, edges / (s0 * f))
+        idx[-1] = np.searchsorted(d, edges[-1] / (s0 * f), side="right")  # closed end
+        h = np.diff(idx)
         m = np.convolve(h.astype(float), kern, mode="same") / grid
         sd = m.std()
         return -np.inf if sd == 0 else float(np.dot(gin, (m - m.mean()) / sd)) / grid.size

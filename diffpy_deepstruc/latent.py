@@ -64,6 +64,7 @@ __all__ = [
     "compute_latent_map",
     "save_latent_map",
     "load_latent_map",
+    "model_map_or_none",
     "shipped_map_or_none",
     "knn_type_accuracy",
     "stacking_spearman",
@@ -1002,10 +1003,10 @@ def model_map_path(model: Any) -> Path | None:
     return None
 
 
-def shipped_map_or_none(model: Any) -> tuple[np.ndarray, list[str]] | None:
-    """The map that comes with ``model``: (points ``[M, 2]``, types) or None.
+def model_map_or_none(model: Any) -> LatentMap | None:
+    """The map that comes with ``model`` (its catalog rows), or None.
 
-    ``model`` is a DeepStruc or a network carrying ``.meta``.  See
+    ``model`` is a generator or a network carrying ``.meta``.  See
     :func:`model_map_path` for where the map is looked for; a missing, stale or
     unreadable map gives None (the caller draws its samples without the map).
     """
@@ -1013,8 +1014,17 @@ def shipped_map_or_none(model: Any) -> tuple[np.ndarray, list[str]] | None:
         f = model_map_path(model)
         if f is None:
             return None
-        table = load_latent_map(f).catalog_rows()
+        return load_latent_map(f).catalog_rows()
     except (DeepStrucError, OSError):
+        return None
+
+
+def shipped_map_or_none(model: Any) -> tuple[np.ndarray, list[str]] | None:
+    """The map that comes with ``model`` as (points ``[M, 2]``, types), or None: the
+    points of :func:`model_map_or_none` (a principal view for a latent of more than
+    two dimensions, :meth:`LatentMap.project`)."""
+    table = model_map_or_none(model)
+    if table is None:
         return None
     return table.points.copy(), [str(t) for t in table.type]
 

@@ -187,6 +187,7 @@ def plot_latent_map(
     title: str = "Latent space",
     best: np.ndarray | None = None,
     best_label: str = "best candidate",
+    axes: tuple[str, str] = ("z₁", "z₂"),
     overwrite: bool = False,
 ) -> Path:
     """Latent means of catalog structures coloured by type, plus samples and data.
@@ -213,6 +214,8 @@ def plot_latent_map(
         Figure title; a second line says how many structures and points are drawn.
     best : ndarray of shape (2,), optional
         Latent point of the best candidate, drawn as a labelled star.
+    axes : (str, str)
+        Axis labels (a principal view of a larger latent: ``("PC 1", "PC 2")``).
     best_label : str
         Its label.
     overwrite : bool
@@ -306,8 +309,8 @@ def plot_latent_map(
             zorder=15,
         )
         _label_inside(ax, b, best_label, placed)
-    ax.set_xlabel("z₁")
-    ax.set_ylabel("z₂")
+    ax.set_xlabel(axes[0])
+    ax.set_ylabel(axes[1])
     sub = (
         f"all {len(pts)} structures drawn: {n_distinct} distinct points, "
         "area ~ structures per point"

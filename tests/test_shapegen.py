@@ -484,6 +484,13 @@ def test_shipped_models_are_both_kinds():
     assert coded.meta["split"]["by"] == "structure"
     with pytest.raises(ParameterError, match="kind must be"):
         ShapeGenerator.pretrained("vae")
+    from diffpy_deepstruc.latent import model_map_or_none
+
+    for gen in (coded, dae):  # each with its map: 8-D prior means, a principal view
+        table = model_map_or_none(gen)
+        assert table is not None and table.z.shape[1] == gen.model.config.latent
+        assert table.view() is not None and table.points.shape == (len(table), 2)
+        assert table.meta["model_sha256"] == gen.meta["weights"]["sha256"]
 
 
 def test_latent_map_of_a_shape_code_model(tiny_models, tmp_path):

@@ -153,7 +153,13 @@ def _run_map(args) -> int:
         else f"shape-code {ds.kind.upper()} latent, 2-D principal view"
     )
     plot_latent_map(
-        cat.points, list(cat.type), png, data=data, title=title, overwrite=args.force
+        cat.points,
+        list(cat.type),
+        png,
+        data=data,
+        title=title,
+        axes=("z₁", "z₂") if table.view() is None else ("PC 1", "PC 2"),
+        overwrite=args.force,
     )
     print(
         f"{len(cat)} structures from {source}" + (f", {len(labels)} data" if labels else "")

@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``deepstruc solve``."""
     from pathlib import Path
 
-    from ..latent import shipped_map_or_none
+    from ..latent import model_map_or_none
     from ..pdfdata import load_pdf
     from ..solve import (
         discard_outdir,
@@ -209,9 +209,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
-    write_solution(
-        result, outdir, latent_map=shipped_map_or_none(models[0]), overwrite=True
-    )
+    write_solution(result, outdir, latent_map=model_map_or_none(models[0]), overwrite=True)
     print_result(result)
     print(f"results in {outdir}/ (report.html, ranking.csv, summary.json, fit_XX.png)")
     return 0

@@ -462,7 +462,7 @@ def _augmented(catalog, data, table: CodeTable, train_s, cfg, pre, cache_dir) ->
                 train_s.tolist(),
                 cfg.augment,
                 cfg.augment_seed,
-                1,
+                2,  # 2: canonical layer counts (codes.canonical_code)
             ],
             sort_keys=True,
         ).encode()

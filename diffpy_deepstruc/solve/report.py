@@ -24,6 +24,7 @@ import numpy as np
 
 from .. import __version__
 from ..fileio import atomic_write_text
+from ..latent import LatentMap
 from .candidates import SHAPE_CODE_SOURCE, is_sample, nearest_neighbour_distance
 from .codesearch import SEARCHED_INDEX
 from .complete import COMPLETED_INDEX
@@ -208,7 +209,7 @@ def write_solution(
     result: SolveResult,
     outdir: str | os.PathLike,
     *,
-    latent_map: tuple[np.ndarray, Sequence[str]] | None = None,
+    latent_map: Any = None,
     sample_latents: np.ndarray | None = None,
     overwrite: bool = False,
 ) -> Path:
@@ -220,8 +221,11 @@ def write_solution(
         From :func:`~diffpy_deepstruc.solve.solve`.
     outdir : path
         Output folder (see :func:`~diffpy_deepstruc.solve.prepare_outdir`).
-    latent_map : (points [M, 2], types), optional
-        The model's structure map, drawn under the samples.
+    latent_map : LatentMap or (points [M, 2], types), optional
+        The first model's structure map, drawn under the samples
+        (:func:`~diffpy_deepstruc.latent.model_map_or_none`); a map of a latent of more
+        than two dimensions shows its principal view, and the samples are projected
+        onto it.
     sample_latents : ndarray, optional
         Latent points of all samples (default: ``result.sample_latents``).
     overwrite : bool
@@ -266,16 +270,30 @@ def write_solution(
 
     samples = sample_latents if sample_latents is not None else result.sample_latents
     samples = np.zeros((0, 2)) if samples is None else np.asarray(samples, float)
-    pts, types = latent_map if latent_map is not None else (np.zeros((0, 2)), [])
+    samples_dim = samples.shape[1] if samples.ndim == 2 and len(samples) else 2
+    project, axes = (lambda z: np.asarray(z, float)[..., :2]), ("z₁", "z₂")
+    if isinstance(latent_map, LatentMap):
+        pts, types = latent_map.points, [str(t) for t in latent_map.type]
+        if latent_map.view() is not None and samples.shape[1] == latent_map.z.shape[1]:
+            project, axes = latent_map.project, ("PC 1", "PC 2")
+    else:
+        pts, types = latent_map if latent_map is not None else (np.zeros((0, 2)), [])
+    samples = project(samples) if len(samples) else np.zeros((0, 2))
     # the data sit at the prior mean of its PDF, the model's sample 0
     data_z = {Path(result.pdf.source or "data").stem: samples[0]} if len(samples) else {}
+    # the best sample of the first model (the one whose latent the map shows)
     ranked_samples = [
-        (k, c) for k, c in enumerate(result.candidates, start=1) if c.source == "model"
+        (k, c)
+        for k, c in enumerate(result.candidates, start=1)
+        if is_sample(c.source) and len(c.latent) == samples_dim
     ]
     best_z, best_label = None, "best candidate"
     if ranked_samples:
         k, c = ranked_samples[0]
-        best_z, best_label = np.asarray(c.latent[:2], float), f"best model sample (#{k})"
+        best_z, best_label = (
+            project(np.asarray(c.latent, float)),
+            f"best model sample (#{k})",
+        )
     plot_latent_map(
         pts,
         types,
@@ -285,6 +303,7 @@ def write_solution(
         best=best_z,
         best_label=best_label,
         title=f"{result.element}: {result.n_sampled} samples",
+        axes=axes,
         overwrite=overwrite,
     )
 
