@@ -92,3 +92,23 @@ def test_search_without_codes_or_k_does_nothing():
     found, _, walks = search_codes(props[1:], screen.take([1]), PDFData(r=r, g=g),
                                    SETTINGS, "Au")  # fmt: skip
     assert found == [] and walks == []
+
+
+def test_a_relaxed_sample_walks_among_ideal_codes():
+    """A relaxed 147-atom icosahedron sample is walked to the ideal 55-atom one in the
+    data (its neighbours are not relaxed again)."""
+    from diffpy_deepstruc.solve.codesearch import walk_family
+
+    assert walk_family("relaxed/icosahedron") == "icosahedron"
+    assert walk_family("vacancies/fcc") == "vacancies/fcc"
+    truth = build("icosahedron", [3], "Au").positions
+    r, g = debye.pdf_from_arrays(truth, "Au", 0.005, PARAMS, backend="torch")
+    props = [_proposal(0, "relaxed/icosahedron", [4])]
+    screen = screen_candidates([p.xyz for p in props], r, g, SETTINGS)
+    found, found_screen, walks = search_codes(
+        props, screen, PDFData(r=r, g=g), SETTINGS, "Au"
+    )
+    assert walks[0].family == "icosahedron"
+    assert len(found) == 1 and len(found[0].structure) == 55
+    assert found[0].source.startswith("code search (from sample 0): icosahedron 55")
+    assert found_screen.rw[0] < 1e-2

@@ -7,7 +7,8 @@ from the best-screened samples, every neighbouring code
 (:func:`~diffpy_deepstruc.shapegen.codes.neighbour_codes`) is built, scaled like its
 start and screened in one batch (:func:`~diffpy_deepstruc.solve.screen.screen_candidates`);
 a start moves to its best neighbour while that lowers the screening Rw.  Each walk that
-moved adds its end point to the candidates.
+moved adds its end point to the candidates.  A relaxed sample walks among the ideal
+codes of its base shape (:func:`walk_family`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "SEARCHED_INDEX",
     "CodeWalk",
     "search_codes",
+    "walk_family",
 ]
 
 #: Shape-code samples whose codes are searched (the best-screened distinct ones).
@@ -72,6 +74,14 @@ class CodeWalk:
     structure: Any = None
     screen: ScreenResult | None = None
     steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def walk_family(family: str) -> str:
+    """The family a sample of ``family`` is walked in: a relaxed shape's ideal base
+    (``relaxed/icosahedron`` -> ``icosahedron``; the same numbers), since building a
+    relaxed neighbour runs a relaxation (about 0.4 s each) and the completion relaxes
+    the finalists against the data; any other family itself."""
+    return family.removeprefix("relaxed/")
 
 
 def _neighbours(walk: CodeWalk, element: str, nn: float, seen: set[str], shapes: Any):
@@ -148,7 +158,7 @@ def search_codes(
     walks = [
         CodeWalk(
             proposals[i],
-            p.code["family"],
+            walk_family(p.code["family"]),
             np.asarray(p.code["theta"], float),
             float(screen.rw[i]),
         )
