@@ -233,7 +233,8 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
     options : dict
         Keyword arguments of :func:`~diffpy_deepstruc.solve.solve` (``n``,
         ``element``, ``seed``, ``qmax``...) plus ``model`` (a list of checkpoint
-        folders, or None for the shipped models), ``force`` and ``threads`` (torch threads in this worker).
+        folders, or None for the shipped models), ``force`` and ``threads`` (torch
+        threads in this worker).
 
     Returns
     -------

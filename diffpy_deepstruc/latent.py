@@ -104,7 +104,7 @@ def as_deepstruc(model: Any):
     """
     from .generator import DeepStruc
     from .models import DeepStrucNet
-    from .shapegen.generator import SHIPPED_NAMES, ShapeGenerator, load_generator
+    from .shapegen.generator import ShapeGenerator, load_generator
 
     if isinstance(model, DeepStruc | ShapeGenerator):
         return model
@@ -114,9 +114,7 @@ def as_deepstruc(model: Any):
         return DeepStruc.pretrained("cvae")
     if model in ("pretrained-dae", "dae"):
         return DeepStruc.pretrained("dae")
-    if isinstance(model, str) and model in SHIPPED_NAMES:
-        return load_generator(model)
-    if isinstance(model, str | os.PathLike):
+    if isinstance(model, str | os.PathLike):  # a folder or a shipped shape-code name
         ds = load_generator(model)
         if isinstance(ds, DeepStruc):
             ds.model.checkpoint_dir = Path(model)
@@ -521,6 +519,12 @@ class LatentMap:
             axes *= np.sign(axes[np.arange(2), np.abs(axes).argmax(1)])[:, None]
             self.meta["view"] = {"mean": mean.tolist(), "axes": axes.tolist()}
         return self.meta["view"]
+
+    @property
+    def axis_labels(self) -> tuple[str, str]:
+        """The map's axis labels: ``z₁``, ``z₂`` or, for a principal view, ``PC 1``,
+        ``PC 2``."""
+        return ("z₁", "z₂") if self.view() is None else ("PC 1", "PC 2")
 
     def project(self, z: Any) -> np.ndarray:
         """Latent points ``[n, D]`` (or one ``[D]``) on the map's 2-D view."""

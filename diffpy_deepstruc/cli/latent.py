@@ -158,7 +158,7 @@ def _run_map(args) -> int:
         png,
         data=data,
         title=title,
-        axes=("z₁", "z₂") if table.view() is None else ("PC 1", "PC 2"),
+        axes=table.axis_labels,
         overwrite=args.force,
     )
     print(

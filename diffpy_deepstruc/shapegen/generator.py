@@ -31,7 +31,14 @@ from .codes import build, decode, family_slots
 from .network import CodeNet
 from .training import load_codegen
 
-__all__ = ["SHIPPED_FOLDER", "SHIPPED_NAMES", "ShapeGenerator", "load_generator"]
+__all__ = [
+    "SHIPPED_FOLDER",
+    "SHIPPED_NAMES",
+    "ShapeGenerator",
+    "build_unit",
+    "code_record",
+    "load_generator",
+]
 
 #: Folder of the shipped shape-code models in the package (``dae/`` below it).
 SHIPPED_FOLDER = "pretrained/shapecode"
@@ -44,6 +51,32 @@ MIN_ATOMS = 4
 #: Latent draws tried per requested sample before giving up (duplicates and codes no
 #: builder accepts are redrawn).
 MAX_DRAWS_PER_SAMPLE = 10
+
+
+def build_unit(family: str, theta: Any, element: str, nn: float) -> np.ndarray | None:
+    """Centred coordinates (in units of ``nn``) of a code's particle built at the
+    metal's distance ``nn``, or None when its builder refuses the code, or the particle
+    has fewer than :data:`MIN_ATOMS` atoms or is unphysical
+    (:func:`~diffpy_deepstruc.catalog.unit_physical`)."""
+    try:
+        atoms = build(family, theta, element, nn)
+    except ParameterError:
+        return None
+    unit = (atoms.positions - atoms.positions.mean(0)) / nn
+    return unit if len(unit) >= MIN_ATOMS and unit_physical(unit) else None
+
+
+def code_record(family: str, theta: Any, probability: float) -> dict[str, Any]:
+    """A sample's ``code``: family, numbers, the decoder's probability of the family,
+    and the catalog type and builder entry they decode to."""
+    stype, entry = decode(family, theta)
+    return {
+        "family": family,
+        "theta": [float(x) for x in theta],
+        "probability": probability,
+        "type": stype,
+        "entry": entry,
+    }
 
 
 class ShapeGenerator:
@@ -177,16 +210,10 @@ class ShapeGenerator:
         out = []
         for options in self.codes(np.atleast_2d(z), top=len(self.families)):
             for fam, theta, p in options:
-                try:
-                    atoms = build(fam, theta, sym, nn)
-                except ParameterError:
-                    continue
-                xyz = atoms.positions - atoms.positions.mean(0)
-                if len(atoms) >= MIN_ATOMS and unit_physical(xyz / nn):
-                    stype, entry = decode(fam, theta)
-                    code = {"family": fam, "theta": [float(x) for x in theta],
-                            "probability": p, "type": stype, "entry": entry}  # fmt: skip
-                    out.append((arrays_to_structure(xyz, sym, DEFAULT_UISO), code))
+                unit = build_unit(fam, theta, sym, nn)
+                if unit is not None:
+                    s = arrays_to_structure(unit * nn, sym, DEFAULT_UISO)
+                    out.append((s, code_record(fam, theta, p)))
                     break
             else:
                 raise ParameterError("no builder accepts any family's code at this point")
@@ -283,16 +310,12 @@ class ShapeGenerator:
             if len(out) == n:
                 break
             for fam, theta, p in options:
-                stype, entry = decode(fam, theta)
-                key = json.dumps([stype, entry], sort_keys=True)
+                code = code_record(fam, theta, p)
+                key = json.dumps([code["type"], code["entry"]], sort_keys=True)
                 if distinct and key in seen:
                     break
-                try:
-                    atoms = build(fam, theta, sym, nn)
-                except ParameterError:
-                    continue
-                unit = (atoms.positions - atoms.positions.mean(0)) / nn
-                if len(atoms) < MIN_ATOMS or not unit_physical(unit):
+                unit = build_unit(fam, theta, sym, nn)
+                if unit is None:
                     continue
                 seen.add(key)
                 # other arguments may build the same atoms
@@ -305,18 +328,11 @@ class ShapeGenerator:
                     uiso,
                     title=f"deepstruc shapegen {self.kind} sample {len(out)}",
                 )
-                code = {
-                    "family": fam,
-                    "theta": [float(x) for x in theta],
-                    "probability": p,
-                    "type": stype,
-                    "entry": entry,
-                }
                 out.append(
                     Candidate(
                         structure=s,
                         latent=z[k].astype(float),
-                        n_atoms=len(atoms),
+                        n_atoms=len(unit),
                         residual=0.0,
                         scale=scale,
                         is_prior_mean=include_mean and k == 0 and not out,

@@ -88,13 +88,11 @@ def _neighbours(walk: CodeWalk, element: str, nn: float, seen: set[str], shapes:
     """``(theta, structure)`` of the walk's neighbours whose code and atoms are new
     (``seen``: builder entries; ``shapes``: a
     :class:`~diffpy_deepstruc.clusters.DistinctGeometries`), scaled as its start."""
-    from ..catalog import unit_physical
-    from ..errors import ParameterError
-    from ..shapegen.codes import build, decode, neighbour_codes
-    from ..shapegen.generator import MIN_ATOMS
+    from ..shapegen.codes import decode, neighbour_codes
+    from ..shapegen.generator import build_unit
     from ..structures import arrays_to_structure
 
-    factor = nearest_neighbour_distance(walk.start.structure) / nn
+    scale = nearest_neighbour_distance(walk.start.structure)
     uiso = float(walk.start.structure[0].Uisoequiv)
     out = []
     for theta in neighbour_codes(walk.family, walk.theta):
@@ -102,18 +100,10 @@ def _neighbours(walk: CodeWalk, element: str, nn: float, seen: set[str], shapes:
         if key in seen:
             continue
         seen.add(key)
-        try:
-            atoms = build(walk.family, theta, element, nn)
-        except ParameterError:
-            continue
-        xyz = atoms.positions - atoms.positions.mean(0)
-        if (
-            len(atoms) < MIN_ATOMS
-            or not unit_physical(xyz / nn)
-            or not shapes.add(xyz / nn)
-        ):
-            continue  # too small, unphysical, or the atoms of a code already met
-        out.append((theta, arrays_to_structure(xyz * factor, element, uiso)))
+        unit = build_unit(walk.family, theta, element, nn)
+        if unit is None or not shapes.add(unit):
+            continue  # refused, too small, unphysical, or the atoms of a code met before
+        out.append((theta, arrays_to_structure(unit * scale, element, uiso)))
     return out
 
 

@@ -274,8 +274,8 @@ def write_solution(
     project, axes = (lambda z: np.asarray(z, float)[..., :2]), ("z₁", "z₂")
     if isinstance(latent_map, LatentMap):
         pts, types = latent_map.points, [str(t) for t in latent_map.type]
-        if latent_map.view() is not None and samples.shape[1] == latent_map.z.shape[1]:
-            project, axes = latent_map.project, ("PC 1", "PC 2")
+        if samples.shape[1] == latent_map.z.shape[1]:
+            project, axes = latent_map.project, latent_map.axis_labels
     else:
         pts, types = latent_map if latent_map is not None else (np.zeros((0, 2)), [])
     samples = project(samples) if len(samples) else np.zeros((0, 2))
