@@ -11,6 +11,10 @@ symbols pooled as ``env``) when the family is taken as the true one.
 ``--round-trip`` (no model needed) instead checks that every distinct builder entry of
 the catalog survives encode -> decode -> build: the same atom count and sorted pair
 distances as the stored structure (to 1e-3 A).
+
+``--degeneracy`` (no model or catalog needed) counts, per lattice, the ASE layer-count
+triples with counts 1-6 that give 5-200 atoms and the distinct geometries among them
+(why :func:`~diffpy_deepstruc.shapegen.codes.canonical_code` exists).
 """
 
 from __future__ import annotations
@@ -63,6 +67,23 @@ def round_trip(catalog: str) -> int:
     return 1 if bad else 0
 
 
+def degeneracy(top: int = 6, n_min: int = 5, n_max: int = 200) -> int:
+    """Print, per lattice, how many layer-count triples cut how many geometries."""
+    import itertools
+
+    from diffpy_deepstruc.shapegen.codes import LATTICES, build, geometry_key
+
+    for lat in LATTICES:
+        keys = []
+        for t in itertools.product(range(1, top + 1), repeat=3):
+            atoms = build(lat, list(t), "Au", 1.0)
+            if n_min <= len(atoms) <= n_max:
+                keys.append(geometry_key(atoms.positions))
+        print(f"{lat}: {len(keys)} triples with {n_min}-{n_max} atoms, "
+              f"{len(set(keys))} geometries")  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import h5py
     import numpy as np
@@ -76,10 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model")
     ap.add_argument("--round-trip", action="store_true", help="check the codes only")
-    ap.add_argument("--catalog", required=True)
+    ap.add_argument(
+        "--degeneracy", action="store_true", help="count degenerate layer codes only"
+    )
+    ap.add_argument("--catalog")
     ap.add_argument("--split", choices=("val", "test"), default="val")
     ap.add_argument("--cache-dir", default="runs/.deepstruc-cache")
     args = ap.parse_args(argv)
+    if args.degeneracy:
+        return degeneracy()
+    if not args.catalog:
+        ap.error("--catalog is needed (unless --degeneracy)")
     if args.round_trip:
         return round_trip(args.catalog)
     if not args.model:

@@ -79,7 +79,7 @@ class CodeWalk:
 def walk_family(family: str) -> str:
     """The family a sample of ``family`` is walked in: a relaxed shape's ideal base
     (``relaxed/icosahedron`` -> ``icosahedron``; the same numbers), since building a
-    relaxed neighbour runs a relaxation (about 0.4 s each) and the completion relaxes
+    relaxed neighbour runs a relaxation (seconds per walk) and the completion relaxes
     the finalists against the data; any other family itself."""
     return family.removeprefix("relaxed/")
 
