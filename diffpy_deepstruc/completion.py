@@ -983,11 +983,12 @@ class _Search:
                     seen.add(key)
                     if len(added) + len(removed) > max(24, n // 2):
                         continue
-                    if not self._valid(removed, added):
-                        continue
                     out.append((removed, np.flatnonzero(sel[n:])))
         if not big:
             out += self._caps(sites, dirs, seen)
+        if out:
+            valid = self._valid_many(pts, out)
+            out = [e for e, ok in zip(out, valid, strict=True) if ok]
         if not out:
             return []
         dh, ok = _edit_dh_many(pts, n, out, self.model.step, self.model.n_bins)
@@ -996,7 +997,8 @@ class _Search:
         ]
 
     def _caps(self, sites: np.ndarray, dirs: np.ndarray, seen: set) -> list[tuple]:
-        """Planar cuts of the surface, as (removed atoms, added site indices): the k
+        """Planar cuts of the surface, as (removed atoms, added site indices; not yet
+        checked by :meth:`_valid_many`): the k
         surface atoms furthest along -u removed, or the k vacant sites furthest along u
         filled (no two closer than MIN_DISTANCE nn), for k in :data:`CAP_SIZES`.  An
         incomplete outer shell grows and dissolves as a cap, which single-atom moves
@@ -1007,15 +1009,21 @@ class _Search:
         out: list[tuple] = []
         if not ks:
             return out
+        # sites closer than MIN_DISTANCE nn to each other (a site never clashes with
+        # itself: it is picked before it could block itself)
+        clash = (
+            np.linalg.norm(sites[:, None] - sites[None], axis=2) < MIN_DISTANCE * self.nn
+        )
         for u in dirs:
             by_s = surf[np.argsort(self.x[surf] @ u, kind="stable")]
             picked: list[int] = []
+            blocked = np.zeros(len(sites), dtype=bool)
             for j in np.argsort(-(sites @ u), kind="stable"):
                 if len(picked) == ks[-1]:
                     break
-                d = np.linalg.norm(sites[picked] - sites[j], axis=1) if picked else [9.9]
-                if np.min(d) >= MIN_DISTANCE * self.nn:
+                if not blocked[j]:
                     picked.append(int(j))
+                    blocked |= clash[j]
             for k in ks:
                 edits = []
                 if k < len(by_s):
@@ -1027,8 +1035,7 @@ class _Search:
                     if key in seen:
                         continue
                     seen.add(key)
-                    if self._valid(removed, sites[added]):
-                        out.append((removed, added))
+                    out.append((removed, added))
         return out
 
     def _edit_dh(self, removed: np.ndarray, added: np.ndarray) -> np.ndarray:
@@ -1078,6 +1085,54 @@ class _Search:
             xo = self.x[old_idx[near[is_old]]]
             cn_old[is_old] = self._tree.query_ball_point(xo, bond, return_length=True) - 1
         return bool(np.all(cn_new >= np.minimum(cn_old, MIN_SITE_NEIGHBOURS)))
+
+    def _valid_many(
+        self, pts: np.ndarray, edits: Sequence[tuple[np.ndarray, np.ndarray]]
+    ) -> np.ndarray:
+        """:meth:`_valid` of many edits at once (the same answer for each).
+
+        ``pts`` holds the current atoms followed by vacant sites (each at least
+        ``MIN_DISTANCE`` nn from every atom, as :meth:`_sites` gives them); an edit is
+        ``(removed atom indices, added site indices counted from the first site)``.  The
+        new coordination of every point under every edit is one sparse product
+        (selection x bond graph); an atom's count only changes near an edit, so checking
+        every kept atom equals :meth:`_valid`'s check of the atoms near the change.
+        """
+        from scipy.sparse import coo_matrix
+
+        n, P, E = len(self.x), len(pts), len(edits)
+        if E == 0:
+            return np.zeros(0, dtype=bool)
+        nn = self.nn
+        tree = cKDTree(pts)
+        pairs = tree.query_pairs(self.bond_max * nn, output_type="ndarray")
+        ones = np.ones(2 * len(pairs), dtype=np.float32)
+        ij = np.concatenate([pairs, pairs[:, ::-1]]).T if len(pairs) else np.zeros((2, 0))
+        bonds = coo_matrix((ones, (ij[0], ij[1])), shape=(P, P)).tocsr()
+        need = np.full(P, float(MIN_SITE_NEIGHBOURS))
+        cn_old = np.asarray(bonds[:n][:, :n].sum(axis=1)).ravel()
+        need[:n] = np.minimum(cn_old, MIN_SITE_NEIGHBOURS)
+        sel = np.zeros((E, P), dtype=bool)
+        sel[:, :n] = True
+        for e, (removed, added) in enumerate(edits):
+            sel[e, np.asarray(removed, dtype=int)] = False
+            sel[e, n + np.asarray(added, dtype=int)] = True
+        cn_new = np.asarray((bonds @ sel.T.astype(np.float32)).T)
+        ok = ~np.any(sel & (cn_new < need - 0.5), axis=1)
+        ok &= sel.sum(axis=1) >= 4
+        clash = tree.query_pairs(MIN_DISTANCE * nn, output_type="ndarray")
+        clash = clash[(clash >= n).any(axis=1)] if len(clash) else clash
+        for a, b in clash:
+            ok &= ~(sel[:, a] & sel[:, b])
+        d_sites = None
+        for e, (_, added) in enumerate(edits):
+            if not ok[e] or not len(added):
+                continue
+            if d_sites is None:
+                d_sites = np.linalg.norm(pts[n:, None] - pts[None], axis=2)
+            if d_sites[np.asarray(added, dtype=int)][:, sel[e]].max() >= self.max_dist:
+                ok[e] = False
+        return ok
 
     @property
     def _tree(self) -> cKDTree:

@@ -18,6 +18,7 @@ from diffpy_deepstruc.completion import (
     _edit_dh_many,
     _Model,
     _remove_histograms,
+    _Search,
     complete,
     coordination,
     estimate_nn,
@@ -109,6 +110,30 @@ def test_batched_edits_equal_full_recalculation(fcc):
         new = np.concatenate([np.delete(x, removed, axis=0), sites[added]])
         full = pair_histogram(new, n_bins=n_bins)
         assert np.abs(full0 + row - full).max() <= 1e-10 * np.abs(full).max()
+
+
+@pytest.mark.parametrize("shape", ["fcc", "ico55", "bcc"])
+def test_batched_validity_equals_the_single_check(shape, fcc, ico55):
+    """_valid_many (recuts and caps, one sparse product) gives _valid's answer."""
+    x = {"fcc": fcc, "ico55": ico55}.get(shape)
+    if x is None:
+        x = clusters.bcc_cluster("Fe", [3, 3, 3]).positions
+    rng = np.random.default_rng(5)
+    search = _Search.__new__(_Search)
+    search.x, search.nn = x.copy(), estimate_nn(x)
+    search.bond_max = site_bond_max(x, search.nn)
+    search.max_dist = 0.9 * np.ptp(x, axis=0).max() + 2.0 * search.nn  # some too far
+    sites, _ = vacant_sites(x, search.nn, bond_max=search.bond_max)
+    pts = np.concatenate([x, sites])
+    edits = []
+    for _ in range(150):
+        removed = np.sort(rng.choice(len(x), int(rng.integers(0, 6)), replace=False))
+        added = np.sort(rng.choice(len(sites), int(rng.integers(0, 6)), replace=False))
+        edits.append((removed, added))
+    got = search._valid_many(pts, edits)
+    want = [search._valid(r, sites[a]) for r, a in edits]
+    assert got.tolist() == want
+    assert 0 < sum(want) < len(want)  # both answers occur
 
 
 def test_linear_model_equals_histogram_pdf(ico55):
