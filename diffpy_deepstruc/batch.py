@@ -275,7 +275,8 @@ def solve_file(path: str, outdir: str, options: dict[str, Any]) -> dict[str, Any
         models = _models(model_paths)
         prepare_outdir(outdir, force=True, resume=True)  # keeps partial/ (same-run only)
         res = solve(pdf, model=models, outdir=outdir, resume=True, workers=1, **opts)
-        write_solution(res, outdir, latent_map=model_map_or_none(models[0]), overwrite=True)
+        maps = [model_map_or_none(m) for m in models]
+        write_solution(res, outdir, latent_maps=maps, overwrite=True)
         best = res.best
         row.update(
             status="ok",

@@ -470,6 +470,37 @@ def test_solve_samples_from_several_models(tiny_models, tmp_path):
     assert summary["n_sampled"] == 4
 
 
+def test_report_draws_each_models_samples_on_its_own_map(tiny_models, tmp_path):
+    """With two models, the second one's samples go on its own map (its principal
+    view) in latent_model2.png, linked from the report; latent.png stays the first's."""
+    from test_solve_cli import tiny_model_dir, write_au_pdf
+
+    from diffpy_deepstruc.generator import DeepStruc
+    from diffpy_deepstruc.latent import as_deepstruc, compute_latent_map
+    from diffpy_deepstruc.pdfdata import load_pdf
+    from diffpy_deepstruc.shapegen import ShapeGenerator
+    from diffpy_deepstruc.solve import prepare_outdir, solve, write_solution
+
+    d, cat = tiny_models
+    models = [DeepStruc.load(tiny_model_dir()), ShapeGenerator.load(d / "cvae")]
+    pdf = load_pdf(write_au_pdf(tmp_path / "au.gr"))
+    res = solve(pdf, model=models, n=3, library_k=0, complete_k=0, search_k=0, workers=1)
+    assert [z.shape for z in res.model_latents] == [
+        (3, 2),
+        (3, models[1].model.config.latent),
+    ]
+    assert np.array_equal(res.sample_latents, res.model_latents[0])
+    table = compute_latent_map(as_deepstruc(d / "cvae"), cat, progress=False)
+    out = write_solution(res, prepare_outdir(tmp_path / "o"), latent_maps=[None, table])
+    assert (out / "latent.png").is_file() and (out / "latent_model2.png").is_file()
+    html_text = (out / "report.html").read_text()
+    assert 'src="latent.png"' in html_text and 'src="latent_model2.png"' in html_text
+    # no map for the second model: its figure is left out
+    out = write_solution(res, prepare_outdir(tmp_path / "p"), latent_maps=[None, None])
+    assert not (out / "latent_model2.png").exists()
+    assert "latent_model2" not in (out / "report.html").read_text()
+
+
 def test_shipped_models_are_both_kinds():
     from diffpy_deepstruc.generator import DeepStruc
     from diffpy_deepstruc.shapegen import ShapeGenerator

@@ -209,7 +209,9 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
-    write_solution(result, outdir, latent_map=model_map_or_none(models[0]), overwrite=True)
+    write_solution(
+        result, outdir, latent_maps=[model_map_or_none(m) for m in models], overwrite=True
+    )
     print_result(result)
     print(f"results in {outdir}/ (report.html, ranking.csv, summary.json, fit_XX.png)")
     return 0

@@ -155,7 +155,9 @@ def propose(
 
     Returns
     -------
-    (proposals, sample_latents [n, D] of the first model, timings)
+    (proposals, latents, timings)
+        ``latents``: one array ``[n, D_m]`` per model, the latent points of its samples
+        (before near-duplicates are merged).
     """
     t0 = time.perf_counter()
     samples, starts = [], []
@@ -192,7 +194,7 @@ def propose(
         Proposal(index=first + j, structure=s, source=label, latent=[float("nan")] * 2)
         for j, (s, label) in enumerate(extra)
     ]
-    latents = np.array([c.latent for c in samples[0]], dtype=float)
+    latents = [np.array([c.latent for c in drawn], dtype=float) for drawn in samples]
     return proposals, latents, {"sampling": t_sample, "library": t_library}
 
 

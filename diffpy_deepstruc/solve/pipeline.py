@@ -246,7 +246,8 @@ def solve(
         screened=screened,
         notes=_notes(settings, sym, models[0]) + completion_notes,
         consistent_test=test,
-        sample_latents=latents,
+        sample_latents=latents[0],
+        model_latents=latents,
         options={
             "n": n,
             "library_k": library_k,

@@ -198,7 +198,10 @@ class SolveResult:
         The statistical test that marks the candidates consistent with the data
         (noise, independent points, parameters, threshold).
     sample_latents : ndarray, optional
-        Latent points of all the model's samples (before merging).
+        Latent points of all the first model's samples (before merging).
+    model_latents : list of ndarray
+        The same for every model, in the order of ``model`` (a list of one array for
+        one model).
     options : dict
         The options of the run (``n`` per model, ``library_k``, ``refine_k``,
         ``complete_k``).
@@ -218,6 +221,7 @@ class SolveResult:
     consistent_test: dict[str, Any] = field(default_factory=dict)
     sample_latents: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    model_latents: list[np.ndarray] = field(default_factory=list)
 
     @property
     def best(self) -> RefinedCandidate:

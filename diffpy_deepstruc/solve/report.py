@@ -2,7 +2,8 @@
 
 ``ranking.csv`` (the finalists, srfit's Rw, the consistent set marked),
 ``screening.csv`` (every distinct candidate with its screening Rw),
-``candidate_XX.xyz`` / ``.stru``, ``fit_XX.png``, ``structure_XX.png``, ``latent.png``,
+``candidate_XX.xyz`` / ``.stru``, ``fit_XX.png``, ``structure_XX.png``, ``latent.png``
+(``latent_model<k>.png`` for each further model with a map),
 ``summary.json`` (strict JSON) and ``report.html``, a one-page report that links the
 figures.  Every file is written atomically; ``partial/`` is removed at the end.
 """
@@ -211,6 +212,7 @@ def write_solution(
     *,
     latent_map: Any = None,
     sample_latents: np.ndarray | None = None,
+    latent_maps: Sequence[Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Write the files of a solved PDF into ``outdir`` (see the module docstring).
@@ -228,6 +230,11 @@ def write_solution(
         onto it.
     sample_latents : ndarray, optional
         Latent points of all samples (default: ``result.sample_latents``).
+    latent_maps : sequence of LatentMap or None, optional
+        One map per model (``[model_map_or_none(m) for m in models]``); each model
+        after the first with a map gets its samples drawn on it in
+        ``latent_model<k>.png`` (:func:`model_map_file`).  ``latent_map`` defaults to
+        the first.
     overwrite : bool
         Replace files of the same name.
 
@@ -236,9 +243,11 @@ def write_solution(
     Path
         ``outdir``.
     """
-    from ..plots import plot_fit, plot_latent_map
+    from ..plots import plot_fit
     from ..structures import write_structure
 
+    if latent_map is None and latent_maps:
+        latent_map = list(latent_maps)[0]
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
     rows = ranking_rows(result)
@@ -269,43 +278,15 @@ def write_solution(
     )
 
     samples = sample_latents if sample_latents is not None else result.sample_latents
-    samples = np.zeros((0, 2)) if samples is None else np.asarray(samples, float)
-    samples_dim = samples.shape[1] if samples.ndim == 2 and len(samples) else 2
-    project, axes = (lambda z: np.asarray(z, float)[..., :2]), ("z₁", "z₂")
-    if isinstance(latent_map, LatentMap):
-        pts, types = latent_map.points, [str(t) for t in latent_map.type]
-        if samples.shape[1] == latent_map.z.shape[1]:
-            project, axes = latent_map.project, latent_map.axis_labels
-    else:
-        pts, types = latent_map if latent_map is not None else (np.zeros((0, 2)), [])
-    samples = project(samples) if len(samples) else np.zeros((0, 2))
-    # the data sit at the prior mean of its PDF, the model's sample 0
-    data_z = {Path(result.pdf.source or "data").stem: samples[0]} if len(samples) else {}
-    # the best sample of the first model (the one whose latent the map shows)
-    ranked_samples = [
-        (k, c)
-        for k, c in enumerate(result.candidates, start=1)
-        if is_sample(c.source) and len(c.latent) == samples_dim
-    ]
-    best_z, best_label = None, "best candidate"
-    if ranked_samples:
-        k, c = ranked_samples[0]
-        best_z, best_label = (
-            project(np.asarray(c.latent, float)),
-            f"best model sample (#{k})",
-        )
-    plot_latent_map(
-        pts,
-        types,
-        out / "latent.png",
-        samples=samples,
-        data=data_z,
-        best=best_z,
-        best_label=best_label,
-        title=f"{result.element}: {result.n_sampled} samples",
-        axes=axes,
-        overwrite=overwrite,
-    )
+    _draw_model_map(result, 0, samples, latent_map, out / "latent.png", overwrite)
+    # the other models' samples, each on its own model's map
+    map_files = [model_map_file(0)]
+    extra_maps = list(latent_maps or [])[1:]
+    pairs = zip(extra_maps, result.model_latents[1:], strict=False)  # maps may be fewer
+    for m, (lmap, z) in enumerate(pairs, start=1):
+        if isinstance(lmap, LatentMap) and len(z):
+            _draw_model_map(result, m, z, lmap, out / model_map_file(m), overwrite)
+            map_files.append(model_map_file(m))
 
     summary = {
         "package": f"diffpy-deepstruc {__version__}",
@@ -330,11 +311,75 @@ def write_solution(
         json.dumps(json_safe(summary), indent=1, allow_nan=False),
         overwrite=overwrite,
     )
-    atomic_write_text(out / "report.html", report_html(result, rows), overwrite=overwrite)
+    atomic_write_text(
+        out / "report.html", report_html(result, rows, map_files), overwrite=overwrite
+    )
     pdir = out / "partial"
     if pdir.is_dir():
         shutil.rmtree(pdir)
     return out
+
+
+def model_map_file(m: int) -> str:
+    """File name of model ``m``'s latent map in a solve's folder (``m`` from 0)."""
+    return "latent.png" if m == 0 else f"latent_model{m + 1}.png"
+
+
+def _best_sample(result: SolveResult, m: int, dim: int) -> tuple[int, Any] | None:
+    """(rank, candidate) of the best-ranked sample of model ``m`` (its samples are
+    numbered in blocks of ``n``), or None."""
+    n = int(result.options.get("n", 0) or 0)
+    for k, c in enumerate(result.candidates, start=1):
+        if not is_sample(c.source) or len(c.latent) != dim:
+            continue
+        if n <= 0 or m * n <= c.index < (m + 1) * n:
+            return k, c
+    return None
+
+
+def _draw_model_map(
+    result: SolveResult,
+    m: int,
+    samples: np.ndarray | None,
+    latent_map: Any,
+    path: Path,
+    overwrite: bool,
+) -> None:
+    """Model ``m``'s samples on its map (a LatentMap, (points, types) or None)."""
+    from ..plots import plot_latent_map
+
+    samples = np.zeros((0, 2)) if samples is None else np.asarray(samples, float)
+    samples_dim = samples.shape[1] if samples.ndim == 2 and len(samples) else 2
+    project, axes = (lambda z: np.asarray(z, float)[..., :2]), ("z₁", "z₂")
+    if isinstance(latent_map, LatentMap):
+        pts, types = latent_map.points, [str(t) for t in latent_map.type]
+        if samples.shape[1] == latent_map.z.shape[1]:
+            project, axes = latent_map.project, latent_map.axis_labels
+    else:
+        pts, types = latent_map if latent_map is not None else (np.zeros((0, 2)), [])
+    samples = project(samples) if len(samples) else np.zeros((0, 2))
+    # the data sit at the prior mean of its PDF, the model's sample 0
+    data_z = {Path(result.pdf.source or "data").stem: samples[0]} if len(samples) else {}
+    best_z, best_label = None, "best candidate"
+    found = _best_sample(result, m, samples_dim)
+    if found is not None:
+        k, c = found
+        best_z = project(np.asarray(c.latent, float))
+        best_label = f"best model sample (#{k})"
+    models = [t.strip() for t in str(result.model).split(" + ")]
+    name = f" ({models[m]})" if len(models) > 1 and m < len(models) else ""
+    plot_latent_map(
+        pts,
+        types,
+        path,
+        samples=samples,
+        data=data_z,
+        best=best_z,
+        best_label=best_label,
+        title=f"{result.element}: {len(samples)} samples{name}",
+        axes=axes,
+        overwrite=overwrite,
+    )
 
 
 def _draw_structures(
@@ -399,8 +444,13 @@ def _completion_text(row: dict[str, Any]) -> str:
     )
 
 
-def report_html(result: SolveResult, rows: Sequence[dict[str, Any]]) -> str:
-    """The one-page HTML report (figures linked from the same folder)."""
+def report_html(
+    result: SolveResult,
+    rows: Sequence[dict[str, Any]],
+    map_files: Sequence[str] = ("latent.png",),
+) -> str:
+    """The one-page HTML report (figures linked from the same folder; ``map_files``:
+    the models' latent maps)."""
     e = html.escape
     s = result.settings
     settings_rows = "".join(
@@ -435,6 +485,10 @@ def report_html(result: SolveResult, rows: Sequence[dict[str, Any]]) -> str:
         for k in range(1, min(N_FIGURES, len(rows)) + 1)
     )
     figs += "<figure><img src='structures.png' alt='top structures' class='stru'></figure>"
+    maps = "".join(
+        f'<figure><img src="{e(f)}" alt="latent map" style="width:520px"></figure>'
+        for f in map_files
+    )
     test = result.consistent_test or {}
     notes = "".join(f"<li>{e(n)}</li>" for n in result.notes) or "<li>none</li>"
     t = result.timings
@@ -467,7 +521,7 @@ with the settings above (scale, zoomscale, Uiso, delta2 refined); green rows are
 consistent with the data. Every screened candidate: <a href="screening.csv">screening.csv</a>.</p>
 <h2>Fits and structures</h2>
 {figs}
-<h2>Latent map</h2>
-<figure><img src="latent.png" alt="latent map" style="width:520px"></figure>
+<h2>Latent map{"s" if len(map_files) > 1 else ""}</h2>
+{maps}
 </body></html>
 """
