@@ -161,9 +161,7 @@ def _encode_inputs(ds, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     with torch.no_grad():
         c = ds.model.condition(xt)
         mu, logvar = ds.model.prior(c)
-        # a shape-code model's spread is its sampling spread (the DAE's noise)
-        spread = getattr(ds.model, "prior_std", None) or ds.model.sample_std
-        std = spread(logvar)
+        std = ds.model.prior_std(logvar)  # the DAEs': their latent noise
     return mu.numpy().astype(float), std.numpy().astype(float)
 
 

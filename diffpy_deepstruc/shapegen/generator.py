@@ -168,7 +168,7 @@ class ShapeGenerator:
         c, _ = self._condition(pdf)
         with torch.no_grad():
             mu, logvar = self.model.prior(c)
-            std = self.model.sample_std(logvar)
+            std = self.model.prior_std(logvar)
         return mu[0].numpy().astype(float), std[0].numpy().astype(float)
 
     def codes(
@@ -290,7 +290,7 @@ class ShapeGenerator:
         c, r1 = self._condition((r, g))
         with torch.no_grad():
             mu, logvar = self.model.prior(c)
-            std = self.model.sample_std(logvar) * self.temperature
+            std = self.model.prior_std(logvar) * self.temperature
         gen = torch.Generator().manual_seed(int(seed))
         n_draws = MAX_DRAWS_PER_SAMPLE * n
         eps = torch.randn((n_draws, mu.shape[1]), generator=gen)

@@ -123,8 +123,9 @@ class CodeNet(nn.Module):
         out = self.decoder(z)
         return out[:, :F], out[:, F:].reshape(-1, F, T)
 
-    def sample_std(self, logvar: torch.Tensor) -> torch.Tensor:
-        """Spread of the latent samples around the prior mean ``[B, D]``."""
+    def prior_std(self, logvar: torch.Tensor) -> torch.Tensor:
+        """Spread of the latent samples around the prior mean ``[B, D]`` (the DAE's:
+        its latent noise), as :meth:`diffpy_deepstruc.models.CVAE.prior_std`."""
         if self.kind == "dae":
             return self.latent_noise.expand_as(logvar)
         return torch.exp(0.5 * logvar)

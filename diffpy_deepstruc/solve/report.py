@@ -105,11 +105,12 @@ def describe_source(c: RefinedCandidate) -> str:
     """Where a candidate came from, in words (figure captions, report)."""
     if c.source == "model":
         return f"model sample {c.index}"
+    what = _short_source(c.source).split(":", 1)[-1].strip()  # after "<origin>:"
     if c.source.startswith(SHAPE_CODE_SOURCE):
-        return f"shape-code sample {c.index}: {_short_source(c.source).split(':', 1)[1].strip()}"
+        return f"shape-code sample {c.index}: {what}"
     if c.source.startswith("library"):
         kind = "training shape" if "training" in c.source else "library shape"
-        return f"{kind}: {_short_source(c.source).split(':', 1)[1].strip()}"
+        return f"{kind}: {what}"
     return _short_source(c.source)
 
 
