@@ -187,6 +187,10 @@ def run_one(
         "n_removed": len(res.removed),
         "seconds": seconds,
         "stopped": res.stopped,
+        "count_range": None if res.count_range is None else list(res.count_range),
+        "in_range": None
+        if res.count_range is None
+        else bool(res.count_range[0] <= len(truth) <= res.count_range[1]),
     }
 
 
@@ -239,6 +243,10 @@ def summarise(rows: list[dict]) -> list[dict]:
                 # failures the stopping rule could not avoid: the result's chi^2 is
                 # within the penalty of the truth's (the data do not prefer the truth)
                 "data_limited": float(np.mean([_data_limited(r) for r in rs])),
+                # the truth's count among those the data do not tell from the result's
+                "truth_in_count_range": float(
+                    np.mean([bool(r.get("in_range")) for r in rs])
+                ),
                 "median_seconds": float(np.median([r["seconds"] for r in rs])),
                 "max_seconds": float(np.max([r["seconds"] for r in rs])),
             }

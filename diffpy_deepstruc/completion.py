@@ -63,6 +63,7 @@ __all__ = [
     "CompletionResult",
     "Move",
     "complete",
+    "count_range_of",
     "coordination",
     "estimate_nn",
     "estimate_noise",
@@ -93,6 +94,9 @@ MIN_SITE_NEIGHBOURS = 3
 #: Sizes of the planar surface cuts tried among the recuts (atoms removed or added).
 CAP_SIZES = (3, 5, 8, 12, 16, 24, 32, 48)
 SETTING_KEYS = ("qmin", "qmax", "qdamp", "qbroad")
+#: Greedy single-atom steps taken either side of the result to find the atom counts the
+#: data do not tell apart from its own (:attr:`CompletionResult.count_range`).
+COUNT_SCAN_STEPS = 6
 #: Bounds of the refined parameters (as refine.VARIABLE_BOUNDS; Uiso > 0 for the model).
 _BOUNDS = {"zoomscale": (0.7, 1.3), "uiso": (1e-4, 0.1), "delta2": (0.0, 10.0)}
 
@@ -186,11 +190,23 @@ class CompletionResult:
     settings : dict
         qmin, qmax, qdamp, qbroad, rmin, rmax, nn and their sources.
     timings : dict
-        Seconds spent per stage (``setup``, ``search``, ``relax``, ``total``).
+        Seconds spent per stage (``setup``, ``search``, ``relax``, ``count_scan``,
+        ``total``).
     n_evaluated : int
         Candidate moves screened.
     stopped : str
         Why the search ended (``"converged"``, ``"max_seconds"``, ``"max_moves"``).
+    count_chi2 : dict
+        chi^2 of the result and of the structures found by greedy single-atom steps
+        up to ``count_steps`` atoms either side of it, by atom count
+        (:meth:`_Search.count_scan`).
+    count_range : (int, int) or None
+        The atom counts the data do not tell apart from the result's: the contiguous
+        counts around it whose chi^2 is within the penalty per site times the count
+        difference of the result's (the penalty is BIC's ln n_obs under
+        ``criterion="hamilton"``).  A bound at the end of the scan means "at least that
+        far"; the greedy steps give an upper bound of each count's best chi^2, so the
+        range can only be wider in truth.  None when the scan was not run.
     """
 
     structure: Any
@@ -213,6 +229,8 @@ class CompletionResult:
     timings: dict[str, float] = field(default_factory=dict)
     n_evaluated: int = 0
     stopped: str = "converged"
+    count_chi2: dict[int, float] = field(default_factory=dict)
+    count_range: tuple[int, int] | None = None
 
     @property
     def n_atoms_start(self) -> int:
@@ -252,6 +270,8 @@ class CompletionResult:
             "n_evaluated": self.n_evaluated,
             "stopped": self.stopped,
             "moves": [m.to_dict() for m in self.moves],
+            "count_chi2": {str(k): v for k, v in self.count_chi2.items()},
+            "count_range": None if self.count_range is None else list(self.count_range),
         }
 
 
@@ -552,6 +572,32 @@ def _penalty(criterion: str, n_obs: float) -> float:
     if criterion == "aic":
         return 2.0
     return 0.0
+
+
+def count_range_of(chi2: dict[int, float], n: int, penalty: float) -> tuple[int, int]:
+    """The contiguous atom counts around ``n`` that the data do not tell apart from it.
+
+    Parameters
+    ----------
+    chi2 : dict
+        chi^2 by atom count (``n`` included), e.g. :attr:`CompletionResult.count_chi2`.
+    n : int
+        The chosen count.
+    penalty : float
+        chi^2 a count difference of one site must cost to be resolved (BIC: ln n_obs).
+
+    Returns
+    -------
+    (int, int)
+        The lowest and highest count ``k`` reached from ``n`` through counts that each
+        satisfy ``chi2[k] <= chi2[n] + penalty * |k - n|``.
+    """
+    lo = hi = int(n)
+    while lo - 1 in chi2 and chi2[lo - 1] <= chi2[n] + penalty * (n - lo + 1):
+        lo -= 1
+    while hi + 1 in chi2 and chi2[hi + 1] <= chi2[n] + penalty * (hi + 1 - n):
+        hi += 1
+    return lo, hi
 
 
 def _hamilton_ratio(n_obs: float, n_sites: int, n_par: int, alpha: float) -> float:
@@ -1450,6 +1496,56 @@ class _Search:
                 )
                 self.scale = float(self.model.rss(c, False)[1][0])
 
+    def count_scan(self, steps: int, penalty: float) -> dict[int, float]:
+        """chi^2 of the structures up to ``steps`` atoms either side of the current one.
+
+        Each structure is one greedy step from the last: the surface atom whose removal
+        (or the vacant site whose filling) fits best on the screening grid, then
+        zoomscale, Uiso and delta2 re-refined (two Levenberg-Marquardt steps) and chi^2
+        taken on the full fit grid.  A direction stops at the first count whose chi^2
+        exceeds the current one by more than ``penalty`` per atom (the data resolve
+        it).  The search itself is left as it is.
+
+        Returns
+        -------
+        dict
+            ``{atom count: chi^2}``, the current count included.
+        """
+        import copy
+
+        m = self.model
+        out = {len(self.x): self.rss * self.chi[0]}
+        for sign in (-1, 1):
+            probe = copy.copy(self)  # shares nothing it changes: x, h, theta rebound
+            for _ in range(int(steps)):
+                if sign < 0:
+                    idx = probe._removable()
+                    dh = _remove_histograms(probe.x, idx, m.step, m.n_bins)
+                else:
+                    sites = probe._sites()
+                    dh = _add_histograms(probe.x, sites, m.step, m.n_bins)
+                if not len(dh):
+                    break
+                with torch.no_grad():
+                    kc = m.kernel(probe.theta).detach() @ m.sine_s
+                    h_t = torch.as_tensor(probe.h, dtype=torch.float64, device=m.device)
+                    d_t = torch.as_tensor(dh, dtype=torch.float64, device=m.device)
+                    rss, _ = m.rss((h_t[None] + d_t) @ kc, True)
+                self.n_evaluated += len(dh)
+                k = int(torch.argmin(rss))
+                h_new = probe.h + dh[k]
+                probe.theta, rss_k, _ = m.refine(h_new, probe.theta, steps=2)
+                probe.h = h_new
+                if sign < 0:
+                    probe.x = np.delete(probe.x, idx[k], axis=0)
+                else:
+                    probe.x = np.concatenate([probe.x, sites[k][None]])
+                n_k = len(probe.x)
+                out[n_k] = rss_k * self.chi[0]
+                if out[n_k] > out[len(self.x)] + penalty * abs(n_k - len(self.x)):
+                    break
+        return dict(sorted(out.items()))
+
     def relax(
         self, max_iter: int = 25, weight: float = 10.0, deadline: float = math.inf
     ) -> bool:
@@ -1657,6 +1753,7 @@ def complete(
     relax_iterations: int = 25,
     model_error: float | None = None,
     penalise: str = "sites",
+    count_steps: int = COUNT_SCAN_STEPS,
     device=None,
 ) -> CompletionResult:
     """Complete a monatomic cluster against a PDF, atom by atom (see the module docs).
@@ -1706,6 +1803,9 @@ def complete(
         (default; a swap pays for two sites), every atom it adds, removes or moves (a
         swap pays for one), or only the net change of the atom count (swaps and
         same-count recuts need only lower chi^2).
+    count_steps : int
+        Greedy single-atom steps taken either side of the result to find the counts
+        the data do not tell apart from its own (``count_range``; 0: not done).
     device : torch device, optional
 
     Returns
@@ -1862,6 +1962,14 @@ def complete(
             rng,
             penalise,
         )
+    count_chi2: dict[int, float] = {}
+    count_range = None
+    t_scan = time.perf_counter()
+    if count_steps > 0:
+        tol = pen if pen > 0 else math.log(n_obs)
+        count_chi2 = search.count_scan(count_steps, tol)
+        count_range = count_range_of(count_chi2, len(search.x), tol)
+    t_scan = time.perf_counter() - t_scan
     from .structures import arrays_to_structure
 
     th = search.theta.tolist()
@@ -1909,10 +2017,13 @@ def complete(
         },
         timings={
             "setup": t_setup,
-            "search": total - t_setup - t_relax,
+            "search": total - t_setup - t_relax - t_scan,
             "relax": t_relax,
+            "count_scan": t_scan,
             "total": total,
         },
         n_evaluated=search.n_evaluated,
         stopped=stopped,
+        count_chi2=count_chi2,
+        count_range=count_range,
     )

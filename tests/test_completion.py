@@ -21,6 +21,7 @@ from diffpy_deepstruc.completion import (
     _Search,
     complete,
     coordination,
+    count_range_of,
     estimate_nn,
     estimate_noise,
     independent_points,
@@ -278,6 +279,38 @@ def test_ideal_structure_keeps_its_atom_count(ico55, criterion):
     assert res.rw == pytest.approx(res.rw_start)
 
 
+def test_count_range_rule():
+    chi2 = {50: 111.0, 51: 104.0, 52: 100.0, 53: 104.0, 54: 109.0, 55: 140.0}
+    # within 5 per atom of chi2[52]: 51 (4 <= 5), 53 (4 <= 5), 54 (9 <= 10); not 50 (11)
+    assert count_range_of(chi2, 52, 5.0) == (51, 54)
+    assert count_range_of(chi2, 52, 2.0) == (52, 52)
+    assert count_range_of({52: 1.0}, 52, 5.0) == (52, 52)
+    # contiguous: a count beyond an out-of-range one is not reached
+    assert count_range_of({50: 100.0, 51: 120.0, 52: 100.0}, 52, 5.0) == (52, 52)
+
+
+def test_count_scan_resolves_a_clean_count_and_not_a_noisy_one(ico55):
+    """Exact data: a missing or extra atom costs far more than the penalty, so the data
+    single out the count; very noisy data leave neighbouring counts within it."""
+    r, g = _pdf(ico55)
+    kw = {"qmin": 0.7, "qmax": 25.0, "qdamp": 0.04, "moves": ()}
+    clean = g + _band_noise(r, 1e-4 * np.abs(g).max(), seed=4)
+    res = complete(arrays_to_structure(ico55, "Au"), (r, clean), **kw)
+    assert res.count_range == (55, 55)
+    assert res.count_chi2[55] == pytest.approx(res.chi2)
+    assert min(res.count_chi2) >= 54 and max(res.count_chi2) <= 56  # stopped at once
+    assert all(v - res.chi2 > res.settings["penalty_per_site"]
+               for k, v in res.count_chi2.items() if k != 55)  # fmt: skip
+    noisy = g + _band_noise(r, 0.05 * np.abs(g).max(), seed=4)
+    res = complete(arrays_to_structure(ico55, "Au"), (r, noisy), count_steps=2, **kw)
+    lo, hi = res.count_range
+    assert lo < 55 < hi and lo >= 53 and hi <= 57
+    assert res.summary()["count_range"] == [lo, hi]
+    assert "count_scan" in res.timings
+    res = complete(arrays_to_structure(ico55, "Au"), (r, noisy), count_steps=0, **kw)
+    assert res.count_range is None and res.count_chi2 == {}
+
+
 def test_pure_noise_adds_no_atoms(ico55):
     r = np.arange(0.0, 25.0, 0.01)
     g = _band_noise(r, 0.3, seed=2)
@@ -365,8 +398,9 @@ def test_solve_stage_gives_the_same_result_in_worker_processes(ico55):
         for k, x in enumerate((ico55, np.delete(ico55, [54], axis=0)))
     ]
     starts = [{"zoomscale": 1.0, "uiso": 0.005, "delta2": 2.0}] * 2
-    one, _, _ = complete_candidates(props, starts, pdf, settings, workers=1)
-    two, _, _ = complete_candidates(props, starts, pdf, settings, workers=2)
+    one, _, _, r1 = complete_candidates(props, starts, pdf, settings, workers=1)
+    two, _, _, r2 = complete_candidates(props, starts, pdf, settings, workers=2)
+    assert r1 == r2 and r1  # the count ranges too
     assert [c.origin for c in one] == [c.origin for c in two] == [0, 1]
     for a, b in zip(one, two, strict=True):
         xa = np.array(a.proposal.structure.xyz_cartn)

@@ -54,7 +54,14 @@ def test_ranking_marks_the_consistent_set_and_names_duplicates(tmp_path, model):
     assert {r["consistent"] for r in rows} <= {"yes", "no"}
     for r in rows:  # a duplicates cell names samples, never a bare count
         assert not r["duplicates"].strip().isdigit()
+    # the completion's count range: on every completed candidate, around its own count
+    spans = [r for r in rows if r["atoms_range"]]
+    assert spans and all(r["atoms_range"] for r in rows if r["completed_from"])
+    for r in spans:
+        lo, _, hi = r["atoms_range"].partition("-")
+        assert int(lo) <= int(r["n_atoms"]) <= int(hi or lo)
     html = (out / "report.html").read_text()
+    assert "the data allow" in html or "the data resolve the atom count" in html
     assert "consistent with the data" in html and "fit_01.png" in html
 
 

@@ -25,6 +25,7 @@ from .settings import FitSettings
 __all__ = [
     "DEFAULT_COMPLETE_K",
     "Completed",
+    "Unchanged",
     "complete_candidates",
     "complete_one",
     "move_budget",
@@ -80,6 +81,23 @@ def move_budget(n_atoms: int) -> tuple[int, int]:
     return int(moves), 25 if n_atoms <= 1000 else 8
 
 
+@dataclass
+class Unchanged:
+    """A proposal the completion left as it was.
+
+    Attributes
+    ----------
+    origin : int
+        Its index.
+    count_range : (int, int) or None
+        The atom counts the data do not tell apart from its own
+        (:attr:`~diffpy_deepstruc.completion.CompletionResult.count_range`).
+    """
+
+    origin: int
+    count_range: tuple[int, int] | None
+
+
 def complete_one(
     prop: Proposal,
     start: dict[str, float],
@@ -87,9 +105,9 @@ def complete_one(
     settings: FitSettings,
     seed: int = 0,
     device: Any = None,
-) -> Completed | str | None:
-    """Complete one proposal: the :class:`Completed` candidate, None when nothing
-    changed, or a note (str) when the completion cannot handle it."""
+) -> Completed | Unchanged | str:
+    """Complete one proposal: the :class:`Completed` candidate, :class:`Unchanged` when
+    nothing changed, or a note (str) when the completion cannot handle it."""
     from ..completion import complete
     from ..errors import DeepStrucError
 
@@ -105,8 +123,9 @@ def complete_one(
         )  # fmt: skip
     except DeepStrucError as exc:
         return f"completion of {prop.source.split('{')[0].strip()} skipped: {exc}"
+    count_range = None if res.count_range is None else tuple(res.count_range)
     if not res.changed:
-        return None
+        return Unchanged(origin=prop.index, count_range=count_range)
     p = res.parameters
     changes = {
         "added": np.round(res.added, 4).tolist(),
@@ -116,6 +135,7 @@ def complete_one(
         "criterion": res.criterion,
         "stopped": res.stopped,
         "moves": [m.to_dict() for m in res.moves],
+        "count_range": None if count_range is None else list(count_range),
     }
     return Completed(
         proposal=Proposal(
@@ -131,7 +151,7 @@ def complete_one(
     )
 
 
-def _complete_job(args: tuple) -> Completed | str | None:
+def _complete_job(args: tuple) -> Completed | Unchanged | str:
     """:func:`complete_one` in a worker process (one torch thread)."""
     import torch
 
@@ -172,9 +192,11 @@ def complete_candidates(
 
     Returns
     -------
-    (list of Completed, list of str, seconds)
+    (list of Completed, list of str, seconds, dict)
         The completed candidates, a note for each candidate the completion could not
-        handle (the solve goes on without it), and the time.
+        handle (the solve goes on without it), the time, and the atom counts the data
+        do not tell apart (``(lo, hi)``) by candidate index: of each completed
+        candidate and of each start the completion left unchanged.
     """
     from tqdm.auto import tqdm
 
@@ -208,4 +230,9 @@ def complete_candidates(
     bar.close()
     out = [r for r in results if isinstance(r, Completed)]
     notes = [r for r in results if isinstance(r, str)]
-    return out, notes, time.perf_counter() - t0
+    ranges = {r.origin: r.count_range for r in results if isinstance(r, Unchanged)}
+    for c in out:
+        cr = c.changes.get("count_range")
+        ranges[c.proposal.index] = None if cr is None else (int(cr[0]), int(cr[1]))
+    ranges = {k: v for k, v in ranges.items() if v is not None}
+    return out, notes, time.perf_counter() - t0, ranges

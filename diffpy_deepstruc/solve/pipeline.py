@@ -174,7 +174,7 @@ def solve(
 
     finalists = _distinct_best(proposals, order, refine_k, merge_tol)
     t1 = time.perf_counter()
-    completed, completion_notes, _ = complete_candidates(
+    completed, completion_notes, _, count_ranges = complete_candidates(
         [proposals[i] for i in finalists[:complete_k]],
         [screen.parameters(i) for i in finalists[:complete_k]],
         pdf, settings, seed=int(seed), device=device, progress=progress,
@@ -192,6 +192,7 @@ def solve(
             residual=proposals[i].residual,
             start=screen.parameters(i),
             screen_rw=float(screen.rw[i]),
+            count_range=count_ranges.get(proposals[i].index),
         )  # fmt: skip
         for i in finalists
     ]
@@ -208,6 +209,7 @@ def solve(
             screen_rw=float(c.changes["rw"]),
             origin=c.origin,
             changes=c.changes,
+            count_range=count_ranges.get(c.proposal.index),
         )  # fmt: skip
         for c in completed
     ]

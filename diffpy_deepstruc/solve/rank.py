@@ -57,6 +57,10 @@ class RefinedCandidate:
     changes : dict
         For a completed structure: atoms ``added`` / ``removed`` (lists of xyz) and the
         accepted ``moves``.
+    count_range : (int, int) or None
+        For a candidate the completion handled (completed or left unchanged): the atom
+        counts the data do not tell apart from its own
+        (:attr:`diffpy_deepstruc.completion.CompletionResult.count_range`).
     """
 
     index: int
@@ -74,6 +78,7 @@ class RefinedCandidate:
     consistent: bool = False
     origin: int | None = None
     changes: dict[str, Any] = field(default_factory=dict)
+    count_range: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict (structure as element + xyz lists)."""
@@ -93,6 +98,7 @@ class RefinedCandidate:
             "consistent": self.consistent,
             "origin": self.origin,
             "changes": self.changes,
+            "count_range": None if self.count_range is None else list(self.count_range),
             "elements": list(elements),
             "xyz": np.asarray(xyz).tolist(),
             "uiso": np.asarray(uiso).tolist(),
@@ -122,6 +128,9 @@ class RefinedCandidate:
             consistent=bool(d.get("consistent", False)),
             origin=None if d.get("origin") is None else int(d["origin"]),
             changes=dict(d.get("changes") or {}),
+            count_range=None
+            if d.get("count_range") is None
+            else (int(d["count_range"][0]), int(d["count_range"][1])),
         )
 
 

@@ -57,6 +57,8 @@ def _refine_job(payload: dict[str, Any]) -> dict[str, Any]:
     cand.screen_rw = float(payload.get("screen_rw", float("nan")))
     cand.origin = payload.get("origin")
     cand.changes = payload.get("changes") or {}
+    cr = payload.get("count_range")
+    cand.count_range = None if cr is None else (int(cr[0]), int(cr[1]))
     return cand.to_json()
 
 
@@ -239,6 +241,7 @@ def job_payload(
     screen_rw: float = float("nan"),
     origin: int | None = None,
     changes: dict[str, Any] | None = None,
+    count_range: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """A picklable, JSON-safe refinement job."""
     from ..structures import structure_arrays
@@ -260,4 +263,5 @@ def job_payload(
         "screen_rw": float(screen_rw),
         "origin": origin,
         "changes": changes or {},
+        "count_range": None if count_range is None else [int(v) for v in count_range],
     }

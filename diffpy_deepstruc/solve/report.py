@@ -49,6 +49,7 @@ RANKING_COLUMNS: tuple[str, ...] = (
     "completed_from",
     "atoms_added",
     "atoms_removed",
+    "atoms_range",
     "duplicates",
     "z1",
     "z2",
@@ -135,13 +136,21 @@ def _duplicates(c: RefinedCandidate, n_sampled: int) -> str:
 
 
 def _completion_cells(c: RefinedCandidate, ranks: dict[int, int]) -> dict[str, Any]:
+    cr = c.count_range
+    span = "" if cr is None else (str(cr[0]) if cr[0] == cr[1] else f"{cr[0]}-{cr[1]}")
     if c.origin is None:
-        return {"completed_from": "", "atoms_added": "", "atoms_removed": ""}
+        return {
+            "completed_from": "",
+            "atoms_added": "",
+            "atoms_removed": "",
+            "atoms_range": span,
+        }
     ch = c.changes or {}
     return {
         "completed_from": f"rank {ranks[c.origin]}" if c.origin in ranks else "",
         "atoms_added": len(ch.get("added") or []),
         "atoms_removed": len(ch.get("removed") or []),
+        "atoms_range": span,
     }
 
 
@@ -437,12 +446,21 @@ def _marked_atoms(c: RefinedCandidate):
 
 
 def _completion_text(row: dict[str, Any]) -> str:
-    """``"of rank 4: +2 / -1 atoms"`` for a completed candidate, else empty."""
+    """``"of rank 4: +2 / -1 atoms; the data allow 52-55 atoms"`` for a completed
+    candidate; the count range alone for one the completion left as it was."""
+    span = str(row.get("atoms_range") or "")
+    if not span:
+        allow = ""
+    elif "-" in span:
+        allow = f"the data allow {span} atoms"
+    else:
+        allow = "the data resolve the atom count"
     if not row.get("completed_from"):
-        return ""
-    return (
+        return allow
+    done = (
         f"of {row['completed_from']}: +{row['atoms_added']} / -{row['atoms_removed']} atoms"
     )
+    return f"{done}; {allow}" if allow else done
 
 
 def report_html(
