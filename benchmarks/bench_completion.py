@@ -190,7 +190,7 @@ def run_one(
         "count_range": None if res.count_range is None else list(res.count_range),
         "in_range": None
         if res.count_range is None
-        else bool(res.count_range[0] <= len(truth) <= res.count_range[1]),
+        else res.count_range.contains(len(truth)),
     }
 
 

@@ -78,7 +78,7 @@ def run_particle(p, model, solve_options: dict) -> dict:
         count_range=None if best.count_range is None else list(best.count_range),
         in_range=None
         if best.count_range is None
-        else bool(best.count_range[0] <= len(truth) <= best.count_range[1]),
+        else best.count_range.contains(len(truth)),
         timings={k: round(v, 3) for k, v in res.timings.items()},
     )
     return row

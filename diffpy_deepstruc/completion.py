@@ -44,7 +44,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -62,6 +62,7 @@ __all__ = [
     "MOVES",
     "CompletionResult",
     "Move",
+    "CountRange",
     "complete",
     "count_range_of",
     "coordination",
@@ -200,13 +201,13 @@ class CompletionResult:
         chi^2 of the result and of the structures found by greedy single-atom steps
         up to ``count_steps`` atoms either side of it, by atom count
         (:meth:`_Search.count_scan`).
-    count_range : (int, int) or None
+    count_range : CountRange or None
         The atom counts the data do not tell apart from the result's: the contiguous
         counts around it whose chi^2 is within the penalty per site times the count
         difference of the result's (the penalty is BIC's ln n_obs under
-        ``criterion="hamilton"``).  A bound at the end of the scan means "at least that
-        far"; the greedy steps give an upper bound of each count's best chi^2, so the
-        range can only be wider in truth.  None when the scan was not run.
+        ``criterion="hamilton"``).  An open bound (the end of the scan) means "at least
+        that far"; the greedy steps give an upper bound of each count's best chi^2, so
+        the range can only be wider in truth.  None when the scan was not run.
     """
 
     structure: Any
@@ -230,7 +231,7 @@ class CompletionResult:
     n_evaluated: int = 0
     stopped: str = "converged"
     count_chi2: dict[int, float] = field(default_factory=dict)
-    count_range: tuple[int, int] | None = None
+    count_range: CountRange | None = None
 
     @property
     def n_atoms_start(self) -> int:
@@ -271,7 +272,9 @@ class CompletionResult:
             "stopped": self.stopped,
             "moves": [m.to_dict() for m in self.moves],
             "count_chi2": {str(k): v for k, v in self.count_chi2.items()},
-            "count_range": None if self.count_range is None else list(self.count_range),
+            "count_range": None
+            if self.count_range is None
+            else {**self.count_range._asdict(), "text": str(self.count_range)},
         }
 
 
@@ -574,7 +577,36 @@ def _penalty(criterion: str, n_obs: float) -> float:
     return 0.0
 
 
-def count_range_of(chi2: dict[int, float], n: int, penalty: float) -> tuple[int, int]:
+class CountRange(NamedTuple):
+    """Atom counts the data do not tell apart from the chosen one (:func:`count_range_of`).
+
+    ``open_lo`` / ``open_hi``: the bound is where the scan ended, not where the data
+    resolved the count (the range may reach further).  ``str()`` gives ``"55"`` for a
+    count the data resolve, else ``"52..57"`` with ``<=`` / ``>=`` on an open bound.
+    """
+
+    lo: int
+    hi: int
+    open_lo: bool = False
+    open_hi: bool = False
+
+    def __str__(self) -> str:
+        if self.lo == self.hi and not (self.open_lo or self.open_hi):
+            return str(self.lo)
+        lo = f"{'<=' if self.open_lo else ''}{self.lo}"
+        return f"{lo}..{'>=' if self.open_hi else ''}{self.hi}"
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the data single out one count."""
+        return self.lo == self.hi and not (self.open_lo or self.open_hi)
+
+    def contains(self, n: int) -> bool:
+        """Whether count ``n`` lies in the range (an open bound counts as reached)."""
+        return self.lo <= int(n) <= self.hi
+
+
+def count_range_of(chi2: dict[int, float], n: int, penalty: float) -> CountRange:
     """The contiguous atom counts around ``n`` that the data do not tell apart from it.
 
     Parameters
@@ -588,16 +620,17 @@ def count_range_of(chi2: dict[int, float], n: int, penalty: float) -> tuple[int,
 
     Returns
     -------
-    (int, int)
+    CountRange
         The lowest and highest count ``k`` reached from ``n`` through counts that each
-        satisfy ``chi2[k] <= chi2[n] + penalty * |k - n|``.
+        satisfy ``chi2[k] <= chi2[n] + penalty * |k - n|``; a bound is open when it is
+        the last count in ``chi2`` on its side (nothing beyond it was tried).
     """
     lo = hi = int(n)
     while lo - 1 in chi2 and chi2[lo - 1] <= chi2[n] + penalty * (n - lo + 1):
         lo -= 1
     while hi + 1 in chi2 and chi2[hi + 1] <= chi2[n] + penalty * (hi + 1 - n):
         hi += 1
-    return lo, hi
+    return CountRange(lo, hi, lo == min(chi2), hi == max(chi2))
 
 
 def _hamilton_ratio(n_obs: float, n_sites: int, n_par: int, alpha: float) -> float:

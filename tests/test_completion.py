@@ -13,6 +13,7 @@ from diffpy_deepstruc.completion import (
     BOND_MAX,
     MIN_DISTANCE,
     OPEN_BOND_MAX,
+    CountRange,
     _add_histograms,
     _edit_dh,
     _edit_dh_many,
@@ -282,11 +283,18 @@ def test_ideal_structure_keeps_its_atom_count(ico55, criterion):
 def test_count_range_rule():
     chi2 = {50: 111.0, 51: 104.0, 52: 100.0, 53: 104.0, 54: 109.0, 55: 140.0}
     # within 5 per atom of chi2[52]: 51 (4 <= 5), 53 (4 <= 5), 54 (9 <= 10); not 50 (11)
-    assert count_range_of(chi2, 52, 5.0) == (51, 54)
-    assert count_range_of(chi2, 52, 2.0) == (52, 52)
-    assert count_range_of({52: 1.0}, 52, 5.0) == (52, 52)
-    # contiguous: a count beyond an out-of-range one is not reached
-    assert count_range_of({50: 100.0, 51: 120.0, 52: 100.0}, 52, 5.0) == (52, 52)
+    assert count_range_of(chi2, 52, 5.0) == (51, 54, False, False)
+    assert str(count_range_of(chi2, 52, 5.0)) == "51..54"
+    assert count_range_of(chi2, 52, 2.0).resolved
+    assert str(count_range_of(chi2, 52, 2.0)) == "52"
+    # nothing scanned: both bounds open, not resolved
+    assert count_range_of({52: 1.0}, 52, 5.0) == (52, 52, True, True)
+    # contiguous: a count beyond an out-of-range one is not reached; the scan's last
+    # count, still within range, leaves that bound open
+    cr = count_range_of({50: 100.0, 51: 120.0, 52: 100.0, 53: 101.0}, 52, 5.0)
+    assert cr == (52, 53, False, True) and str(cr) == "52..>=53"
+    assert cr.contains(53) and not cr.contains(51)
+    assert str(CountRange(10, 20, True, True)) == "<=10..>=20"
 
 
 def test_count_scan_resolves_a_clean_count_and_not_a_noisy_one(ico55):
@@ -296,16 +304,16 @@ def test_count_scan_resolves_a_clean_count_and_not_a_noisy_one(ico55):
     kw = {"qmin": 0.7, "qmax": 25.0, "qdamp": 0.04, "moves": ()}
     clean = g + _band_noise(r, 1e-4 * np.abs(g).max(), seed=4)
     res = complete(arrays_to_structure(ico55, "Au"), (r, clean), **kw)
-    assert res.count_range == (55, 55)
+    assert res.count_range == (55, 55, False, False) and res.count_range.resolved
     assert res.count_chi2[55] == pytest.approx(res.chi2)
     assert min(res.count_chi2) >= 54 and max(res.count_chi2) <= 56  # stopped at once
     assert all(v - res.chi2 > res.settings["penalty_per_site"]
                for k, v in res.count_chi2.items() if k != 55)  # fmt: skip
     noisy = g + _band_noise(r, 0.05 * np.abs(g).max(), seed=4)
     res = complete(arrays_to_structure(ico55, "Au"), (r, noisy), count_steps=2, **kw)
-    lo, hi = res.count_range
+    lo, hi, _, _ = res.count_range
     assert lo < 55 < hi and lo >= 53 and hi <= 57
-    assert res.summary()["count_range"] == [lo, hi]
+    assert res.summary()["count_range"]["text"] == str(res.count_range)
     assert "count_scan" in res.timings
     res = complete(arrays_to_structure(ico55, "Au"), (r, noisy), count_steps=0, **kw)
     assert res.count_range is None and res.count_chi2 == {}

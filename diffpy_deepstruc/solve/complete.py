@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..completion import CountRange
 from ..pdfdata import PDFData
 from .candidates import Proposal
 from .settings import FitSettings
@@ -89,13 +90,13 @@ class Unchanged:
     ----------
     origin : int
         Its index.
-    count_range : (int, int) or None
+    count_range : CountRange or None
         The atom counts the data do not tell apart from its own
         (:attr:`~diffpy_deepstruc.completion.CompletionResult.count_range`).
     """
 
     origin: int
-    count_range: tuple[int, int] | None
+    count_range: CountRange | None
 
 
 def complete_one(
@@ -123,7 +124,7 @@ def complete_one(
         )  # fmt: skip
     except DeepStrucError as exc:
         return f"completion of {prop.source.split('{')[0].strip()} skipped: {exc}"
-    count_range = None if res.count_range is None else tuple(res.count_range)
+    count_range = res.count_range
     if not res.changed:
         return Unchanged(origin=prop.index, count_range=count_range)
     p = res.parameters
@@ -195,8 +196,9 @@ def complete_candidates(
     (list of Completed, list of str, seconds, dict)
         The completed candidates, a note for each candidate the completion could not
         handle (the solve goes on without it), the time, and the atom counts the data
-        do not tell apart (``(lo, hi)``) by candidate index: of each completed
-        candidate and of each start the completion left unchanged.
+        do not tell apart (:class:`~diffpy_deepstruc.completion.CountRange`) by
+        candidate index: of each completed candidate and of each start the completion
+        left unchanged.
     """
     from tqdm.auto import tqdm
 
@@ -233,6 +235,6 @@ def complete_candidates(
     ranges = {r.origin: r.count_range for r in results if isinstance(r, Unchanged)}
     for c in out:
         cr = c.changes.get("count_range")
-        ranges[c.proposal.index] = None if cr is None else (int(cr[0]), int(cr[1]))
+        ranges[c.proposal.index] = None if cr is None else CountRange(*cr)
     ranges = {k: v for k, v in ranges.items() if v is not None}
     return out, notes, time.perf_counter() - t0, ranges

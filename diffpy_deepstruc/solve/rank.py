@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..completion import CountRange
 from ..pdfdata import PDFData
 from .candidates import same_structure, sorted_distances
 from .settings import FitSettings
@@ -57,7 +58,7 @@ class RefinedCandidate:
     changes : dict
         For a completed structure: atoms ``added`` / ``removed`` (lists of xyz) and the
         accepted ``moves``.
-    count_range : (int, int) or None
+    count_range : CountRange or None
         For a candidate the completion handled (completed or left unchanged): the atom
         counts the data do not tell apart from its own
         (:attr:`diffpy_deepstruc.completion.CompletionResult.count_range`).
@@ -78,7 +79,7 @@ class RefinedCandidate:
     consistent: bool = False
     origin: int | None = None
     changes: dict[str, Any] = field(default_factory=dict)
-    count_range: tuple[int, int] | None = None
+    count_range: CountRange | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe dict (structure as element + xyz lists)."""
@@ -128,10 +129,17 @@ class RefinedCandidate:
             consistent=bool(d.get("consistent", False)),
             origin=None if d.get("origin") is None else int(d["origin"]),
             changes=dict(d.get("changes") or {}),
-            count_range=None
-            if d.get("count_range") is None
-            else (int(d["count_range"][0]), int(d["count_range"][1])),
+            count_range=count_range_from_json(d.get("count_range")),
         )
+
+
+def count_range_from_json(value: Any) -> CountRange | None:
+    """A :class:`~diffpy_deepstruc.completion.CountRange` from its JSON list
+    (``[lo, hi, open_lo, open_hi]``; ``[lo, hi]`` reads as closed), or None."""
+    if value is None:
+        return None
+    lo, hi, *flags = value
+    return CountRange(int(lo), int(hi), *(bool(f) for f in flags[:2]))
 
 
 def merge_near_duplicates(

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..fileio import atomic_write_text
 from ..pdfdata import PDFData
-from .rank import RefinedCandidate
+from .rank import RefinedCandidate, count_range_from_json
 from .settings import FitSettings
 
 __all__ = ["refine_candidate", "refine_finalists", "run_key"]
@@ -57,8 +57,7 @@ def _refine_job(payload: dict[str, Any]) -> dict[str, Any]:
     cand.screen_rw = float(payload.get("screen_rw", float("nan")))
     cand.origin = payload.get("origin")
     cand.changes = payload.get("changes") or {}
-    cr = payload.get("count_range")
-    cand.count_range = None if cr is None else (int(cr[0]), int(cr[1]))
+    cand.count_range = count_range_from_json(payload.get("count_range"))
     return cand.to_json()
 
 
@@ -241,7 +240,7 @@ def job_payload(
     screen_rw: float = float("nan"),
     origin: int | None = None,
     changes: dict[str, Any] | None = None,
-    count_range: tuple[int, int] | None = None,
+    count_range: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """A picklable, JSON-safe refinement job."""
     from ..structures import structure_arrays
@@ -263,5 +262,5 @@ def job_payload(
         "screen_rw": float(screen_rw),
         "origin": origin,
         "changes": changes or {},
-        "count_range": None if count_range is None else [int(v) for v in count_range],
+        "count_range": None if count_range is None else list(count_range),
     }

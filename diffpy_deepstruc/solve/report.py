@@ -136,8 +136,7 @@ def _duplicates(c: RefinedCandidate, n_sampled: int) -> str:
 
 
 def _completion_cells(c: RefinedCandidate, ranks: dict[int, int]) -> dict[str, Any]:
-    cr = c.count_range
-    span = "" if cr is None else (str(cr[0]) if cr[0] == cr[1] else f"{cr[0]}-{cr[1]}")
+    span = "" if c.count_range is None else str(c.count_range)
     if c.origin is None:
         return {
             "completed_from": "",
@@ -446,12 +445,12 @@ def _marked_atoms(c: RefinedCandidate):
 
 
 def _completion_text(row: dict[str, Any]) -> str:
-    """``"of rank 4: +2 / -1 atoms; the data allow 52-55 atoms"`` for a completed
+    """``"of rank 4: +2 / -1 atoms; the data allow 52..55 atoms"`` for a completed
     candidate; the count range alone for one the completion left as it was."""
     span = str(row.get("atoms_range") or "")
     if not span:
         allow = ""
-    elif "-" in span:
+    elif ".." in span:
         allow = f"the data allow {span} atoms"
     else:
         allow = "the data resolve the atom count"
