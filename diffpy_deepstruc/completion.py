@@ -1533,7 +1533,8 @@ class _Search:
         """chi^2 of the structures up to ``steps`` atoms either side of the current one.
 
         Each structure is one greedy step from the last: the surface atom whose removal
-        (or the vacant site whose filling) fits best on the screening grid, then
+        (or the vacant site whose filling) fits best on the screening grid at the
+        current parameters (the products in float32, as :meth:`step`'s screening), then
         zoomscale, Uiso and delta2 re-refined (two Levenberg-Marquardt steps) and chi^2
         taken on the full fit grid.  A direction stops at the first count whose chi^2
         exceeds the current one by more than ``penalty`` per atom (the data resolve
@@ -1548,6 +1549,10 @@ class _Search:
 
         m = self.model
         out = {len(self.x): self.rss * self.chi[0]}
+        with torch.no_grad():  # the step to take is chosen at the result's parameters
+            kern = m.kernel(self.theta).detach()
+            kc32 = kern.to(torch.float32) @ m.sine_s32
+            kc = kc32.to(torch.float64)
         for sign in (-1, 1):
             probe = copy.copy(self)  # shares nothing it changes: x, h, theta rebound
             for _ in range(int(steps)):
@@ -1560,10 +1565,9 @@ class _Search:
                 if not len(dh):
                     break
                 with torch.no_grad():
-                    kc = m.kernel(probe.theta).detach() @ m.sine_s
                     h_t = torch.as_tensor(probe.h, dtype=torch.float64, device=m.device)
-                    d_t = torch.as_tensor(dh, dtype=torch.float64, device=m.device)
-                    rss, _ = m.rss((h_t[None] + d_t) @ kc, True)
+                    d32 = torch.as_tensor(dh, dtype=torch.float32, device=m.device)
+                    rss, _ = m.rss(h_t @ kc + (d32 @ kc32).to(torch.float64), True)
                 self.n_evaluated += len(dh)
                 k = int(torch.argmin(rss))
                 h_new = probe.h + dh[k]
