@@ -1203,14 +1203,17 @@ class _Search:
         clash = clash[(clash >= n).any(axis=1)] if len(clash) else clash
         for a, b in clash:
             ok &= ~(sel[:, a] & sel[:, b])
-        d_sites = None
-        for e, (_, added) in enumerate(edits):
-            if not ok[e] or not len(added):
-                continue
-            if d_sites is None:
-                d_sites = np.linalg.norm(pts[n:, None] - pts[None], axis=2)
-            if d_sites[np.asarray(added, dtype=int)][:, sel[e]].max() >= self.max_dist:
-                ok[e] = False
+        # added sites beyond the histogram's range from any atom of the edited cluster
+        todo = [e for e, (_, added) in enumerate(edits) if ok[e] and len(added)]
+        if todo:
+            rows = np.unique(np.concatenate([np.asarray(edits[e][1], int) for e in todo]))
+            where = np.full(P - n, -1)
+            where[rows] = np.arange(len(rows))
+            d_rows = np.linalg.norm(pts[n + rows][:, None] - pts[None], axis=2)
+            for e in todo:
+                d = d_rows[where[np.asarray(edits[e][1], dtype=int)]][:, sel[e]]
+                if d.max() >= self.max_dist:
+                    ok[e] = False
         return ok
 
     @property
