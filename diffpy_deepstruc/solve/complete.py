@@ -58,12 +58,16 @@ class Completed:
     changes : dict
         ``added`` / ``removed`` atom positions (A, lists), ``moves`` (accepted moves),
         fast-model ``rw_start`` / ``rw``, the stopping rule.
+    count_range : CountRange or None
+        The atom counts the data do not tell apart from the completed structure's
+        (:attr:`~diffpy_deepstruc.completion.CompletionResult.count_range`).
     """
 
     proposal: Proposal
     origin: int
     start: dict[str, float]
     changes: dict[str, Any]
+    count_range: CountRange | None = None
 
 
 def move_budget(n_atoms: int) -> tuple[int, int]:
@@ -124,9 +128,8 @@ def complete_one(
         )  # fmt: skip
     except DeepStrucError as exc:
         return f"completion of {prop.source.split('{')[0].strip()} skipped: {exc}"
-    count_range = res.count_range
     if not res.changed:
-        return Unchanged(origin=prop.index, count_range=count_range)
+        return Unchanged(origin=prop.index, count_range=res.count_range)
     p = res.parameters
     changes = {
         "added": np.round(res.added, 4).tolist(),
@@ -136,7 +139,6 @@ def complete_one(
         "criterion": res.criterion,
         "stopped": res.stopped,
         "moves": [m.to_dict() for m in res.moves],
-        "count_range": None if count_range is None else list(count_range),
     }
     return Completed(
         proposal=Proposal(
@@ -149,6 +151,7 @@ def complete_one(
         origin=prop.index,
         start={k: float(p[k]) for k in ("scale", "zoomscale", "uiso", "delta2")},
         changes=changes,
+        count_range=res.count_range,
     )
 
 
@@ -233,8 +236,6 @@ def complete_candidates(
     out = [r for r in results if isinstance(r, Completed)]
     notes = [r for r in results if isinstance(r, str)]
     ranges = {r.origin: r.count_range for r in results if isinstance(r, Unchanged)}
-    for c in out:
-        cr = c.changes.get("count_range")
-        ranges[c.proposal.index] = None if cr is None else CountRange(*cr)
+    ranges.update({c.proposal.index: c.count_range for c in out})
     ranges = {k: v for k, v in ranges.items() if v is not None}
     return out, notes, time.perf_counter() - t0, ranges
