@@ -95,7 +95,8 @@ def solve_once(pdf, element, model, outdir: Path) -> dict:
     t = time.perf_counter()
     res = solve(pdf, element=element, model=model)
     t_write = time.perf_counter()
-    write_solution(res, prepare_outdir(outdir), latent_map=model_map_or_none(model[0]))
+    maps = [model_map_or_none(m) for m in model]  # as `deepstruc solve`: every map
+    write_solution(res, prepare_outdir(outdir), latent_maps=maps)
     end = time.perf_counter()
     return {
         "seconds": end - t,
