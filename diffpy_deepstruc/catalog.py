@@ -241,13 +241,9 @@ def _element_block(sym: str) -> str:
 
 def _simulable(sym: str) -> bool:
     """Whether the Debye engine has an X-ray form factor for ``sym`` (up to Cf)."""
-    import xraydb
+    from .xraydata import has_f0
 
-    try:
-        xraydb.f0(sym, 0.0)
-    except Exception:  # xraydb raises ValueError for unknown elements
-        return False
-    return True
+    return has_f0(sym)
 
 
 def _metals_of(blocks: str) -> tuple[str, ...]:

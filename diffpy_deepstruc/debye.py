@@ -266,30 +266,28 @@ _ELEMENT_RE = re.compile(r"^([A-Za-z]{1,2})(\d*[+-]?|[+-]\d*)$")
 
 @functools.lru_cache(maxsize=512)
 def _normalize_element(symbol: str) -> str:
-    """Canonical symbol (``'au'`` -> ``'Au'``, ``'fe2+'`` -> ``'Fe2+'``) known to xraydb."""
-    import xraydb
+    """Canonical symbol (``'au'`` -> ``'Au'``, ``'fe2+'`` -> ``'Fe2+'``) with a form factor."""
+    from .xraydata import has_f0
 
     m = _ELEMENT_RE.match(symbol.strip())
     if m is None:
         raise ElementError(f"unknown element symbol {symbol!r}")
     base, charge = m.groups()
     name = base[0].upper() + base[1:].lower() + charge
-    try:
-        xraydb.f0(name, 0.0)
-    except Exception as exc:  # xraydb raises ValueError for unknown ions
+    if not has_f0(name):
         raise ElementError(
             f"unknown element {symbol!r}: no Waasmaier-Kirfel X-ray form factor"
-        ) from exc
+        )
     return name
 
 
 @functools.lru_cache(maxsize=1024)
 def _form_factor(element: str, qstep: float, nq: int) -> np.ndarray:
-    """Waasmaier-Kirfel f0 at Q_k = k*qstep (xraydb takes sin(theta)/lambda = Q/4pi)."""
-    import xraydb
+    """Waasmaier-Kirfel f0 at Q_k = k*qstep (tabulated against sin(theta)/lambda = Q/4pi)."""
+    from .xraydata import f0
 
     q = np.arange(nq, dtype=float) * qstep
-    f = np.asarray(xraydb.f0(element, q / (4.0 * math.pi)), dtype=float).reshape(-1)
+    f = np.asarray(f0(element, q / (4.0 * math.pi)), dtype=float).reshape(-1)
     f.setflags(write=False)
     return f
 

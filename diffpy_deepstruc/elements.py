@@ -276,13 +276,11 @@ def _nn_from_bulk(el: str) -> float | None:
 
 
 def _nn_from_density(el: str) -> float:
-    """fcc nearest-neighbour distance at the atomic volume tabulated by ``xraydb``."""
-    import xraydb
+    """fcc nearest-neighbour distance at the atomic volume tabulated by ``xraydb``
+    (:func:`~diffpy_deepstruc.xraydata.atomic_density_mass`)."""
+    from .xraydata import atomic_density_mass
 
-    try:
-        density, mass = float(xraydb.atomic_density(el)), float(xraydb.atomic_mass(el))
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        density = mass = 0.0
+    density, mass = atomic_density_mass(el) or (0.0, 0.0)
     if not (density > 0 and mass > 0):
         raise ElementError(
             f"no nearest-neighbour distance for element {el!r}: neither ASE's reference "

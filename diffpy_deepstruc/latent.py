@@ -33,11 +33,13 @@ carries its map in ``diffpy_deepstruc/pretrained/latent_map.csv``
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -64,6 +66,7 @@ __all__ = [
     "compute_latent_map",
     "save_latent_map",
     "load_latent_map",
+    "read_latent_map_meta",
     "model_map_or_none",
     "shipped_map_or_none",
     "knn_type_accuracy",
@@ -878,19 +881,8 @@ def save_latent_map(
     return atomic_write_text(path, buf.getvalue(), overwrite=overwrite)
 
 
-def load_latent_map(path: str | os.PathLike) -> LatentMap:
-    """Read a map written by :func:`save_latent_map`.
-
-    Raises
-    ------
-    ParameterError
-        Missing file, missing columns or unreadable numbers.
-    """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ParameterError(f"{p}: cannot read the latent map ({exc})") from None
+def _split_map_text(text: str) -> tuple[dict[str, Any], list[str]]:
+    """The ``# key: json`` header of a map file and its CSV lines."""
     meta: dict[str, Any] = {}
     body = []
     for line in text.splitlines():
@@ -902,33 +894,91 @@ def load_latent_map(path: str | os.PathLike) -> LatentMap:
                 meta[k.strip()] = v.strip()
         elif line.strip():
             body.append(line)
-    rows = list(csv.DictReader(body))
-    header = next(csv.reader(body[:1]), [])
+    return meta, body
+
+
+def read_latent_map_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The header of a map written by :func:`save_latent_map`, without its rows.
+
+    Raises
+    ------
+    ParameterError
+        When the file cannot be read.
+    """
+    p = Path(path)
+    lines = []
+    try:
+        with p.open(encoding="utf-8") as fh:
+            for line in fh:
+                if not line.startswith("#"):
+                    break
+                lines.append(line)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"{p}: cannot read the latent map ({exc})") from None
+    return _split_map_text("".join(lines))[0]
+
+
+def _floats(values: Sequence[str], what: str) -> np.ndarray:
+    """Strings to floats, an empty field read as NaN."""
+    a = np.asarray(values, dtype=object)
+    a[a == ""] = "nan"
+    try:
+        return a.astype(float)
+    except ValueError as exc:
+        raise ValueError(f"column {what}: {exc}") from None
+
+
+def load_latent_map(path: str | os.PathLike) -> LatentMap:
+    """Read a map written by :func:`save_latent_map`.
+
+    Raises
+    ------
+    ParameterError
+        Missing file, missing columns, short rows or unreadable numbers.
+    """
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ParameterError(f"{p}: cannot read the latent map ({exc})") from None
+    meta, body = _split_map_text(text)
+    rows = list(csv.reader(body))
+    header = rows[0] if rows else []
+    rows = rows[1:]
     zcols = [c for c in header if c.startswith("z") and c[1:].isdigit()]
     qcols = [c for c in header if c.startswith("q") and c[1:].isdigit()]
     missing = [c for c in ("label", "type", "z1") if c not in header]
     if missing or not zcols:
         raise ParameterError(f"{p}: not a latent map (missing columns {missing or ['z1']})")
+    short = next((k for k, r in enumerate(rows) if len(r) < len(header)), None)
+    if short is not None:
+        raise ParameterError(
+            f"{p}: unreadable latent map (row {short + 1} has {len(rows[short])} of "
+            f"{len(header)} fields)"
+        )
+    columns = {name: [r[i] for r in rows] for i, name in enumerate(header)}
+    n = len(rows)
 
     def col(name, conv, default):
-        return [conv(r[name]) if r.get(name, "") != "" else default for r in rows]
+        if name not in columns:
+            return [default] * n
+        return [conv(v) if v != "" else default for v in columns[name]]
 
     try:
-        z = np.array([[float(r[c]) for c in zcols] for r in rows], float)
+        z = np.stack([_floats(columns[c], c) for c in zcols], axis=1)
         zq = None
         if len(qcols) == len(zcols):
-            zq = np.array(
-                [[float(r[c]) if r[c] != "" else np.nan for c in qcols] for r in rows],
-                float,
-            ).reshape(len(rows), len(qcols))
+            zq = np.stack([_floats(columns[c], c) for c in qcols], axis=1)
         return LatentMap(
-            z=z.reshape(len(rows), len(zcols)),
+            z=z,
             label=col("label", str, ""),
             index=col("index", int, -1),
             type=col("type", str, ""),
             element=col("element", str, ""),
             n_atoms=col("n_atoms", int, 0),
-            hcp_fraction=col("hcp_fraction", float, float("nan")),
+            hcp_fraction=_floats(columns["hcp_fraction"], "hcp_fraction")
+            if "hcp_fraction" in columns
+            else [float("nan")] * n,
             split=col("split", str, ""),
             shape=col("shape", str, ""),
             pdf=col("pdf", int, -1),
@@ -997,7 +1047,7 @@ def model_map_path(model: Any) -> Path | None:
         if not f.is_file():
             continue
         try:
-            head = load_latent_map(f).meta.get("model_sha256")
+            head = read_latent_map_meta(f).get("model_sha256")
         except ParameterError:
             continue
         if head in (None, sha) or sha is None:
@@ -1016,9 +1066,16 @@ def model_map_or_none(model: Any) -> LatentMap | None:
         f = model_map_path(model)
         if f is None:
             return None
-        return load_latent_map(f).catalog_rows()
+        st = f.stat()
+        return _load_map_cached(str(f), st.st_mtime_ns, st.st_size).catalog_rows()
     except (DeepStrucError, OSError):
         return None
+
+
+@functools.lru_cache(maxsize=8)
+def _load_map_cached(path: str, mtime_ns: int, size: int) -> LatentMap:
+    """:func:`load_latent_map` once per file version (callers get copies)."""
+    return load_latent_map(path)
 
 
 def shipped_map_or_none(model: Any) -> tuple[np.ndarray, list[str]] | None:

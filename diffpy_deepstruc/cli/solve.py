@@ -209,9 +209,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
-    write_solution(
-        result, outdir, latent_maps=[model_map_or_none(m) for m in models], overwrite=True
-    )
+    maps = [model_map_or_none(m) for m in models]
+    write_solution(result, outdir, latent_maps=maps, overwrite=True, workers=args.workers)
     print_result(result)
     print(f"results in {outdir}/ (report.html, ranking.csv, summary.json, fit_XX.png)")
     return 0

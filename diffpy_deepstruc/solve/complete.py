@@ -10,7 +10,6 @@ both.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ..completion import CountRange
 from ..pdfdata import PDFData
 from .candidates import Proposal
 from .settings import FitSettings
+from .workers import forked_pool
 
 __all__ = [
     "DEFAULT_COMPLETE_K",
@@ -212,23 +212,15 @@ def complete_candidates(
     ]
     bar = tqdm(total=len(jobs), desc="completion", unit="cand", disable=not progress)
     on_cpu = device is None or str(device) == "cpu"
-    # worker processes are forked (they start at once, with everything imported); on
-    # platforms where forking a process that has run torch is unsafe (macOS) or
-    # impossible (Windows), the completions run here, one after another
-    forkable = sys.platform.startswith("linux")
-    if workers <= 1 or len(jobs) <= 1 or not on_cpu or not forkable:
-        results = []
+    pool = forked_pool(workers, len(jobs), on_cpu=on_cpu)
+    results = []
+    if pool is None:
         for j in jobs:
             results.append(complete_one(*j))
             bar.update()
     else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = mp.get_context("fork")
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+        with pool:
             futures = [pool.submit(_complete_job, j) for j in jobs]
-            results = []
             for f in futures:
                 results.append(f.result())
                 bar.update()

@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .candidates import SHAPE_CODE_SOURCE, is_sample, nearest_neighbour_distance
 from .codesearch import SEARCHED_INDEX
 from .complete import COMPLETED_INDEX
 from .rank import RefinedCandidate, SolveResult
+from .workers import forked_pool
 
 __all__ = ["RANKING_COLUMNS", "SCREENING_COLUMNS", "json_safe", "write_solution"]
 
@@ -223,6 +225,7 @@ def write_solution(
     sample_latents: np.ndarray | None = None,
     latent_maps: Sequence[Any] | None = None,
     overwrite: bool = False,
+    workers: int = 1,
 ) -> Path:
     """Write the files of a solved PDF into ``outdir`` (see the module docstring).
 
@@ -246,57 +249,40 @@ def write_solution(
         the first.
     overwrite : bool
         Replace files of the same name.
+    workers : int
+        Processes that draw the figures (1: this one; forked, on Linux only); the files
+        do not depend on it.
 
     Returns
     -------
     Path
         ``outdir``.
     """
-    from ..plots import plot_fit
+    from .. import plots  # imported once, before any worker is forked
     from ..structures import write_structure
 
     if latent_map is None and latent_maps:
         latent_map = list(latent_maps)[0]
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    rows = ranking_rows(result)
-    screen_rows = screening_rows(result)
     for rank, c in enumerate(result.candidates, start=1):
         stem = f"candidate_{rank:02d}"
         write_structure(c.structure, out / f"{stem}.xyz", overwrite=overwrite)
         write_structure(c.structure, out / f"{stem}.stru", overwrite=overwrite)
-        if rank > N_FIGURES:
-            continue
-        g_obs = np.interp(c.r, result.pdf.r, result.pdf.g)
-        plot_fit(
-            c.r,
-            g_obs,
-            c.g_calc,
-            out / f"fit_{rank:02d}.png",
-            title=f"#{rank}: {result.element}{c.n_atoms}",
-            rw=c.rw,
-            source=describe_source(c),
-            overwrite=overwrite,
-        )
-    _draw_structures(result.candidates[:N_FIGURES], out / "structures.png", overwrite)
+    samples = sample_latents if sample_latents is not None else result.sample_latents
+    figures, map_files = _figure_jobs(result, out, samples, latent_map, latent_maps)
+    pool = forked_pool(workers, len(figures))
+    if pool is not None:
+        plots.warm_up()  # each worker would otherwise load the fonts again
+    drawing = [] if pool is None else [pool.submit(_draw, f, overwrite) for f in figures]
+    rows = ranking_rows(result)
+    screen_rows = screening_rows(result)
     atomic_write_text(out / "ranking.csv", _csv(rows, RANKING_COLUMNS), overwrite=overwrite)
     atomic_write_text(
         out / "screening.csv",
         _csv(screen_rows, SCREENING_COLUMNS),
         overwrite=overwrite,
     )
-
-    samples = sample_latents if sample_latents is not None else result.sample_latents
-    _draw_model_map(result, 0, samples, latent_map, out / "latent.png", overwrite)
-    # the other models' samples, each on its own model's map
-    map_files = [model_map_file(0)]
-    extra_maps = list(latent_maps or [])[1:]
-    pairs = zip(extra_maps, result.model_latents[1:], strict=False)  # maps may be fewer
-    for m, (lmap, z) in enumerate(pairs, start=1):
-        if isinstance(lmap, LatentMap) and len(z):
-            _draw_model_map(result, m, z, lmap, out / model_map_file(m), overwrite)
-            map_files.append(model_map_file(m))
-
     summary = {
         "package": f"diffpy-deepstruc {__version__}",
         "data": result.pdf.source,
@@ -323,10 +309,71 @@ def write_solution(
     atomic_write_text(
         out / "report.html", report_html(result, rows, map_files), overwrite=overwrite
     )
+    if pool is None:
+        for f in figures:
+            _draw(f, overwrite)
+    else:
+        with pool:
+            for d in drawing:
+                d.result()
     pdir = out / "partial"
     if pdir.is_dir():
         shutil.rmtree(pdir)
     return out
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One figure of a solve's folder: ``plots.<plot>(*args, **kwargs)``, drawn here or
+    in a worker process (:func:`_draw`)."""
+
+    plot: str
+    args: tuple
+    kwargs: dict
+
+
+def _draw(fig: Figure, overwrite: bool) -> Path:
+    from .. import plots
+
+    return getattr(plots, fig.plot)(*fig.args, **fig.kwargs, overwrite=overwrite)
+
+
+def _figure_jobs(
+    result: SolveResult,
+    out: Path,
+    samples: np.ndarray | None,
+    latent_map: Any,
+    latent_maps: Sequence[Any] | None,
+) -> tuple[list[Figure], list[str]]:
+    """Every figure of a solve's folder, the slowest first, and the maps' file names.
+
+    The maps: the first model's samples on ``latent_map`` (``latent.png``) and each
+    further model's on its own map in ``latent_maps``.
+    """
+    figures = [_model_map_job(result, 0, samples, latent_map, out / "latent.png")]
+    map_files = [model_map_file(0)]
+    extra_maps = list(latent_maps or [])[1:]
+    pairs = zip(extra_maps, result.model_latents[1:], strict=False)  # maps may be fewer
+    for m, (lmap, z) in enumerate(pairs, start=1):
+        if isinstance(lmap, LatentMap) and len(z):
+            figures.append(_model_map_job(result, m, z, lmap, out / model_map_file(m)))
+            map_files.append(model_map_file(m))
+    top = result.candidates[:N_FIGURES]
+    figures.append(_structures_job(top, out / "structures.png"))
+    for rank, c in enumerate(top, start=1):
+        g_obs = np.interp(c.r, result.pdf.r, result.pdf.g)
+        figures.append(
+            Figure(
+                "plot_fit",
+                (c.r, g_obs, c.g_calc, out / f"fit_{rank:02d}.png"),
+                dict(
+                    title=f"#{rank}: {result.element}{c.n_atoms}",
+                    rw=c.rw,
+                    source=describe_source(c),
+                ),
+            )
+        )
+    return figures, map_files
 
 
 def model_map_file(m: int) -> str:
@@ -346,17 +393,14 @@ def _best_sample(result: SolveResult, m: int, dim: int) -> tuple[int, Any] | Non
     return None
 
 
-def _draw_model_map(
+def _model_map_job(
     result: SolveResult,
     m: int,
     samples: np.ndarray | None,
     latent_map: Any,
     path: Path,
-    overwrite: bool,
-) -> None:
+) -> Figure:
     """Model ``m``'s samples on its map (a LatentMap, (points, types) or None)."""
-    from ..plots import plot_latent_map
-
     samples = np.zeros((0, 2)) if samples is None else np.asarray(samples, float)
     samples_dim = samples.shape[1] if samples.ndim == 2 and len(samples) else 2
     project, axes = (lambda z: np.asarray(z, float)[..., :2]), ("z₁", "z₂")
@@ -377,30 +421,26 @@ def _draw_model_map(
         best_label = f"best model sample (#{k})"
     models = [t.strip() for t in str(result.model).split(" + ")]
     name = f" ({models[m]})" if len(models) > 1 and m < len(models) else ""
-    plot_latent_map(
-        pts,
-        types,
-        path,
-        samples=samples,
-        data=data_z,
-        best=best_z,
-        best_label=best_label,
-        title=f"{result.element}: {len(samples)} samples{name}",
-        axes=axes,
-        overwrite=overwrite,
+    return Figure(
+        "plot_latent_map",
+        (np.asarray(pts, float), list(types), path),
+        dict(
+            samples=samples,
+            data=data_z,
+            best=best_z,
+            best_label=best_label,
+            title=f"{result.element}: {len(samples)} samples{name}",
+            axes=axes,
+        ),
     )
 
 
-def _draw_structures(
-    candidates: Sequence[RefinedCandidate], path: Path, overwrite: bool
-) -> Path:
+def _structures_job(candidates: Sequence[RefinedCandidate], path: Path) -> Figure:
     """The top candidates drawn side by side (ASE rendering), labelled by rank.
 
     For a completed candidate the atoms its completion added are green and the atoms it
     removed are drawn red where they were (they are not part of the structure).
     """
-    from ..plots import plot_structure_row
-
     atoms, labels, colors = [], [], []
     for rank, c in enumerate(candidates, start=1):
         a, col, n_add, n_rem = _marked_atoms(c)
@@ -413,8 +453,9 @@ def _draw_structures(
     title = ""
     if any(c.origin is not None for c in candidates):
         title = "completion: green atoms added, red atoms removed"
-    return plot_structure_row(atoms, labels, path, title=title, colors=colors,
-                              overwrite=overwrite)  # fmt: skip
+    return Figure(
+        "plot_structure_row", (atoms, labels, path), dict(title=title, colors=colors)
+    )
 
 
 def _marked_atoms(c: RefinedCandidate):
