@@ -219,10 +219,12 @@ def complete_candidates(
             results.append(complete_one(*j))
             bar.update()
     else:
+        # the largest first: the longest completions do not start last
+        biggest = sorted(range(len(jobs)), key=lambda k: -jobs[k][0].n_atoms)
         with pool:
-            futures = [pool.submit(_complete_job, j) for j in jobs]
-            for f in futures:
-                results.append(f.result())
+            futures = {k: pool.submit(_complete_job, jobs[k]) for k in biggest}
+            for k in range(len(jobs)):
+                results.append(futures[k].result())
                 bar.update()
     bar.close()
     out = [r for r in results if isinstance(r, Completed)]

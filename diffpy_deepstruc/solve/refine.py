@@ -219,7 +219,9 @@ def refine_finalists(
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=min(int(workers), len(todo))) as pool:
-            futures = [pool.submit(_refine_job, j) for j in todo]
+            # the largest first: the longest refinements do not start last
+            biggest = sorted(todo, key=lambda j: -len(j["xyz"]))
+            futures = [pool.submit(_refine_job, j) for j in biggest]
             for fut in as_completed(futures):
                 _keep(fut.result())
                 bar.update()
