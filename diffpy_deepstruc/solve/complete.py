@@ -11,7 +11,9 @@ both.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,6 +175,8 @@ def complete_candidates(
     device: Any = None,
     progress: bool = False,
     workers: int = 1,
+    pool: Executor | None = None,
+    after_submit: Callable[[], Any] | None = None,
 ) -> tuple[list[Completed], list[str], float]:
     """Complete each proposal against the data; keep the ones that changed.
 
@@ -193,6 +197,12 @@ def complete_candidates(
         Processes (1: in this one; forked, on Linux and the CPU only).  The result does
         not depend on it: each completion is deterministic and the output keeps the
         input order.
+    pool : Executor, optional
+        Worker processes of the caller to run the completions in (instead of
+        ``workers`` new ones), e.g. shared with the srfit refinements.
+    after_submit : callable, optional
+        Called once every completion is queued in ``pool``, before waiting for them:
+        work the caller queues there runs beside and after the completions.
 
     Returns
     -------
@@ -212,17 +222,20 @@ def complete_candidates(
     ]
     bar = tqdm(total=len(jobs), desc="completion", unit="cand", disable=not progress)
     on_cpu = device is None or str(device) == "cpu"
-    pool = forked_pool(workers, len(jobs), on_cpu=on_cpu)
+    own = None if pool is not None else forked_pool(workers, len(jobs), on_cpu=on_cpu)
     results = []
-    if pool is None:
+    if pool is None and own is None:
         for j in jobs:
             results.append(complete_one(*j))
             bar.update()
     else:
-        # the largest first: the longest completions do not start last
-        biggest = sorted(range(len(jobs)), key=lambda k: -jobs[k][0].n_atoms)
-        with pool:
-            futures = {k: pool.submit(_complete_job, jobs[k]) for k in biggest}
+        with own or nullcontext():
+            runner = pool or own
+            # the largest first: the longest completions do not start last
+            biggest = sorted(range(len(jobs)), key=lambda k: -jobs[k][0].n_atoms)
+            futures = {k: runner.submit(_complete_job, jobs[k]) for k in biggest}
+            if after_submit is not None:
+                after_submit()
             for k in range(len(jobs)):
                 results.append(futures[k].result())
                 bar.update()

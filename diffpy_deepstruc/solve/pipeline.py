@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -25,9 +26,10 @@ from .candidates import default_models, is_sample, propose
 from .codesearch import DEFAULT_SEARCH_K, search_codes
 from .complete import DEFAULT_COMPLETE_K, complete_candidates
 from .rank import SolveResult, mark_consistent, merge_near_duplicates
-from .refine import job_payload, refine_finalists, run_key
+from .refine import job_payload, refine_finalists, run_key, start_refinements
 from .screen import ScreenResult, screen_candidates
 from .settings import resolve_element, resolve_settings
+from .workers import forked_pool
 
 __all__ = ["DEFAULT_REFINE_K", "solve"]
 
@@ -173,14 +175,15 @@ def solve(
     ]
 
     finalists = _distinct_best(proposals, order, refine_k, merge_tol)
-    t1 = time.perf_counter()
-    completed, completion_notes, _, count_ranges = complete_candidates(
-        [proposals[i] for i in finalists[:complete_k]],
-        [screen.parameters(i) for i in finalists[:complete_k]],
-        pdf, settings, seed=int(seed), device=device, progress=progress,
-        workers=workers,
+    lib_id = (
+        "none"
+        if library is None or library_k <= 0
+        else f"{getattr(library, 'source', library)}/{library_k}"
+    )
+    key = run_key(
+        pdf, sym, settings, n, int(seed),
+        f"{model_id}/{lib_id}/{refine_k}/{complete_k}/{search_k}",
     )  # fmt: skip
-    timings["completion"] = time.perf_counter() - t1
     jobs = [
         job_payload(
             proposals[i].structure,
@@ -192,41 +195,54 @@ def solve(
             residual=proposals[i].residual,
             start=screen.parameters(i),
             screen_rw=float(screen.rw[i]),
-            count_range=count_ranges.get(proposals[i].index),
         )  # fmt: skip
         for i in finalists
     ]
-    jobs += [
-        job_payload(
-            c.proposal.structure,
-            pdf,
-            settings,
-            index=c.proposal.index,
-            source=c.proposal.source,
-            latent=c.proposal.latent,
-            residual=c.proposal.residual,
-            start=c.start,
-            screen_rw=float(c.changes["rw"]),
-            origin=c.origin,
-            changes=c.changes,
-            count_range=count_ranges.get(c.proposal.index),
-        )  # fmt: skip
-        for c in completed
-    ]
+    # one pool for both stages: the finalists' srfit refinements need no completion,
+    # so they queue behind the completions and run beside the longest of them
+    on_cpu = device is None or str(device) == "cpu"
+    n_big = max(min(complete_k, len(finalists)), len(jobs))
+    pool = None if resume else forked_pool(workers, n_big, on_cpu=on_cpu)
+    started: dict = {}
+
+    def _start_finalists() -> None:
+        started.update(start_refinements(jobs, pool))
+
     t1 = time.perf_counter()
-    lib_id = (
-        "none"
-        if library is None or library_k <= 0
-        else f"{getattr(library, 'source', library)}/{library_k}"
-    )
-    key = run_key(
-        pdf, sym, settings, n, int(seed),
-        f"{model_id}/{lib_id}/{refine_k}/{complete_k}/{search_k}",
-    )  # fmt: skip
-    refined = refine_finalists(
-        jobs, workers=workers, outdir=outdir, key=key, resume=resume, progress=progress
-    )
+    with pool or nullcontext():
+        completed, completion_notes, _, count_ranges = complete_candidates(
+            [proposals[i] for i in finalists[:complete_k]],
+            [screen.parameters(i) for i in finalists[:complete_k]],
+            pdf, settings, seed=int(seed), device=device, progress=progress,
+            workers=workers, pool=pool,
+            after_submit=None if pool is None else _start_finalists,
+        )  # fmt: skip
+        timings["completion"] = time.perf_counter() - t1
+        jobs += [
+            job_payload(
+                c.proposal.structure,
+                pdf,
+                settings,
+                index=c.proposal.index,
+                source=c.proposal.source,
+                latent=c.proposal.latent,
+                residual=c.proposal.residual,
+                start=c.start,
+                screen_rw=float(c.changes["rw"]),
+                origin=c.origin,
+                changes=c.changes,
+            )  # fmt: skip
+            for c in completed
+        ]
+        t1 = time.perf_counter()
+        refined = refine_finalists(
+            jobs, workers=workers, outdir=outdir, key=key, resume=resume,
+            progress=progress, pool=pool, started=started,
+        )  # fmt: skip
+    # the refinements that ran beside the completions are counted there
     timings["refinement"] = time.perf_counter() - t1
+    for c in refined:
+        c.count_range = count_ranges.get(c.index)
 
     by_index = {p.index: p for p in proposals}
     for c in refined:

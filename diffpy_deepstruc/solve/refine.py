@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +23,10 @@ import numpy as np
 
 from ..fileio import atomic_write_text
 from ..pdfdata import PDFData
-from .rank import RefinedCandidate, count_range_from_json
+from .rank import RefinedCandidate
 from .settings import FitSettings
 
-__all__ = ["refine_candidate", "refine_finalists", "run_key"]
+__all__ = ["refine_candidate", "refine_finalists", "run_key", "start_refinements"]
 
 
 def _refine_job(payload: dict[str, Any]) -> dict[str, Any]:
@@ -57,7 +58,6 @@ def _refine_job(payload: dict[str, Any]) -> dict[str, Any]:
     cand.screen_rw = float(payload.get("screen_rw", float("nan")))
     cand.origin = payload.get("origin")
     cand.changes = payload.get("changes") or {}
-    cand.count_range = count_range_from_json(payload.get("count_range"))
     return cand.to_json()
 
 
@@ -158,6 +158,12 @@ def run_key(
     return h.hexdigest()[:16]
 
 
+def start_refinements(jobs: Sequence[dict[str, Any]], pool: Executor) -> dict[int, Future]:
+    """Queue refinements in ``pool``, the largest candidate first; futures by index."""
+    biggest = sorted(jobs, key=lambda j: -len(j["xyz"]))
+    return {int(j["index"]): pool.submit(_refine_job, j) for j in biggest}
+
+
 def refine_finalists(
     jobs: Sequence[dict[str, Any]],
     *,
@@ -166,7 +172,8 @@ def refine_finalists(
     key: str = "",
     resume: bool = False,
     progress: bool = False,
-    refine: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    pool: Executor | None = None,
+    started: Mapping[int, Future] | None = None,
 ) -> list[RefinedCandidate]:
     """Refine the finalists (in ``workers`` processes), keeping each as it finishes.
 
@@ -184,6 +191,11 @@ def refine_finalists(
         Reuse finished refinements of an interrupted run.
     progress : bool
         Progress bar.
+    pool : Executor, optional
+        Worker processes of the caller to refine in (instead of ``workers`` new ones).
+    started : mapping of int to Future, optional
+        Refinements of some of ``jobs`` already queued in ``pool``
+        (:func:`start_refinements`), by candidate index.
 
     Returns
     -------
@@ -194,7 +206,8 @@ def refine_finalists(
 
     pdir = _partial_dir(outdir)
     done = _load_partial(pdir, key) if resume else {}
-    todo = [j for j in jobs if j["index"] not in done]
+    started = dict(started or {})
+    todo = [j for j in jobs if j["index"] not in done and j["index"] not in started]
     results = dict(done)
 
     def _keep(d: dict[str, Any]) -> None:
@@ -208,23 +221,26 @@ def refine_finalists(
 
     bar = tqdm(
         total=len(jobs),
-        initial=len(jobs) - len(todo),
+        initial=len(done),
         desc="srfit",
         unit="cand",
         disable=not progress,
     )
-    if workers <= 1 or len(todo) <= 1:
+    own = None
+    if pool is None and workers > 1 and len(todo) > 1:
+        own = ProcessPoolExecutor(max_workers=min(int(workers), len(todo)))
+    runner = pool or own
+    if runner is None:
         for j in todo:
             _keep(_refine_job(j))
             bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=min(int(workers), len(todo))) as pool:
-            # the largest first: the longest refinements do not start last
-            biggest = sorted(todo, key=lambda j: -len(j["xyz"]))
-            futures = [pool.submit(_refine_job, j) for j in biggest]
-            for fut in as_completed(futures):
-                _keep(fut.result())
-                bar.update()
+    with own or nullcontext():
+        futures = [*started.values()]
+        if runner is not None:
+            futures += start_refinements(todo, runner).values()
+        for fut in as_completed(futures):
+            _keep(fut.result())
+            bar.update()
     bar.close()
     return [RefinedCandidate.from_json(results[int(j["index"])]) for j in jobs]
 
@@ -242,7 +258,6 @@ def job_payload(
     screen_rw: float = float("nan"),
     origin: int | None = None,
     changes: dict[str, Any] | None = None,
-    count_range: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """A picklable, JSON-safe refinement job."""
     from ..structures import structure_arrays
@@ -264,5 +279,4 @@ def job_payload(
         "screen_rw": float(screen_rw),
         "origin": origin,
         "changes": changes or {},
-        "count_range": None if count_range is None else list(count_range),
     }
