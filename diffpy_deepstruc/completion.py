@@ -50,7 +50,6 @@ import numpy as np
 import torch
 from scipy.optimize import minimize
 from scipy.spatial import ConvexHull, QhullError, cKDTree
-from scipy.stats import f as f_dist
 
 from . import debye
 from .consistent import independent_points
@@ -635,8 +634,9 @@ def count_range_of(chi2: dict[int, float], n: int, penalty: float) -> CountRange
 
 def _hamilton_ratio(n_obs: float, n_sites: int, n_par: int, alpha: float) -> float:
     """Hamilton's R-ratio threshold R0/R1 for ``n_sites`` extra parameters."""
-    dof = max(n_obs - n_par - n_sites, 1.0)
-    return math.sqrt(n_sites / dof * float(f_dist.ppf(1.0 - alpha, n_sites, dof)) + 1.0)
+    from .consistent import hamilton_point
+
+    return hamilton_point(n_sites, max(n_obs - n_par - n_sites, 1.0), alpha)
 
 
 # -- the fast model ---------------------------------------------------------------------

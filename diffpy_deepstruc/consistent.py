@@ -70,6 +70,7 @@ __all__ = [
     "consistent_set",
     "estimate_noise",
     "expected_rw",
+    "hamilton_point",
     "independent_points",
     "r_ratio_threshold",
     "summary_line",
@@ -138,8 +139,6 @@ def r_ratio_threshold(
     float
         ``sqrt(1 + b / (n - m) F_{b, n-m}(1 - alpha))`` (> 1).
     """
-    from scipy.stats import f as f_dist
-
     m = int(n_params)
     b = m if n_tested is None else int(n_tested)
     n = _finite("n_obs", n_obs, positive=True)
@@ -153,7 +152,20 @@ def r_ratio_threshold(
             f"{n:.1f} independent points do not determine {m} parameters; "
             "widen the fit range (independent points = (rmax - rmin) Qmax / pi)"
         )
-    return math.sqrt(1.0 + b / (n - m) * float(f_dist.ppf(1.0 - a, b, n - m)))
+    return hamilton_point(b, n - m, a)
+
+
+def hamilton_point(b: int, dof: float, alpha: float) -> float:
+    """``sqrt(1 + b / dof F_{b, dof}(1 - alpha))``, Hamilton's R-ratio significance point
+    for ``b`` tested parameters and ``dof`` degrees of freedom (no checks; see
+    :func:`r_ratio_threshold`).
+
+    The F quantile is ``scipy.special.fdtri``, the function behind
+    ``scipy.stats.f.ppf`` (the same numbers, without importing ``scipy.stats``).
+    """
+    from scipy.special import fdtri
+
+    return math.sqrt(1.0 + b / dof * float(fdtri(b, dof, 1.0 - alpha)))
 
 
 def _params_array(n_params: int | Sequence[int], size: int) -> np.ndarray:

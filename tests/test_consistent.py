@@ -37,6 +37,21 @@ def test_independent_points():
         independent_points(1.0, 5.0, 0.0)
 
 
+def test_hamilton_point_uses_scipy_stats_f_quantile_exactly():
+    """fdtri is scipy.stats.f.ppf's own routine: the same numbers, bit for bit."""
+    from scipy.stats import f
+
+    from diffpy_deepstruc.completion import _hamilton_ratio
+    from diffpy_deepstruc.consistent import hamilton_point
+
+    for b, dof, alpha in [(1, 20, 0.05), (4, 223, 0.05), (30, 197.5, 0.01), (2, 1.0, 0.2)]:
+        assert hamilton_point(b, dof, alpha) == math.sqrt(
+            1.0 + b / dof * float(f.ppf(1.0 - alpha, b, dof))
+        )
+    # the completion's count test: the same point with dof = n_obs - n_par - n_sites
+    assert _hamilton_ratio(227.0, 3, 4, 0.05) == hamilton_point(3, 220.0, 0.05)
+
+
 def test_threshold_matches_hamilton_table():
     # sqrt(1 + b/(n-m) F) with F from the standard F table: F(1, 20; 0.95) = 4.351,
     # F(3, 100; 0.95) = 2.696
