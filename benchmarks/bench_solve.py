@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                           for k, v in row.items()}), flush=True)  # fmt: skip
     print(f"\ntruth refined with {gen}; {os.cpu_count()} CPUs, one torch thread\n")
     head = ("| case | atoms | truth srfit (s) | solve (s) | ratio | screening (s) | "
-            "code search (s) | completion (s) | srfit top 5 (s) | files (s) | top Rw | truth Rw | "
+            "code search (s) | completion (s) | srfit finalists (s) | files (s) | top Rw | truth Rw | "
             "top atoms |")  # fmt: skip
     if args.cli:
         head += " CLI solve (s) | CLI truth (s) | CLI ratio |"

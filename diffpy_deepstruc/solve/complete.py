@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, as_completed
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -177,6 +177,7 @@ def complete_candidates(
     workers: int = 1,
     pool: Executor | None = None,
     after_submit: Callable[[], Any] | None = None,
+    on_result: Callable[[Completed | Unchanged | str], Any] | None = None,
 ) -> tuple[list[Completed], list[str], float]:
     """Complete each proposal against the data; keep the ones that changed.
 
@@ -203,6 +204,9 @@ def complete_candidates(
     after_submit : callable, optional
         Called once every completion is queued in ``pool``, before waiting for them:
         work the caller queues there runs beside and after the completions.
+    on_result : callable, optional
+        Called with each completion's outcome as it finishes (in this process), e.g. to
+        queue the refinement of a completed candidate at once.
 
     Returns
     -------
@@ -224,21 +228,26 @@ def complete_candidates(
     on_cpu = device is None or str(device) == "cpu"
     own = None if pool is not None else forked_pool(workers, len(jobs), on_cpu=on_cpu)
     results = []
+    report = on_result or (lambda _: None)
     if pool is None and own is None:
         for j in jobs:
             results.append(complete_one(*j))
+            report(results[-1])
             bar.update()
     else:
         with own or nullcontext():
             runner = pool or own
             # the largest first: the longest completions do not start last
             biggest = sorted(range(len(jobs)), key=lambda k: -jobs[k][0].n_atoms)
-            futures = {k: runner.submit(_complete_job, jobs[k]) for k in biggest}
+            futures = {runner.submit(_complete_job, jobs[k]): k for k in biggest}
             if after_submit is not None:
                 after_submit()
-            for k in range(len(jobs)):
-                results.append(futures[k].result())
+            done: dict[int, Any] = {}
+            for f in as_completed(futures):
+                done[futures[f]] = f.result()
+                report(done[futures[f]])
                 bar.update()
+            results = [done[k] for k in range(len(jobs))]
     bar.close()
     out = [r for r in results if isinstance(r, Completed)]
     notes = [r for r in results if isinstance(r, str)]

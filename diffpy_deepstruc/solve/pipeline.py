@@ -22,13 +22,13 @@ import numpy as np
 
 from ..errors import ParameterError
 from ..pdfdata import PDFData, load_pdf
-from .candidates import default_models, is_sample, propose
+from .candidates import Proposal, default_models, is_sample, propose
 from .codesearch import DEFAULT_SEARCH_K, search_codes
-from .complete import DEFAULT_COMPLETE_K, complete_candidates
-from .rank import SolveResult, mark_consistent, merge_near_duplicates
+from .complete import DEFAULT_COMPLETE_K, Completed, complete_candidates
+from .rank import RefinedCandidate, SolveResult, mark_consistent, merge_near_duplicates
 from .refine import job_payload, refine_finalists, run_key, start_refinements
 from .screen import ScreenResult, screen_candidates
-from .settings import resolve_element, resolve_settings
+from .settings import FitSettings, resolve_element, resolve_settings
 from .workers import forked_pool
 
 __all__ = ["DEFAULT_REFINE_K", "solve"]
@@ -184,65 +184,12 @@ def solve(
         pdf, sym, settings, n, int(seed),
         f"{model_id}/{lib_id}/{refine_k}/{complete_k}/{search_k}",
     )  # fmt: skip
-    jobs = [
-        job_payload(
-            proposals[i].structure,
-            pdf,
-            settings,
-            index=proposals[i].index,
-            source=proposals[i].source,
-            latent=proposals[i].latent,
-            residual=proposals[i].residual,
-            start=screen.parameters(i),
-            screen_rw=float(screen.rw[i]),
-        )  # fmt: skip
-        for i in finalists
-    ]
-    # one pool for both stages: the finalists' srfit refinements need no completion,
-    # so they queue behind the completions and run beside the longest of them
-    on_cpu = device is None or str(device) == "cpu"
-    n_big = max(min(complete_k, len(finalists)), len(jobs))
-    pool = None if resume else forked_pool(workers, n_big, on_cpu=on_cpu)
-    started: dict = {}
-
-    def _start_finalists() -> None:
-        started.update(start_refinements(jobs, pool))
-
-    t1 = time.perf_counter()
-    with pool or nullcontext():
-        completed, completion_notes, _, count_ranges = complete_candidates(
-            [proposals[i] for i in finalists[:complete_k]],
-            [screen.parameters(i) for i in finalists[:complete_k]],
-            pdf, settings, seed=int(seed), device=device, progress=progress,
-            workers=workers, pool=pool,
-            after_submit=None if pool is None else _start_finalists,
-        )  # fmt: skip
-        timings["completion"] = time.perf_counter() - t1
-        jobs += [
-            job_payload(
-                c.proposal.structure,
-                pdf,
-                settings,
-                index=c.proposal.index,
-                source=c.proposal.source,
-                latent=c.proposal.latent,
-                residual=c.proposal.residual,
-                start=c.start,
-                screen_rw=float(c.changes["rw"]),
-                origin=c.origin,
-                changes=c.changes,
-            )  # fmt: skip
-            for c in completed
-        ]
-        t1 = time.perf_counter()
-        refined = refine_finalists(
-            jobs, workers=workers, outdir=outdir, key=key, resume=resume,
-            progress=progress, pool=pool, started=started,
-        )  # fmt: skip
-    # the refinements that ran beside the completions are counted there
-    timings["refinement"] = time.perf_counter() - t1
-    for c in refined:
-        c.count_range = count_ranges.get(c.index)
+    refined, completion_notes, stage_times = _complete_and_refine(
+        proposals, finalists, screen, pdf, settings, complete_k=complete_k,
+        seed=int(seed), device=device, progress=progress, workers=workers,
+        outdir=outdir, key=key, resume=resume,
+    )  # fmt: skip
+    timings.update(stage_times)
 
     by_index = {p.index: p for p in proposals}
     for c in refined:
@@ -274,6 +221,107 @@ def solve(
             "search_k": search_k,
         },
     )
+
+
+def _complete_and_refine(
+    proposals: list[Proposal],
+    finalists: list[int],
+    screen: ScreenResult,
+    pdf: PDFData,
+    settings: FitSettings,
+    *,
+    complete_k: int,
+    seed: int,
+    device: Any,
+    progress: bool,
+    workers: int,
+    outdir: Any,
+    key: str,
+    resume: bool,
+) -> tuple[list[RefinedCandidate], list[str], dict[str, float]]:
+    """Stages 4 and 5: complete the best ``complete_k`` finalists, refine every
+    finalist and every completed candidate with srfit.
+
+    One pool of worker processes serves both stages: the completions are queued first
+    (the largest first), the finalists' refinements behind them, and a completed
+    candidate's refinement as soon as its completion ends; none waits for another it
+    does not need.  Results do not depend on the workers.
+
+    Returns
+    -------
+    (refined, notes, timings)
+        The refined candidates (count ranges attached), the completion's notes, and
+        the seconds until the completions ended (``"completion"``) and after
+        (``"refinement"``).
+    """
+    jobs = [
+        job_payload(
+            proposals[i].structure,
+            pdf,
+            settings,
+            index=proposals[i].index,
+            source=proposals[i].source,
+            latent=proposals[i].latent,
+            residual=proposals[i].residual,
+            start=screen.parameters(i),
+            screen_rw=float(screen.rw[i]),
+        )  # fmt: skip
+        for i in finalists
+    ]
+    on_cpu = device is None or str(device) == "cpu"
+    n_big = max(min(complete_k, len(finalists)), len(jobs))
+    pool = None if resume else forked_pool(workers, n_big, on_cpu=on_cpu)
+    started: dict = {}
+    completed_jobs: dict[int, dict] = {}
+
+    def _start_finalists() -> None:
+        started.update(start_refinements(jobs, pool))
+
+    def _completed(outcome) -> None:
+        """Queue a completed candidate's refinement as soon as its completion ends."""
+        if not isinstance(outcome, Completed):
+            return
+        c = outcome
+        job = job_payload(
+            c.proposal.structure,
+            pdf,
+            settings,
+            index=c.proposal.index,
+            source=c.proposal.source,
+            latent=c.proposal.latent,
+            residual=c.proposal.residual,
+            start=c.start,
+            screen_rw=float(c.changes["rw"]),
+            origin=c.origin,
+            changes=c.changes,
+        )  # fmt: skip
+        completed_jobs[c.proposal.index] = job
+        if pool is not None:
+            started.update(start_refinements([job], pool))
+
+    timings: dict[str, float] = {}
+    t1 = time.perf_counter()
+    with pool or nullcontext():
+        completed, notes, _, count_ranges = complete_candidates(
+            [proposals[i] for i in finalists[:complete_k]],
+            [screen.parameters(i) for i in finalists[:complete_k]],
+            pdf, settings, seed=seed, device=device, progress=progress,
+            workers=workers, pool=pool,
+            after_submit=None if pool is None else _start_finalists,
+            on_result=_completed,
+        )  # fmt: skip
+        timings["completion"] = time.perf_counter() - t1
+        jobs += [completed_jobs[c.proposal.index] for c in completed]
+        t1 = time.perf_counter()
+        refined = refine_finalists(
+            jobs, workers=workers, outdir=outdir, key=key, resume=resume,
+            progress=progress, pool=pool, started=started,
+        )  # fmt: skip
+    # the refinements that ran beside the completions are counted there
+    timings["refinement"] = time.perf_counter() - t1
+    for c in refined:
+        c.count_range = count_ranges.get(c.index)
+    return refined, notes, timings
 
 
 def _as_models(model: Any) -> list[Any]:
