@@ -118,6 +118,87 @@ def _match(a: np.ndarray, b: np.ndarray, exact: bool) -> tuple[np.ndarray, np.nd
     return i, jb[i]
 
 
+def _frame(p0: np.ndarray, p1: np.ndarray, p2: np.ndarray, mirror: bool = False):
+    """Orthonormal frame (rows) of an atom and two of its neighbours; None if collinear.
+    ``mirror`` flips the third axis (a left-handed frame)."""
+    e1 = p1 - p0
+    e1 = e1 / np.linalg.norm(e1)
+    e2 = (p2 - p0) - np.dot(p2 - p0, e1) * e1
+    n2 = np.linalg.norm(e2)
+    if n2 < 1e-6:
+        return None
+    e2 = e2 / n2
+    e3 = np.cross(e1, e2)
+    return np.stack([e1, e2, -e3 if mirror else e3])
+
+
+def _anchor_starts(
+    a: np.ndarray, b: np.ndarray, nn: float, *, k_a: int = 3, k_b: int = 8, keep: int = 6
+) -> list[np.ndarray]:
+    """Starting placements of ``a`` on ``b`` from local lattice frames.
+
+    An atom near ``a``'s centre with two of its neighbours defines a frame; every
+    atom near ``b``'s centre with every ordered pair of its neighbours at the same angle
+    defines a candidate image of it (proper and mirrored).  Each candidate maps ``a``
+    rigidly onto ``b``; the ``keep`` placements that put the most atoms within
+    ``0.3 nn`` of a true site are returned.  For particles cut from a lattice this
+    finds the registration whatever the particle's symmetry (five-fold axes included),
+    where starts from fixed orientations can miss it.
+    """
+    from scipy.spatial import cKDTree
+
+    if len(a) < 3 or len(b) < 3:
+        return []
+    tree_a, tree_b = cKDTree(a), cKDTree(b)
+
+    def anchors(x, tree, k):
+        centre = np.argsort(np.linalg.norm(x - x.mean(0), axis=1), kind="stable")[:k]
+        out = []
+        for i in centre:
+            nb = [j for j in tree.query_ball_point(x[i], 1.25 * nn) if j != i]
+            out.append((int(i), sorted(nb)))
+        return out
+
+    hyps = []
+    for i, nb in anchors(a, tree_a, k_a):
+        if len(nb) < 2:
+            continue
+        # the neighbour pair closest to 60 degrees: a well-conditioned frame
+        pairs = [(j, k) for j in nb for k in nb if j < k]
+        cos = [
+            np.dot(a[j] - a[i], a[k] - a[i])
+            / (np.linalg.norm(a[j] - a[i]) * np.linalg.norm(a[k] - a[i]))
+            for j, k in pairs
+        ]
+        j, k = pairs[int(np.argmin(np.abs(np.asarray(cos) - 0.5)))]
+        ang = np.arccos(np.clip(cos[pairs.index((j, k))], -1, 1))
+        for mirror in (False, True):
+            fa = _frame(a[i], a[j], a[k], mirror)
+            if fa is None:
+                continue
+            for ib, nbb in anchors(b, tree_b, k_b):
+                for jb in nbb:
+                    for kb in nbb:
+                        if jb == kb:
+                            continue
+                        u, v = b[jb] - b[ib], b[kb] - b[ib]
+                        c = np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v))
+                        if abs(np.arccos(np.clip(c, -1, 1)) - ang) > 0.26:  # 15 degrees
+                            continue
+                        fb = _frame(b[ib], b[jb], b[kb])
+                        if fb is None:
+                            continue
+                        rot = fb.T @ fa  # maps a's frame onto b's
+                        hyps.append((rot, b[ib] - rot @ a[i]))
+    if not hyps:
+        return []
+    placed = np.stack([a @ rot.T + t for rot, t in hyps])  # [H, n, 3]
+    d, _ = tree_b.query(placed.reshape(-1, 3), distance_upper_bound=0.3 * nn)
+    score = np.isfinite(d).reshape(len(hyps), -1).sum(axis=1)
+    best = np.argsort(-score, kind="stable")[:keep]
+    return [placed[h] for h in best]
+
+
 def sites_matched(
     result: np.ndarray,
     truth: np.ndarray,
@@ -131,10 +212,13 @@ def sites_matched(
 
     The result is translated and rotated (reflections allowed) onto the truth by an
     iterative closest-point search (one-to-one matching, Kabsch superposition) from the
-    48 cubic orientations and ``n_random`` random ones; a true site counts as matched
-    when a matched atom of the result lies within ``tol * nn`` of it.  No scaling: a
-    structure at the wrong distances does not match.  Above 400 atoms the matching is
-    by mutual nearest neighbours (KD-tree) instead of the Hungarian assignment.
+    48 cubic orientations, ``n_random`` random ones and the best placements of local
+    lattice frames (an atom near the centre and two neighbours, mapped onto every
+    equivalent frame near the truth's centre, :func:`_anchor_starts`); a true site
+    counts as matched when a matched atom of the result lies within ``tol * nn`` of it.
+    No scaling: a structure at the wrong distances does not match.  Above 400 atoms the
+    matching is by mutual nearest neighbours (KD-tree) instead of the Hungarian
+    assignment.
 
     Parameters
     ----------
@@ -166,9 +250,9 @@ def sites_matched(
     starts = _cubic_operations()
     if n_random:
         starts += list(Rotation.random(n_random, random_state=seed).as_matrix())
+    placements = [a0 @ r0.T for r0 in starts] + _anchor_starts(a0, b, nn)
     best = 0.0
-    for r0 in starts:
-        a = a0 @ r0.T
+    for a in placements:
         for _ in range(12):
             i, j = _match(a, b, exact)
             good = np.linalg.norm(a[i] - b[j], axis=1) < 0.6 * nn
