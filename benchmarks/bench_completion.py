@@ -254,6 +254,34 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+LABELS = {"vacancies": "vacancies", "offcentre": "offcentre", "partial_shell": "partial shell"}
+
+
+def markdown_rows(summary: list[dict]) -> list[str]:
+    """The README's completion table rows from :func:`summarise` (<= 200-atom kinds)."""
+
+    def frac(x: float, n: int) -> str:
+        return f"{round(x * n)}/{n}"
+
+    out = []
+    for kind in LABELS:
+        for ns in (1.0, 0.1):
+            m = [s for s in summary if s["kind"] == kind and s["noise_scale"] == ns]
+            if not m:
+                continue
+            s, n = m[0], m[0]["n"]
+            out.append(
+                f"| {LABELS[kind]} | {ns:g}x | {frac(s['exact_and_90pct_sites'], n)} | "
+                f"{frac(s['exact_count'], n)} | {round(s['data_limited'] * n)} | "
+                f"{frac(s['never_worse'], n)} | {s['mean_rw_start']:.3f} / "
+                f"{s['mean_rw']:.3f} / {s['mean_rw_truth']:.3f} | "
+                f"{frac(s['truth_beats_start_by_penalty'], n)} | "
+                f"{frac(s['truth_in_count_range'], n)} | "
+                f"{s['median_seconds']:.1f} / {s['max_seconds']:.1f} |"
+            )
+    return out
+
+
 def large_case(noise_scale: float, max_seconds: float) -> dict:
     """One ~2000-atom particle: icosahedron of 9 shells (2057 atoms) less 12 surface
     atoms, completed with the move budget of ``deepstruc solve``
@@ -360,9 +388,17 @@ def main(argv=None) -> int:
         action="store_true",
         help="only summarise the rows of an earlier run's OUT/bench_completion.json",
     )
+    ap.add_argument(
+        "--table",
+        action="store_true",
+        help="with --summarise: the README table's rows (markdown) instead of JSON",
+    )
     args = ap.parse_args(argv)
     if args.summarise:
         rows = json.loads((args.out / "bench_completion.json").read_text())["rows"]
+        if args.table:
+            print("\n".join(markdown_rows(summarise(rows))))
+            return 0
         for s in summarise(rows):
             print(json.dumps(s), flush=True)
         return 0

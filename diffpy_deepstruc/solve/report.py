@@ -18,6 +18,7 @@ import math
 import os
 import shutil
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,7 +275,24 @@ def write_solution(
     pool = forked_pool(workers, len(figures))
     if pool is not None:
         plots.warm_up()  # each worker would otherwise load the fonts again
-    drawing = [] if pool is None else [pool.submit(_draw, f, overwrite) for f in figures]
+    with pool or nullcontext():
+        drawing = [pool.submit(_draw, f, overwrite) for f in figures] if pool else []
+        _write_tables(result, out, map_files, overwrite)  # while the workers draw
+        if pool is None:
+            for f in figures:
+                _draw(f, overwrite)
+        for d in drawing:
+            d.result()
+    pdir = out / "partial"
+    if pdir.is_dir():
+        shutil.rmtree(pdir)
+    return out
+
+
+def _write_tables(
+    result: SolveResult, out: Path, map_files: Sequence[str], overwrite: bool
+) -> None:
+    """ranking.csv, screening.csv, summary.json and report.html of a solve."""
     rows = ranking_rows(result)
     screen_rows = screening_rows(result)
     atomic_write_text(out / "ranking.csv", _csv(rows, RANKING_COLUMNS), overwrite=overwrite)
@@ -309,17 +327,6 @@ def write_solution(
     atomic_write_text(
         out / "report.html", report_html(result, rows, map_files), overwrite=overwrite
     )
-    if pool is None:
-        for f in figures:
-            _draw(f, overwrite)
-    else:
-        with pool:
-            for d in drawing:
-                d.result()
-    pdir = out / "partial"
-    if pdir.is_dir():
-        shutil.rmtree(pdir)
-    return out
 
 
 @dataclass(frozen=True)
