@@ -254,7 +254,11 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-LABELS = {"vacancies": "vacancies", "offcentre": "offcentre", "partial_shell": "partial shell"}
+LABELS = {
+    "vacancies": "vacancies",
+    "offcentre": "offcentre",
+    "partial_shell": "partial shell",
+}
 
 
 def markdown_rows(summary: list[dict]) -> list[str]:

@@ -490,7 +490,13 @@ def test_report_draws_each_models_samples_on_its_own_map(tiny_models, tmp_path):
         (3, models[1].model.config.latent),
     ]
     assert np.array_equal(res.sample_latents, res.model_latents[0])
+    assert len(res.model_labels) == 2 and res.model == " + ".join(res.model_labels)
     table = compute_latent_map(as_deepstruc(d / "cvae"), cat, progress=False)
+    from diffpy_deepstruc.solve.report import _figure_jobs
+
+    figs, _ = _figure_jobs(res, tmp_path, res.sample_latents, None, [None, table])
+    assert figs[1].plot == "plot_latent_map"
+    assert f"({res.model_labels[1]})" in figs[1].kwargs["title"]
     out = write_solution(res, prepare_outdir(tmp_path / "o"), latent_maps=[None, table])
     assert (out / "latent.png").is_file() and (out / "latent_model2.png").is_file()
     html_text = (out / "report.html").read_text()

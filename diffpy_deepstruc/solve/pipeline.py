@@ -196,6 +196,7 @@ def solve(
         if c.index in by_index:
             c.merged.extend(by_index[c.index].absorbed)
     ranked = merge_near_duplicates(refined, tol=merge_tol)
+    labels = [_model_label(m) for m in models]
     test = mark_consistent(ranked, pdf, settings)
     timings["total"] = time.perf_counter() - t0
     return SolveResult(
@@ -205,7 +206,8 @@ def solve(
         pdf=pdf,
         n_sampled=n * len(models),
         timings=timings,
-        model=" + ".join(_model_label(m) for m in models),
+        model=" + ".join(labels),
+        model_labels=labels,
         seed=int(seed),
         n_library=sum(p.source.startswith("library") for p in proposals),
         screened=screened,

@@ -200,7 +200,7 @@ class SolveResult:
         Seconds per stage (``sampling``, ``library``, ``screening``, ``completion``,
         ``refinement``) and ``total``.
     model : str
-        Description of the model used.
+        Description of the model used (each model's label, joined by ``" + "``).
     seed : int
         Sampling seed.
     n_library : int
@@ -222,6 +222,8 @@ class SolveResult:
     options : dict
         The options of the run (``n`` per model, ``library_k``, ``refine_k``,
         ``complete_k``).
+    model_labels : list of str
+        Each model's label, in order (``model`` joins them).
     """
 
     candidates: list[RefinedCandidate]
@@ -239,6 +241,7 @@ class SolveResult:
     sample_latents: np.ndarray | None = None
     options: dict[str, Any] = field(default_factory=dict)
     model_latents: list[np.ndarray] = field(default_factory=list)
+    model_labels: list[str] = field(default_factory=list)
 
     @property
     def best(self) -> RefinedCandidate:

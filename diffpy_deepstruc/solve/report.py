@@ -426,8 +426,8 @@ def _model_map_job(
         k, c = found
         best_z = project(np.asarray(c.latent, float))
         best_label = f"best model sample (#{k})"
-    models = [t.strip() for t in str(result.model).split(" + ")]
-    name = f" ({models[m]})" if len(models) > 1 and m < len(models) else ""
+    labels = result.model_labels
+    name = f" ({labels[m]})" if len(labels) > 1 and m < len(labels) else ""
     return Figure(
         "plot_latent_map",
         (np.asarray(pts, float), list(types), path),
