@@ -271,8 +271,9 @@ def _complete_and_refine(
         for i in finalists
     ]
     on_cpu = device is None or str(device) == "cpu"
-    n_big = max(min(complete_k, len(finalists)), len(jobs))
-    pool = None if resume else forked_pool(workers, n_big, on_cpu=on_cpu)
+    # a resumed run keeps the stages apart: its finished refinements are read first
+    n_jobs = max(min(complete_k, len(finalists)), len(jobs))
+    pool = None if resume else forked_pool(workers, n_jobs, on_cpu=on_cpu)
     started: dict = {}
     completed_jobs: dict[int, dict] = {}
 
