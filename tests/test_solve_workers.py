@@ -21,6 +21,8 @@ def test_the_shared_pool_changes_nothing():
     two = solve(str(EXAMPLE), workers=2, **kw)
     assert [c.index for c in one.candidates] == [c.index for c in two.candidates]
     assert any(c.origin is not None for c in two.candidates)  # a completed one ran
+    # every finalist and completed candidate went through srfit; the distinct are kept
+    assert one.n_refined == two.n_refined >= len(two.candidates)
     for a, b in zip(one.candidates, two.candidates, strict=True):
         assert a.rw == b.rw and a.parameters == b.parameters
         assert a.count_range == b.count_range

@@ -231,8 +231,9 @@ def print_result(result) -> None:
         print(f"  note: {note}")
     print(
         f"  {result.n_sampled} sampled + {result.n_library} library shapes, "
-        f"{len(result.screened)} distinct screened, {len(result.candidates)} refined "
-        f"with srfit; {result.timings['total']:.1f} s"
+        f"{len(result.screened)} distinct screened, "
+        f"{max(result.n_refined, len(result.candidates))} refined with srfit "
+        f"({len(result.candidates)} distinct); {result.timings['total']:.1f} s"
     )
     print(f"  {'rank':>4} {'Rw':>8} {'fits':>5} {'atoms':>5} {'NN (A)':>7}  file  source")
     for k, c in enumerate(result.candidates[:10], start=1):

@@ -208,6 +208,7 @@ def solve(
         timings=timings,
         model=" + ".join(labels),
         model_labels=labels,
+        n_refined=len(refined),
         seed=int(seed),
         n_library=sum(p.source.startswith("library") for p in proposals),
         screened=screened,

@@ -224,6 +224,9 @@ class SolveResult:
         ``complete_k``).
     model_labels : list of str
         Each model's label, in order (``model`` joins them).
+    n_refined : int
+        srfit refinements run (finalists and completed candidates; ``candidates`` holds
+        the distinct ones).
     """
 
     candidates: list[RefinedCandidate]
@@ -242,6 +245,7 @@ class SolveResult:
     options: dict[str, Any] = field(default_factory=dict)
     model_latents: list[np.ndarray] = field(default_factory=list)
     model_labels: list[str] = field(default_factory=list)
+    n_refined: int = 0
 
     @property
     def best(self) -> RefinedCandidate:
