@@ -17,8 +17,10 @@ def test_the_shared_pool_changes_nothing():
     from diffpy_deepstruc.solve import solve
 
     kw = dict(element="Au", n=6, refine_k=3, complete_k=2, search_k=1, seed=5)
-    one = solve(str(EXAMPLE), workers=1, **kw)
-    two = solve(str(EXAMPLE), workers=2, **kw)
+    calls: list[int] = []
+    one = solve(str(EXAMPLE), workers=1, while_waiting=lambda: calls.append(1), **kw)
+    two = solve(str(EXAMPLE), workers=2, while_waiting=lambda: calls.append(2), **kw)
+    assert calls == [1, 2]  # once per solve, with or without worker processes
     assert [c.index for c in one.candidates] == [c.index for c in two.candidates]
     assert any(c.origin is not None for c in two.candidates)  # a completed one ran
     # every finalist and completed candidate went through srfit; the distinct are kept

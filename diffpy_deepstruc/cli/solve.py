@@ -174,6 +174,7 @@ def run(args: argparse.Namespace) -> int:
     _check_outdir_only(outdir, args.force, args.resume)
     models = load_models(args.model)
     prepare_outdir(outdir, force=args.force, resume=args.resume)
+    report: dict = {}
     try:
         result = solve(
             pdf,
@@ -197,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
             resume=args.resume,
             progress=not args.no_progress,
             device=args.device,
+            while_waiting=lambda: report.update(_prepare_report(models)),
         )
     except DeepStrucError:
         discard_outdir(outdir)  # bad input: leave nothing behind that this run made
@@ -209,11 +211,21 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         raise
-    maps = [model_map_or_none(m) for m in models]
+    maps = report.get("maps") or [model_map_or_none(m) for m in models]
     write_solution(result, outdir, latent_maps=maps, overwrite=True, workers=args.workers)
     print_result(result)
     print(f"results in {outdir}/ (report.html, ranking.csv, summary.json, fit_XX.png)")
     return 0
+
+
+def _prepare_report(models) -> dict:
+    """What the report needs, loaded while the workers complete and refine: every
+    model's latent map; matplotlib imported and its fonts loaded."""
+    from .. import plots
+    from ..latent import model_map_or_none
+
+    plots.warm_up()
+    return {"maps": [model_map_or_none(m) for m in models]}
 
 
 def print_result(result) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
 
@@ -69,6 +70,7 @@ def solve(
     complete_k: int = DEFAULT_COMPLETE_K,
     search_k: int = DEFAULT_SEARCH_K,
     device: str | None = None,
+    while_waiting: Callable[[], Any] | None = None,
 ) -> SolveResult:
     """Propose candidate structures for a PDF, refine them and rank them by Rw.
 
@@ -119,6 +121,10 @@ def solve(
         candidate.  0 skips the stage.
     device : str, optional
         Torch device of the screening ("cpu", "cuda"); default CPU.
+    while_waiting : callable, optional
+        Called once, without arguments, in this process: while the worker processes run
+        the completions and refinements (``workers`` > 1), else after them.  The
+        command line loads what its report needs there (the latent maps).
 
     Returns
     -------
@@ -187,7 +193,7 @@ def solve(
     refined, completion_notes, stage_times = _complete_and_refine(
         proposals, finalists, screen, pdf, settings, complete_k=complete_k,
         seed=int(seed), device=device, progress=progress, workers=workers,
-        outdir=outdir, key=key, resume=resume,
+        outdir=outdir, key=key, resume=resume, while_waiting=while_waiting,
     )  # fmt: skip
     timings.update(stage_times)
 
@@ -241,6 +247,7 @@ def _complete_and_refine(
     outdir: Any,
     key: str,
     resume: bool,
+    while_waiting: Callable[[], Any] | None = None,
 ) -> tuple[list[RefinedCandidate], list[str], dict[str, float]]:
     """Stages 4 and 5: complete the best ``complete_k`` finalists, refine every
     finalist and every completed candidate with srfit.
@@ -248,7 +255,8 @@ def _complete_and_refine(
     One pool of worker processes serves both stages: the completions are queued first
     (the largest first), the finalists' refinements behind them, and a completed
     candidate's refinement as soon as its completion ends; none waits for another it
-    does not need.  Results do not depend on the workers.
+    does not need.  Results do not depend on the workers.  ``while_waiting`` runs here
+    once everything is queued (the workers exist by then: forking never meets it).
 
     Returns
     -------
@@ -278,8 +286,16 @@ def _complete_and_refine(
     started: dict = {}
     completed_jobs: dict[int, dict] = {}
 
+    waited: list[bool] = []
+
+    def _wait_usefully() -> None:
+        if while_waiting is not None and not waited:
+            waited.append(True)
+            while_waiting()
+
     def _start_finalists() -> None:
         started.update(start_refinements(jobs, pool))
+        _wait_usefully()
 
     def _completed(outcome) -> None:
         """Queue a completed candidate's refinement as soon as its completion ends."""
@@ -323,6 +339,7 @@ def _complete_and_refine(
         )  # fmt: skip
     # the refinements that ran beside the completions are counted there
     timings["refinement"] = time.perf_counter() - t1
+    _wait_usefully()  # not yet called when nothing ran in worker processes
     for c in refined:
         c.count_range = count_ranges.get(c.index)
     return refined, notes, timings
