@@ -178,7 +178,7 @@ def complete_candidates(
     pool: Executor | None = None,
     after_submit: Callable[[], Any] | None = None,
     on_result: Callable[[Completed | Unchanged | str], Any] | None = None,
-) -> tuple[list[Completed], list[str], float]:
+) -> tuple[list[Completed], list[str], float, dict[int, CountRange]]:
     """Complete each proposal against the data; keep the ones that changed.
 
     Parameters
