@@ -52,7 +52,7 @@ from scipy.optimize import minimize
 from scipy.spatial import ConvexHull, QhullError, cKDTree
 
 from . import debye
-from .consistent import independent_points
+from .consistent import hamilton_point, independent_points
 from .errors import ParameterError, PDFDataError, StructureError
 from .histpdf import HIST_STEP, HistogramPDF, levenberg_marquardt, pair_histogram
 from .refine import DEFAULT_QBROAD, DEFAULT_QDAMP, _as_structure, _pdf_arrays
@@ -634,8 +634,6 @@ def count_range_of(chi2: dict[int, float], n: int, penalty: float) -> CountRange
 
 def _hamilton_ratio(n_obs: float, n_sites: int, n_par: int, alpha: float) -> float:
     """Hamilton's R-ratio threshold R0/R1 for ``n_sites`` extra parameters."""
-    from .consistent import hamilton_point
-
     return hamilton_point(n_sites, max(n_obs - n_par - n_sites, 1.0), alpha)
 
 
