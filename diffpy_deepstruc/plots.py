@@ -42,12 +42,18 @@ def _save(fig: plt.Figure, path: str | os.PathLike, overwrite: bool) -> Path:
     return atomic_write_bytes(p, buf.getvalue(), overwrite=overwrite)
 
 
+_WARM: list[bool] = []
+
+
 def warm_up() -> None:
     """Load matplotlib's fonts and text caches by drawing a tiny figure (not saved).
 
     The first figure of a process costs about 0.3 s more than the next; worker
-    processes forked after this call start warm.
+    processes forked after this call start warm.  Done once per process.
     """
+    if _WARM:
+        return
+    _WARM.append(True)
     fig, ax = plt.subplots(figsize=(1, 1))
     ax.plot([0, 1], [0, 1])
     ax.set_title("warm-up")
