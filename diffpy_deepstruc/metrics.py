@@ -170,8 +170,9 @@ def _anchor_starts(
             / (np.linalg.norm(a[j] - a[i]) * np.linalg.norm(a[k] - a[i]))
             for j, k in pairs
         ]
-        j, k = pairs[int(np.argmin(np.abs(np.asarray(cos) - 0.5)))]
-        ang = np.arccos(np.clip(cos[pairs.index((j, k))], -1, 1))
+        best = int(np.argmin(np.abs(np.asarray(cos) - 0.5)))
+        j, k = pairs[best]
+        ang = np.arccos(np.clip(cos[best], -1, 1))
         for mirror in (False, True):
             fa = _frame(a[i], a[j], a[k], mirror)
             if fa is None:
