@@ -73,6 +73,8 @@ class Candidate:
     code : dict or None
         For a shape-code generator's sample: ``family``, ``theta`` and the builder
         ``type`` and ``entry`` that made it (:mod:`diffpy_deepstruc.shapegen`).
+    misfit : float
+        The guide's misfit to the PDF (guided sampling; nan otherwise).
     """
 
     structure: Any
@@ -83,6 +85,7 @@ class Candidate:
     is_prior_mean: bool = False
     index: int = 0
     code: dict | None = None
+    misfit: float = float("nan")
 
     @property
     def xyz(self) -> np.ndarray:

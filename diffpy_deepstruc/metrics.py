@@ -298,6 +298,7 @@ def evaluate(
     progress: bool = True,
     generator=None,
     sites: bool = False,
+    guided: int = 0,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of the catalog it was trained on.
 
@@ -309,6 +310,12 @@ def evaluate(
     ``right`` counts the samples of the true type within 10 % of the true atom count).
     ``sites``: also the best fraction of true sites reproduced (:func:`sites_matched`)
     among at most :data:`SITES_CANDIDATES` exact-count samples (slow).
+    ``guided``: shape-code models only; guided sampling (:meth:`~diffpy_deepstruc.
+    shapegen.ShapeGenerator.generate`) with this many distinct proposals per PDF,
+    screened against the PDF with the instrument it was simulated with (its Qmin, Qmax,
+    Qdamp, Qbroad, as a file header gives them) over the solve's default fit range; the
+    ``samples`` best-fitting are scored, and the first sample is the best-fitting one
+    instead of the prior mean.
 
     Returns
     -------
@@ -329,6 +336,12 @@ def evaluate(
     from .shapegen.generator import load_generator
 
     ds = generator or load_generator(model_dir)
+    if guided and not hasattr(ds, "codes"):
+        raise ParameterError("guided sampling is for shape-code models")
+    if guided and (not isinstance(guided, int) or guided < samples):
+        raise ParameterError(
+            f"guided must be an integer of at least samples = {samples}, not {guided!r}"
+        )
     meta = ds.meta
     # the distance models' canonical frame; shape-code samples use the defaults
     n_max = getattr(ds.model.config, "n_max", N_MAX_DEFAULT)
@@ -413,7 +426,8 @@ def evaluate(
         rep = encode(true_xyz, n_max=max(n_max, len(true_xyz)), n_satellites=n_sat)
         true_c = rep.xyz()  # canonical frame, Angstrom
         pdf_in = (r_cat, g_cat[k])
-        dec = _decoded(ds, pdf_in, samples, seed + k, el)
+        guide = _catalog_guide(r_cat, g_cat[k], par) if guided else None
+        dec = _decoded(ds, pdf_in, samples, seed + k, el, guide, guided or None)
         pp = PDFParameters(
             rmin=float(r_cat[0]),
             rmax=float(r_cat[-1]) + 0.5 * step,
@@ -476,9 +490,27 @@ def evaluate(
         max_structures=max_structures,
         catalog_sha256=sha,
         seed=seed,
+        guided=int(guided),
         per_pdf=per_pdf,
     )
     return report
+
+
+def _catalog_guide(r: np.ndarray, g: np.ndarray, par: dict[str, float]):
+    """The screening guide for a catalog PDF: its own instrument (as a file header
+    would give it) and the solve's default fit range."""
+    from .solve.screen import screening_guide
+    from .solve.settings import DEFAULT_RMAX, DEFAULT_RMIN, FitSettings
+
+    settings = FitSettings(
+        qmin=par.get("qmin", 0.0),
+        qmax=par.get("qmax", 25.0),
+        qdamp=par.get("qdamp", 0.0),
+        qbroad=par.get("qbroad", 0.0),
+        rmin=max(DEFAULT_RMIN, float(r[0])),
+        rmax=min(DEFAULT_RMAX, float(r[-1])),
+    )
+    return screening_guide(r, g, settings)
 
 
 def first_pdf_rows(pdf_structure: np.ndarray, structures: np.ndarray) -> np.ndarray:
@@ -498,16 +530,26 @@ SITES_CANDIDATES = 5
 RIGHT_COUNT_TOLERANCE = 0.1
 
 
-def _decoded(ds, pdf_in, samples: int, seed: int, element: str) -> list[dict[str, Any]]:
+def _decoded(
+    ds,
+    pdf_in,
+    samples: int,
+    seed: int,
+    element: str,
+    guide=None,
+    proposals: int | None = None,
+) -> list[dict[str, Any]]:
     """Samples of a generator in the canonical frame: ``xyz`` (units of ``scale``),
-    ``scale``, ``n_atoms``, ``residual`` and ``type`` (None for the distance models)."""
+    ``scale``, ``n_atoms``, ``residual`` and ``type`` (None for the distance models).
+    With a ``guide``, the guided samples (distinct, best-fitting first)."""
     from .representation import encode
 
     if hasattr(ds, "decode_unit"):
         z = ds.sample_latent(pdf_in, samples, seed=seed, include_mean=True)
         return ds.decode_unit(z, pdf_in)
+    kw = {"guide": guide, "proposals": proposals} if guide else {"distinct": False}
     out = []
-    for c in ds.generate(pdf_in, samples, element=element, seed=seed, distinct=False):
+    for c in ds.generate(pdf_in, samples, element=element, seed=seed, **kw):
         xyz = c.xyz
         rep = encode(xyz, n_max=max(N_MAX_DEFAULT, len(xyz)), n_satellites=11)
         out.append(

@@ -607,3 +607,62 @@ def test_canonical_codes_build_the_same_atoms(family, theta, expected):
     a, b = build(family, theta, "Au", 1.0), build(family, got, "Au", 1.0)
     assert geometry_key(a.positions) == geometry_key(b.positions)
     assert canonical_code(family, got).tolist() == got.tolist()  # idempotent
+
+
+def test_guided_sampling_keeps_the_best_fitting_proposals(tiny_models):
+    from diffpy_deepstruc.shapegen import ShapeGenerator
+
+    d, cat = tiny_models
+    with h5py.File(cat) as h5:
+        r, g = h5["r"][()], h5["pdfs/g"][0].astype(float)
+    gen = ShapeGenerator.load(d / "cvae")
+    drawn = gen.generate((r, g), n=8, element="Pt", seed=2)  # the same distinct draws
+
+    def by_count(xyzs):  # a guide that prefers 13 atoms, then fewer
+        return [abs(len(x) - 13) + 0.01 * len(x) for x in xyzs]
+
+    got = gen.generate((r, g), n=3, element="Pt", seed=2, guide=by_count, proposals=8)
+    want = sorted(drawn, key=lambda c: abs(c.n_atoms - 13) + 0.01 * c.n_atoms)[:3]
+    assert [c.code for c in got] == [c.code for c in want]
+    assert [c.index for c in got] == [0, 1, 2]
+    assert [c.misfit for c in got] == sorted(c.misfit for c in got)
+    assert got[0].misfit == pytest.approx(abs(got[0].n_atoms - 13) + 0.01 * got[0].n_atoms)
+    assert np.isnan(drawn[0].misfit)  # plain samples carry none
+    with pytest.raises(ParameterError, match="at least n"):
+        gen.generate((r, g), n=3, element="Pt", guide=by_count, proposals=2)
+    with pytest.raises(ParameterError, match="needs a guide"):
+        gen.generate((r, g), n=3, element="Pt", proposals=8)
+    with pytest.raises(ParameterError, match="one number per structure"):
+        gen.generate((r, g), n=3, element="Pt", guide=lambda x: [0.0], proposals=8)
+
+
+def test_screening_guide_prefers_the_true_structure():
+    from diffpy_deepstruc.debye import PDFParameters, pdf_batch
+    from diffpy_deepstruc.shapegen.codes import build
+    from diffpy_deepstruc.solve.screen import screening_guide
+    from diffpy_deepstruc.solve.settings import FitSettings
+
+    truth = build("icosahedron", [3], "Au", 2.88).positions  # 55 atoms
+    near = build("icosahedron", [4], "Au", 2.88).positions  # 147 atoms
+    deca = build("decahedron", [3, 2, 0], "Au", 2.88).positions
+    pp = PDFParameters(rmin=0.0, rmax=25.0, rstep=0.05, qmin=0.7, qmax=25.0, qdamp=0.04)
+    r, G = pdf_batch([(truth, ["Au"] * len(truth), np.full(len(truth), 0.006))], pp)
+    st = FitSettings(qmin=0.7, qmax=25.0, qdamp=0.04, qbroad=0.0, rmin=1.5, rmax=24.9)
+    rw = screening_guide(r, G[0], st)([near, truth, deca])
+    assert rw.shape == (3,) and np.argmin(rw) == 1 and rw[1] < 0.02
+
+
+def test_evaluate_guided_scores_the_best_fitting_samples(tiny_models, capsys):
+    from diffpy_deepstruc.cli import main
+    from diffpy_deepstruc.metrics import evaluate
+
+    d, cat = tiny_models
+    rep = evaluate(d / "dae", cat, split="test", samples=3, progress=False, guided=6)
+    assert rep["guided"] == 6
+    assert all(len(p["candidates"]) <= 3 for p in rep["per_pdf"])
+    with pytest.raises(ParameterError, match="at least samples"):
+        evaluate(d / "dae", cat, samples=3, progress=False, guided=2)
+    base = ["evaluate", "--catalog", str(cat), "--samples", "3", "--no-progress"]
+    assert main(base + ["--model", str(d / "cvae"), "--guided", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "best-fitting of 6 distinct proposals" in out and "best-fitting sample" in out

@@ -8,12 +8,19 @@ structure) falls back to the next most probable family.  The shape is built at t
 element's nearest-neighbour distance, expressed in units of it, and scaled to the PDF
 as the distance models' samples are (the nearest-neighbour peak, then
 :func:`~diffpy_deepstruc.generator.fit_scale`).
+
+Guided sampling (``generate(..., guide=...)``) draws more distinct samples than asked
+and keeps those whose structures fit the PDF best by the guide's misfit, for instance a
+batched refinement's Rw (:func:`diffpy_deepstruc.solve.screen.screening_guide`): the
+model proposes, the data choose.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,11 +39,13 @@ from .network import CodeNet
 from .training import load_codegen
 
 __all__ = [
+    "GUIDED_PROPOSALS",
     "SHIPPED_FOLDER",
     "SHIPPED_NAMES",
     "ShapeGenerator",
     "build_unit",
     "code_record",
+    "guided_selection",
     "load_generator",
 ]
 
@@ -51,6 +60,11 @@ MIN_ATOMS = 4
 #: Latent draws tried per requested sample before giving up (duplicates and codes no
 #: builder accepts are redrawn).
 MAX_DRAWS_PER_SAMPLE = 10
+#: Guided sampling draws this many distinct proposals per returned sample by default.
+GUIDED_PROPOSALS = 5
+
+#: A guide: the misfit to the PDF of each structure's coordinates (lower is better).
+Guide = Callable[[list[np.ndarray]], Sequence[float] | np.ndarray]
 
 
 def build_unit(family: str, theta: Any, element: str, nn: float) -> np.ndarray | None:
@@ -245,6 +259,8 @@ class ShapeGenerator:
         include_mean: bool = True,
         distinct: bool = True,
         roundings: int | None = None,
+        guide: Guide | None = None,
+        proposals: int | None = None,
     ) -> list[Candidate]:
         """Sample ``n`` candidate structures for a PDF.
 
@@ -273,18 +289,59 @@ class ShapeGenerator:
             :func:`~diffpy_deepstruc.shapegen.codes.alternative_roundings` (the integers
             and bits closest to their rounding boundary taken the other way), then the
             latent draws.  Default: :attr:`roundings`.  Needs ``include_mean``.
+        guide : callable, optional
+            Guided sampling: ``guide(xyzs) -> misfits``, the misfit to the PDF of each
+            structure (coordinates in A; lower is better), for instance
+            :func:`diffpy_deepstruc.solve.screen.screening_guide` (a batched fit's Rw).
+            ``proposals`` distinct samples are drawn and the ``n`` with the lowest
+            misfit are returned, best first, each with its ``misfit``: samples of
+            p(z | PDF) reweighted by how well their structures fit the data.
+            ``distinct`` is then implied.
+        proposals : int, optional
+            Distinct samples drawn for the guide (default :data:`GUIDED_PROPOSALS`
+            times ``n``; at least ``n``).
 
         Returns
         -------
         list of Candidate
-            At most ``n`` (fewer only when the draws run out: ``10 n`` draws), in
-            drawing order, each with its ``code``.
+            At most ``n`` (fewer only when the draws run out: ``10 n`` draws, or
+            ``10 proposals`` with a guide), each with its ``code``; in drawing order,
+            or best first with a guide.
         """
+        if not isinstance(n, int) or n < 1:
+            raise ParameterError(f"n must be a positive integer, not {n!r}")
+        if guide is None:
+            if proposals is not None:
+                raise ParameterError("proposals needs a guide")
+            return self._draw(
+                pdf, n, element, seed, uiso, include_mean, distinct, roundings
+            )
+        if proposals is None:
+            proposals = GUIDED_PROPOSALS * n
+        if not isinstance(proposals, int) or proposals < n:
+            raise ParameterError(
+                f"proposals must be an integer of at least n = {n}, not {proposals!r}"
+            )
+        drawn = self._draw(
+            pdf, proposals, element, seed, uiso, include_mean, True, roundings
+        )
+        return guided_selection(drawn, guide, n)
+
+    def _draw(
+        self,
+        pdf: Any,
+        n: int,
+        element: str,
+        seed: int,
+        uiso: float,
+        include_mean: bool,
+        distinct: bool,
+        roundings: int | None,
+    ) -> list[Candidate]:
+        """:meth:`generate` without a guide (the samples in drawing order)."""
         from ..elements import nearest_neighbour_distance
         from ..structures import arrays_to_structure
 
-        if not isinstance(n, int) or n < 1:
-            raise ParameterError(f"n must be a positive integer, not {n!r}")
         sym = check_metal(element)
         r, g = _as_pdf(pdf)
         c, r1 = self._condition((r, g))
@@ -342,6 +399,30 @@ class ShapeGenerator:
                 )
                 break
         return out
+
+
+def guided_selection(drawn: list[Candidate], guide: Guide, n: int) -> list[Candidate]:
+    """The ``n`` candidates of ``drawn`` with the lowest ``guide`` misfit, best first
+    (ties in drawing order), each with its ``misfit`` and its rank as ``index``.
+
+    Raises
+    ------
+    ParameterError
+        When the guide does not give one finite-or-inf number per candidate.
+    """
+    if not drawn:
+        return []
+    misfit = np.asarray(guide([c.xyz for c in drawn]), dtype=float).reshape(-1)
+    if misfit.shape != (len(drawn),) or np.isnan(misfit).any():
+        raise ParameterError(
+            f"the guide must give one number per structure ({len(drawn)}), not "
+            f"{misfit.shape[0]} (or nan)"
+        )
+    out = []
+    for rank, i in enumerate(np.argsort(misfit, kind="stable")[:n]):
+        c = drawn[int(i)]
+        out.append(replace(c, index=rank, misfit=float(misfit[i])))
+    return out
 
 
 #: Names of the shipped models that :func:`load_generator` takes for a folder.

@@ -12,7 +12,7 @@ candidates and gives the finalists their starting values for srfit
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +28,7 @@ from ..histpdf import (
 from ..refine import VARIABLE_BOUNDS
 from .settings import FitSettings
 
-__all__ = ["SCREEN_STEP", "ScreenResult", "screen_candidates"]
+__all__ = ["SCREEN_STEP", "ScreenResult", "screen_candidates", "screening_guide"]
 
 #: Histogram spacing of the screening (A): within ~2e-3 of max|G| of the exact engine.
 SCREEN_STEP: float = 0.02
@@ -202,3 +202,28 @@ def screen_candidates(
         delta2=out[:, 4],
         seconds=time.perf_counter() - t0,
     )
+
+
+def screening_guide(
+    r: np.ndarray,
+    g: np.ndarray,
+    settings: FitSettings,
+    *,
+    dg: np.ndarray | None = None,
+    device: str | torch.device | None = None,
+) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
+    """A guide for guided sampling (:meth:`~diffpy_deepstruc.shapegen.ShapeGenerator.
+    generate`): structures' coordinates -> their screening Rw against the data
+    (:func:`screen_candidates` with these settings).
+
+    Examples
+    --------
+    >>> guide = screening_guide(pdf.r, pdf.g, resolve_settings(pdf))  # doctest: +SKIP
+    >>> gen.generate(pdf, 20, element="Au", guide=guide)  # doctest: +SKIP
+    """
+    r, g = np.asarray(r, float), np.asarray(g, float)
+
+    def guide(xyzs: Sequence[np.ndarray]) -> np.ndarray:
+        return screen_candidates(list(xyzs), r, g, settings, dg=dg, device=device).rw
+
+    return guide
