@@ -97,7 +97,7 @@ def test_search_without_codes_or_k_does_nothing():
 def test_a_relaxed_sample_walks_among_ideal_codes():
     """A relaxed 147-atom icosahedron sample is walked to the ideal 55-atom one in the
     data (its neighbours are not relaxed again)."""
-    from diffpy_deepstruc.solve.codesearch import walk_family
+    from diffpy_deepstruc.shapegen.generator import walk_family
 
     assert walk_family("relaxed/icosahedron") == "icosahedron"
     assert walk_family("vacancies/fcc") == "vacancies/fcc"

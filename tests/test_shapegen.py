@@ -618,18 +618,30 @@ def test_guided_sampling_keeps_the_best_fitting_proposals(tiny_models):
     gen = ShapeGenerator.load(d / "cvae")
     drawn = gen.generate((r, g), n=8, element="Pt", seed=2)  # the same distinct draws
 
-    def by_count(xyzs):  # a guide that prefers 13 atoms, then fewer
-        return [abs(len(x) - 13) + 0.01 * len(x) for x in xyzs]
+    def by_count(xyzs):  # a guide that prefers 10 atoms, then fewer
+        return [abs(len(x) - 10) + 0.01 * len(x) for x in xyzs]
 
-    got = gen.generate((r, g), n=3, element="Pt", seed=2, guide=by_count, proposals=8)
-    want = sorted(drawn, key=lambda c: abs(c.n_atoms - 13) + 0.01 * c.n_atoms)[:3]
+    kw = {"element": "Pt", "seed": 2, "guide": by_count, "proposals": 8}
+    got = gen.generate((r, g), n=3, expand=0, **kw)
+    want = sorted(drawn, key=lambda c: abs(c.n_atoms - 10) + 0.01 * c.n_atoms)[:3]
     assert [c.code for c in got] == [c.code for c in want]
     assert [c.index for c in got] == [0, 1, 2]
     assert [c.misfit for c in got] == sorted(c.misfit for c in got)
-    assert got[0].misfit == pytest.approx(abs(got[0].n_atoms - 13) + 0.01 * got[0].n_atoms)
+    assert got[0].misfit == pytest.approx(abs(got[0].n_atoms - 10) + 0.01 * got[0].n_atoms)
     assert np.isnan(drawn[0].misfit)  # plain samples carry none
+    # expanding: the codes one step from the best proposals compete too
+    wide = gen.generate((r, g), n=3, expand=2, **kw)
+    assert all(a.misfit <= b.misfit for a, b in zip(wide, got, strict=True))
+    new = [c for c in wide if c.code not in [d.code for d in drawn]]
+    assert new  # here a neighbour fits better than the proposals
+    for c in new:
+        base = [d for d in drawn if d.code["family"] == c.code["family"]]
+        steps = [np.abs(np.subtract(c.code["theta"], d.code["theta"])).max() for d in base]
+        assert min(steps) <= 1.5 + 1e-9
     with pytest.raises(ParameterError, match="at least n"):
         gen.generate((r, g), n=3, element="Pt", guide=by_count, proposals=2)
+    with pytest.raises(ParameterError, match="expand"):
+        gen.generate((r, g), n=3, element="Pt", guide=by_count, expand=-1)
     with pytest.raises(ParameterError, match="needs a guide"):
         gen.generate((r, g), n=3, element="Pt", proposals=8)
     with pytest.raises(ParameterError, match="one number per structure"):

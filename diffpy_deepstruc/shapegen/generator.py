@@ -34,19 +34,23 @@ from ..clusters import DistinctGeometries
 from ..errors import CheckpointError, ParameterError
 from ..generator import DEFAULT_UISO, Candidate, _as_pdf, check_metal, fit_scale
 from ..preprocess import PreprocessConfig, prepare_input
-from .codes import build, decode, family_slots
+from .codes import build, decode, family_slots, neighbour_codes
 from .network import CodeNet
 from .training import load_codegen
 
 __all__ = [
+    "GUIDED_EXPAND",
     "GUIDED_PROPOSALS",
     "SHIPPED_FOLDER",
     "SHIPPED_NAMES",
     "ShapeGenerator",
     "build_unit",
     "code_record",
+    "entry_key",
     "guided_selection",
     "load_generator",
+    "new_neighbours",
+    "walk_family",
 ]
 
 #: Folder of the shipped shape-code models in the package (``dae/`` below it).
@@ -62,6 +66,8 @@ MIN_ATOMS = 4
 MAX_DRAWS_PER_SAMPLE = 10
 #: Guided sampling draws this many distinct proposals per returned sample by default.
 GUIDED_PROPOSALS = 5
+#: Guided sampling also judges the neighbouring codes of this many best proposals.
+GUIDED_EXPAND = 5
 
 #: A guide: the misfit to the PDF of each structure's coordinates (lower is better).
 Guide = Callable[[list[np.ndarray]], Sequence[float] | np.ndarray]
@@ -91,6 +97,45 @@ def code_record(family: str, theta: Any, probability: float) -> dict[str, Any]:
         "type": stype,
         "entry": entry,
     }
+
+
+def entry_key(family: str, theta: Any) -> str:
+    """A code's builder entry as a string: codes with the same key build the same
+    particle."""
+    return json.dumps(list(decode(family, theta)), sort_keys=True)
+
+
+def walk_family(family: str) -> str:
+    """The family a sample of ``family`` is searched in: a relaxed shape's ideal base
+    (``relaxed/icosahedron`` -> ``icosahedron``; the same numbers), since building a
+    relaxed neighbour runs a relaxation (seconds per walk) and the completion relaxes
+    the finalists against the data; any other family itself."""
+    return family.removeprefix("relaxed/")
+
+
+def new_neighbours(
+    family: str,
+    theta: Any,
+    element: str,
+    nn: float,
+    seen: set[str],
+    shapes: DistinctGeometries,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(theta, unit)`` of the codes one step from ``theta``
+    (:func:`~diffpy_deepstruc.shapegen.codes.neighbour_codes`) whose builder entry is
+    not in ``seen`` (:func:`entry_key`) and whose atoms are not in ``shapes``; both are
+    updated.  ``unit``: as :func:`build_unit` (codes it refuses are left out)."""
+    out = []
+    for alt in neighbour_codes(family, theta):
+        key = entry_key(family, alt)
+        if key in seen:
+            continue
+        seen.add(key)
+        unit = build_unit(family, alt, element, nn)
+        if unit is None or not shapes.add(unit):
+            continue  # refused, too small, unphysical, or the atoms of a code met before
+        out.append((alt, unit))
+    return out
 
 
 class ShapeGenerator:
@@ -261,6 +306,7 @@ class ShapeGenerator:
         roundings: int | None = None,
         guide: Guide | None = None,
         proposals: int | None = None,
+        expand: int = GUIDED_EXPAND,
     ) -> list[Candidate]:
         """Sample ``n`` candidate structures for a PDF.
 
@@ -300,6 +346,11 @@ class ShapeGenerator:
         proposals : int, optional
             Distinct samples drawn for the guide (default :data:`GUIDED_PROPOSALS`
             times ``n``; at least ``n``).
+        expand : int
+            With a guide: the codes one step from the ``expand`` best-fitting
+            proposals (:func:`new_neighbours`; a layer count, shell or vacancy count
+            +-1, a radius or offset step, a stacking bit) are built, scaled as their
+            proposal and judged by the guide too (0: none).
 
         Returns
         -------
@@ -322,10 +373,12 @@ class ShapeGenerator:
             raise ParameterError(
                 f"proposals must be an integer of at least n = {n}, not {proposals!r}"
             )
+        if not isinstance(expand, int) or expand < 0:
+            raise ParameterError(f"expand must be an integer >= 0, not {expand!r}")
         drawn = self._draw(
             pdf, proposals, element, seed, uiso, include_mean, True, roundings
         )
-        return guided_selection(drawn, guide, n)
+        return guided_selection(drawn, guide, n, expand=expand, uiso=uiso)
 
     def _draw(
         self,
@@ -401,27 +454,81 @@ class ShapeGenerator:
         return out
 
 
-def guided_selection(drawn: list[Candidate], guide: Guide, n: int) -> list[Candidate]:
-    """The ``n`` candidates of ``drawn`` with the lowest ``guide`` misfit, best first
-    (ties in drawing order), each with its ``misfit`` and its rank as ``index``.
+def guided_selection(
+    drawn: list[Candidate],
+    guide: Guide,
+    n: int,
+    *,
+    expand: int = 0,
+    uiso: float = DEFAULT_UISO,
+) -> list[Candidate]:
+    """The ``n`` candidates with the lowest ``guide`` misfit, best first (ties in
+    drawing order), each with its ``misfit`` and its rank as ``index``: of ``drawn``
+    and, with ``expand``, of the new neighbouring codes of the ``expand`` best of them
+    (:func:`new_neighbours`, scaled as the candidate they neighbour).
 
     Raises
     ------
     ParameterError
-        When the guide does not give one finite-or-inf number per candidate.
+        When the guide does not give one number (not nan) per structure.
     """
     if not drawn:
         return []
-    misfit = np.asarray(guide([c.xyz for c in drawn]), dtype=float).reshape(-1)
-    if misfit.shape != (len(drawn),) or np.isnan(misfit).any():
+    pool = list(drawn)
+    misfit = _misfits(guide, pool)
+    if expand:
+        pool_new = _expanded(
+            [drawn[int(i)] for i in np.argsort(misfit, kind="stable")[:expand]],
+            drawn,
+            uiso,
+        )
+        if pool_new:
+            misfit = np.concatenate([misfit, _misfits(guide, pool_new)])
+            pool += pool_new
+    return [
+        replace(pool[int(i)], index=rank, misfit=float(misfit[i]))
+        for rank, i in enumerate(np.argsort(misfit, kind="stable")[:n])
+    ]
+
+
+def _misfits(guide: Guide, candidates: list[Candidate]) -> np.ndarray:
+    misfit = np.asarray(guide([c.xyz for c in candidates]), dtype=float).reshape(-1)
+    if misfit.shape != (len(candidates),) or np.isnan(misfit).any():
         raise ParameterError(
-            f"the guide must give one number per structure ({len(drawn)}), not "
+            f"the guide must give one number per structure ({len(candidates)}), not "
             f"{misfit.shape[0]} (or nan)"
         )
+    return misfit
+
+
+def _expanded(
+    best: list[Candidate], drawn: list[Candidate], uiso: float
+) -> list[Candidate]:
+    """Candidates of the new codes one step from each of ``best`` (shape-code samples),
+    new with respect to every one of ``drawn`` and to each other."""
+    from ..elements import nearest_neighbour_distance
+    from ..structures import arrays_to_structure
+
+    seen = {entry_key(c.code["family"], c.code["theta"]) for c in drawn}
+    shapes = DistinctGeometries()
+    for c in drawn:
+        shapes.add((c.xyz - c.xyz.mean(0)) / c.scale)
     out = []
-    for rank, i in enumerate(np.argsort(misfit, kind="stable")[:n]):
-        c = drawn[int(i)]
-        out.append(replace(c, index=rank, misfit=float(misfit[i])))
+    for c in best:
+        fam = walk_family(c.code["family"])
+        element = c.structure[0].element
+        nn = nearest_neighbour_distance(element)
+        for theta, unit in new_neighbours(fam, c.code["theta"], element, nn, seen, shapes):
+            out.append(
+                Candidate(
+                    structure=arrays_to_structure(unit * c.scale, element, uiso),
+                    latent=c.latent,
+                    n_atoms=len(unit),
+                    residual=0.0,
+                    scale=c.scale,
+                    code=code_record(fam, theta, c.code["probability"]),
+                )
+            )
     return out
 
 

@@ -8,7 +8,7 @@ from the best-screened samples, every neighbouring code
 start and screened in one batch (:func:`~diffpy_deepstruc.solve.screen.screen_candidates`);
 a start moves to its best neighbour while that lowers the screening Rw.  Each walk that
 moved adds its end point to the candidates.  A relaxed sample walks among the ideal
-codes of its base shape (:func:`walk_family`).
+codes of its base shape (:func:`~diffpy_deepstruc.shapegen.generator.walk_family`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ __all__ = [
     "SEARCHED_INDEX",
     "CodeWalk",
     "search_codes",
-    "walk_family",
 ]
 
 #: Shape-code samples whose codes are searched (the best-screened distinct ones).
@@ -76,35 +75,21 @@ class CodeWalk:
     steps: list[dict[str, Any]] = field(default_factory=list)
 
 
-def walk_family(family: str) -> str:
-    """The family a sample of ``family`` is walked in: a relaxed shape's ideal base
-    (``relaxed/icosahedron`` -> ``icosahedron``; the same numbers), since building a
-    relaxed neighbour runs a relaxation (seconds per walk) and the completion relaxes
-    the finalists against the data; any other family itself."""
-    return family.removeprefix("relaxed/")
-
-
 def _neighbours(walk: CodeWalk, element: str, nn: float, seen: set[str], shapes: Any):
     """``(theta, structure)`` of the walk's neighbours whose code and atoms are new
-    (``seen``: builder entries; ``shapes``: a
-    :class:`~diffpy_deepstruc.clusters.DistinctGeometries`), scaled as its start."""
-    from ..shapegen.codes import decode, neighbour_codes
-    from ..shapegen.generator import build_unit
+    (:func:`~diffpy_deepstruc.shapegen.generator.new_neighbours`), scaled as its
+    start."""
+    from ..shapegen.generator import new_neighbours
     from ..structures import arrays_to_structure
 
     scale = nearest_neighbour_distance(walk.start.structure)
     uiso = float(walk.start.structure[0].Uisoequiv)
-    out = []
-    for theta in neighbour_codes(walk.family, walk.theta):
-        key = json.dumps([walk.family, decode(walk.family, theta)], sort_keys=True)
-        if key in seen:
-            continue
-        seen.add(key)
-        unit = build_unit(walk.family, theta, element, nn)
-        if unit is None or not shapes.add(unit):
-            continue  # refused, too small, unphysical, or the atoms of a code met before
-        out.append((theta, arrays_to_structure(unit * scale, element, uiso)))
-    return out
+    return [
+        (theta, arrays_to_structure(unit * scale, element, uiso))
+        for theta, unit in new_neighbours(
+            walk.family, walk.theta, element, nn, seen, shapes
+        )
+    ]
 
 
 def search_codes(
@@ -143,6 +128,7 @@ def search_codes(
     """
     from ..elements import nearest_neighbour_distance as element_nn
     from ..shapegen.codes import decode
+    from ..shapegen.generator import entry_key, walk_family
 
     order = np.argsort(screen.rw, kind="stable")
     walks = [
@@ -158,9 +144,7 @@ def search_codes(
     if not walks:
         return [], screen.take([]), []
     nn = element_nn(element)
-    seen = {
-        json.dumps([w.family, decode(w.family, w.theta)], sort_keys=True) for w in walks
-    }
+    seen = {entry_key(w.family, w.theta) for w in walks}
     shapes = DistinctGeometries()
     for w in walks:
         xyz = w.start.xyz
