@@ -161,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="shape-code samples walked to better codes (solve's default 3; 0: none)",
     )
+    ap.add_argument(
+        "--proposals",
+        type=int,
+        default=None,
+        help="guided sampling of the shape-code models (solve's default 0: plain)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -175,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         opts["library_k"] = args.library_k
     if args.search_k is not None:
         opts["search_k"] = args.search_k
+    if args.proposals is not None:
+        opts["proposals"] = args.proposals
     rows = []
     for kind in args.kinds or KINDS:
         for p in make_offcatalog(kind, args.count):

@@ -201,6 +201,9 @@ def _same_run(summary: dict[str, Any], opts: dict[str, Any]) -> str | None:
     for k in ("library_k", "refine_k", "complete_k", "search_k"):
         if k in opts and k in done and int(opts[k]) != int(done[k]):
             why.append(f"{k} {done[k]} != {opts[k]}")
+    guided = (int(done.get("proposals") or 0), int(opts.get("proposals") or 0))
+    if guided[0] != guided[1]:  # results from before the option were plain samples
+        why.append(f"proposals {guided[0]} != {guided[1]}")
     st = summary.get("settings") or {}
     for k in ("qmin", "qmax", "qdamp", "qbroad", "rmin", "rmax", "rstep"):
         v = opts.get(k)

@@ -678,3 +678,43 @@ def test_evaluate_guided_scores_the_best_fitting_samples(tiny_models, capsys):
     assert main(base + ["--model", str(d / "cvae"), "--guided", "6"]) == 0
     out = capsys.readouterr().out
     assert "best-fitting of 6 distinct proposals" in out and "best-fitting sample" in out
+
+
+def test_solve_guided_proposals(tiny_models, tmp_path):
+    """``--proposals M``: the shape-code model's samples are its best-screened of M
+    proposals; the option is recorded, and a series does not reuse a plain result."""
+    from test_solve_cli import cli, write_au_pdf
+
+    from diffpy_deepstruc.batch import solve_series
+    from diffpy_deepstruc.shapegen import ShapeGenerator
+    from diffpy_deepstruc.solve import solve
+    from diffpy_deepstruc.solve.screen import screening_guide
+
+    d, _ = tiny_models
+    au = write_au_pdf(tmp_path / "au.gr")
+    gen = ShapeGenerator.load(d / "cvae")
+    kw = {"n": 3, "library_k": 0, "complete_k": 0, "search_k": 0, "refine_k": 1}
+    res = solve(au, model=gen, proposals=9, **kw)
+    assert res.options["proposals"] == 9
+    want = gen.generate(
+        res.pdf, 3, element="Au", guide=screening_guide(res.pdf.r, res.pdf.g, res.settings),
+        proposals=9,
+    )  # fmt: skip
+    got = {s["n_atoms"] for s in res.screened}
+    assert got == {c.n_atoms for c in want}
+    best = min(res.screened, key=lambda s: s["screen_rw"])
+    assert best["screen_rw"] == pytest.approx(want[0].misfit, rel=1e-6)  # other batches
+    with pytest.raises(ParameterError, match="proposals"):
+        solve(au, model=gen, proposals=2, **kw)
+    rc, out, err = cli(
+        "solve", au, "-o", tmp_path / "res", "--model", d / "cvae", "-n", 2,
+        "--proposals", 6, "--workers", 1, "--no-progress", "--no-complete",
+        "--library-k", 0,
+    )  # fmt: skip
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "res" / "summary.json").read_text())
+    assert summary["options"]["proposals"] == 6
+    series = dict(model=[d / "cvae"], n=2, library_k=0, complete_k=0, progress=False)
+    assert solve_series([au], tmp_path / "s", **series)[0]["status"] == "ok"
+    again = solve_series([au], tmp_path / "s", proposals=6, **series)[0]
+    assert again["status"].startswith("error") and "proposals 0 != 6" in again["status"]

@@ -111,6 +111,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "better (3; 0: no code search)",
     )
     p.add_argument(
+        "--proposals",
+        type=int_range(0, 100_000),
+        default=0,
+        metavar="M",
+        help="guided sampling: each shape-code model draws M distinct proposals, "
+        "screens them against the data and keeps its -n best-fitting (with the "
+        "neighbouring codes of its 5 best); 0: -n plain samples (0)",
+    )
+    p.add_argument(
         "--complete-k",
         type=int_range(0, MAX_CANDIDATES),
         default=3,
@@ -193,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
             refine_k=args.refine_k,
             complete_k=0 if args.no_complete else args.complete_k,
             search_k=args.search_k,
+            proposals=args.proposals,
             workers=min(args.workers, args.refine_k),
             outdir=outdir,
             resume=args.resume,
@@ -301,6 +311,7 @@ def _run_series(args: argparse.Namespace) -> int:
         "refine_k": args.refine_k,
         "complete_k": 0 if args.no_complete else args.complete_k,
         "search_k": args.search_k,
+        "proposals": args.proposals,
         "threads": args.threads,
         "model": [str(Path(m).resolve()) for m in args.model] if args.model else None,
         "force": args.force,

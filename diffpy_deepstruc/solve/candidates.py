@@ -128,6 +128,8 @@ def propose(
     library: Any,
     library_k: int,
     merge_tol: float = 0.05,
+    proposals: int = 0,
+    device: str | None = None,
 ) -> tuple[list[Proposal], np.ndarray, dict[str, float]]:
     """The distinct candidates of a PDF: each model's samples, then library shapes.
 
@@ -152,6 +154,11 @@ def propose(
         Library shapes to add; they are numbered from ``len(models) n``.
     merge_tol : float
         Near-duplicate tolerance (A) of :func:`group_near_duplicates`.
+    proposals : int
+        Guided sampling for the shape-code models (those with ``codes``): ``n`` best
+        of this many proposals by their screening Rw (0: plain samples).
+    device : str, optional
+        Torch device of the guide's screening.
 
     Returns
     -------
@@ -161,8 +168,15 @@ def propose(
     """
     t0 = time.perf_counter()
     samples, starts = [], []
+    guided = {}
+    if proposals:
+        from .screen import screening_guide
+
+        guide = screening_guide(pdf.r, pdf.g, settings, dg=pdf.dg, device=device)
+        guided = {"guide": guide, "proposals": int(proposals)}
     for m, model in enumerate(models):
-        drawn = model.generate(pdf, n=int(n), element=element, seed=int(seed))
+        kw = guided if hasattr(model, "codes") else {}
+        drawn = model.generate(pdf, n=int(n), element=element, seed=int(seed), **kw)
         starts.append(m * int(n))
         samples.append(drawn)
     t_sample = time.perf_counter() - t0

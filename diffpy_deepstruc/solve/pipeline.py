@@ -69,6 +69,7 @@ def solve(
     refine_k: int = DEFAULT_REFINE_K,
     complete_k: int = DEFAULT_COMPLETE_K,
     search_k: int = DEFAULT_SEARCH_K,
+    proposals: int = 0,
     device: str | None = None,
     while_waiting: Callable[[], Any] | None = None,
 ) -> SolveResult:
@@ -119,6 +120,13 @@ def solve(
         codes while that lowers the screening Rw
         (:mod:`diffpy_deepstruc.solve.codesearch`); each walk that moved adds a
         candidate.  0 skips the stage.
+    proposals : int
+        Guided sampling for the shape-code models: each draws this many distinct
+        proposals, screened against the data, and its ``n`` best-fitting samples (and
+        neighbouring codes of its best proposals) become its candidates
+        (:meth:`~diffpy_deepstruc.shapegen.ShapeGenerator.generate` with
+        :func:`~diffpy_deepstruc.solve.screen.screening_guide`).  0 (default): ``n``
+        plain samples.
     device : str, optional
         Torch device of the screening ("cpu", "cuda"); default CPU.
     while_waiting : callable, optional
@@ -140,6 +148,9 @@ def solve(
     refine_k = _check_count("refine_k", refine_k, 1)
     complete_k = _check_count("complete_k", complete_k, 0)
     search_k = _check_count("search_k", search_k, 0)
+    guided = _check_count("proposals", proposals, 0)
+    if 0 < guided < n:
+        raise ParameterError(f"proposals ({guided}) must be 0 or at least n ({n})")
     t0 = time.perf_counter()
     if not isinstance(pdf, PDFData):
         pdf = load_pdf(pdf)
@@ -153,7 +164,7 @@ def solve(
 
     proposals, latents, timings = propose(
         pdf, settings, sym, models, n=n, seed=seed, library=library, library_k=library_k,
-        merge_tol=merge_tol,
+        merge_tol=merge_tol, proposals=guided, device=device,
     )  # fmt: skip
 
     t1 = time.perf_counter()
@@ -188,7 +199,8 @@ def solve(
     )
     key = run_key(
         pdf, sym, settings, n, int(seed),
-        f"{model_id}/{lib_id}/{refine_k}/{complete_k}/{search_k}",
+        f"{model_id}/{lib_id}/{refine_k}/{complete_k}/{search_k}"
+        + (f"/guided{guided}" if guided else ""),
     )  # fmt: skip
     refined, completion_notes, stage_times = _complete_and_refine(
         proposals, finalists, screen, pdf, settings, complete_k=complete_k,
@@ -228,6 +240,7 @@ def solve(
             "refine_k": refine_k,
             "complete_k": complete_k,
             "search_k": search_k,
+            "proposals": guided,
         },
     )
 
