@@ -464,6 +464,7 @@ def evaluate(
                     "residual": d["residual"],
                     "scale_ratio": d["scale"] / rep.scale,
                     "type": d.get("type"),
+                    **({"misfit": d["misfit"]} if guide else {}),
                 }
             )
         _, pr_true = pdf_agreement(ref, G[-1])
@@ -476,6 +477,8 @@ def evaluate(
             "candidates": cand,
             "true_pdf_pearson": pr_true,
         }
+        if guide:
+            entry["true_misfit"] = float(guide([true_xyz])[0])
         if sites:
             entry["sites_best"] = _best_sites(dec, cand, true_xyz)
         per_pdf.append(entry)
@@ -540,7 +543,8 @@ def _decoded(
     proposals: int | None = None,
 ) -> list[dict[str, Any]]:
     """Samples of a generator in the canonical frame: ``xyz`` (units of ``scale``),
-    ``scale``, ``n_atoms``, ``residual`` and ``type`` (None for the distance models).
+    ``scale``, ``n_atoms``, ``residual``, ``misfit`` (nan unguided) and ``type`` (None
+    for the distance models).
     With a ``guide``, the guided samples (distinct, best-fitting first)."""
     from .representation import encode
 
@@ -558,6 +562,7 @@ def _decoded(
                 "scale": rep.scale,
                 "n_atoms": c.n_atoms,
                 "residual": c.residual,
+                "misfit": c.misfit,
                 "type": c.code["type"] if c.code else None,
             }
         )
@@ -591,6 +596,13 @@ def _right(p: dict) -> int | None:
         c["type"] == p["type"] and abs(c["n_atoms"] - p["n_atoms"]) <= tol
         for c in p["candidates"]
     )
+
+
+def _wrong_but_better(p: dict) -> bool:
+    """Guided samples: the best-fitting sample has the wrong atom count and fits the
+    PDF at least as well as the true structure (no guide could have chosen the truth)."""
+    first = p["candidates"][0] if p["candidates"] else None
+    return bool(first and not first["count_exact"] and first["misfit"] <= p["true_misfit"])
 
 
 def _agg(values: list[float]) -> dict[str, float]:
@@ -642,6 +654,10 @@ def summarize(per_pdf: list[dict]) -> dict[str, Any]:
             n = len(items[0]["candidates"])
             block["right_mean"] = float(np.mean(right))
             block["right_3_of_4"] = float(np.mean([x >= 0.75 * n for x in right]))
+        if items and all("true_misfit" in p for p in items):
+            block["first_wrong_fits_better"] = float(
+                np.mean([_wrong_but_better(p) for p in items])
+            )
         if items and all("sites_best" in p for p in items):
             block["sites90_best"] = float(np.mean([p["sites_best"] >= 0.9 for p in items]))
         if name == "overall":
@@ -658,10 +674,14 @@ def format_table(report: dict[str, Any]) -> str:
         f"{'MAE@N':>7s} {'Pear@1':>7s} {'Pear@N':>7s} {'PearSel':>7s} {'PearTrue':>8s}"
     )
     rows = list(report["by_type"].items()) + [("overall", report["overall"])]
-    extra = [
-        k for k in ("right_mean", "right_3_of_4", "sites90_best") if k in report["overall"]
-    ]
-    names = {"right_mean": "right", "right_3_of_4": "right75", "sites90_best": "sites90"}
+    keys = ("right_mean", "right_3_of_4", "sites90_best", "first_wrong_fits_better")
+    extra = [k for k in keys if k in report["overall"]]
+    names = {
+        "right_mean": "right",
+        "right_3_of_4": "right75",
+        "sites90_best": "sites90",
+        "first_wrong_fits_better": "wrongfit",
+    }
     lines = [head + "".join(f" {names[k]:>7s}" for k in extra)]
     for name, b in rows:
         lines.append(

@@ -672,12 +672,17 @@ def test_evaluate_guided_scores_the_best_fitting_samples(tiny_models, capsys):
     rep = evaluate(d / "dae", cat, split="test", samples=3, progress=False, guided=6)
     assert rep["guided"] == 6
     assert all(len(p["candidates"]) <= 3 for p in rep["per_pdf"])
+    for p in rep["per_pdf"]:  # best first, and the truth judged by the same guide
+        misfits = [c["misfit"] for c in p["candidates"]]
+        assert misfits == sorted(misfits) and np.isfinite(p["true_misfit"])
+    assert 0.0 <= rep["overall"]["first_wrong_fits_better"] <= 1.0
     with pytest.raises(ParameterError, match="at least samples"):
         evaluate(d / "dae", cat, samples=3, progress=False, guided=2)
     base = ["evaluate", "--catalog", str(cat), "--samples", "3", "--no-progress"]
     assert main(base + ["--model", str(d / "cvae"), "--guided", "6"]) == 0
     out = capsys.readouterr().out
     assert "best-fitting of 6 distinct proposals" in out and "best-fitting sample" in out
+    assert "wrongfit" in out
 
 
 def test_solve_guided_proposals(tiny_models, tmp_path):

@@ -129,6 +129,12 @@ def run(args) -> int:
             if args.sites
             else ""
         )
+        + (
+            "; wrongfit: PDFs whose best-fitting sample has the wrong count and fits "
+            "at least as well as the true structure"
+            if args.guided
+            else ""
+        )
     )
     print(format_table(rep))
     if args.output:
