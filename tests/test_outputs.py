@@ -81,9 +81,13 @@ def test_failed_solve_keeps_a_folder_the_user_had(tmp_path, model):
     assert out.is_dir()
 
 
-def _readme_python() -> str:
+def _readme_python(k: int = 0) -> str:
+    """The README's ``k``-th Python block."""
     text = (REPO / "README.md").read_text()
-    start = text.index("```python\n") + len("```python\n")
+    start = -1
+    for _ in range(k + 1):
+        start = text.index("```python\n", start + 1)
+    start += len("```python\n")
     return text[start : text.index("```", start)]
 
 
@@ -97,3 +101,18 @@ def test_readme_python_block_runs_and_rw_is_the_users(monkeypatch, capsys):
     best, res = scope["best"], scope["res"]
     assert res.rw == pytest.approx(best.rw, rel=0.01)
     assert np.isfinite(best.rw)
+
+
+def test_readme_guided_sampling_block_runs(monkeypatch, capsys):
+    """The README's guided-sampling example runs as written (after the first block's
+    ``pdf``) and its best-fitting sample is the bundled example's 55-atom icosahedron."""
+    from diffpy_deepstruc.pdfdata import load_pdf
+
+    monkeypatch.chdir(REPO)
+    scope: dict = {"pdf": load_pdf("examples/data/Au55_icosahedron.gr")}
+    exec(compile(_readme_python(1), "README.md", "exec"), scope)
+    guided = scope["guided"]
+    assert len(guided) == 20 and guided[0].n_atoms == 55
+    assert guided[0].code["type"] == "icosahedron"
+    assert [c.misfit for c in guided] == sorted(c.misfit for c in guided)
+    assert "55 icosahedron" in capsys.readouterr().out
