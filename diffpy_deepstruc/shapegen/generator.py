@@ -342,9 +342,9 @@ class ShapeGenerator:
             structure (coordinates in A; lower is better), for instance
             :func:`diffpy_deepstruc.solve.screen.screening_guide` (a batched fit's Rw).
             ``proposals`` distinct samples are drawn and the ``n`` with the lowest
-            misfit are returned, best first, each with its ``misfit``: samples of
-            p(z | PDF) reweighted by how well their structures fit the data.
-            ``distinct`` is then implied.
+            misfit are returned, best first, each with its ``misfit``: the samples
+            of p(z | PDF) whose structures fit the data best.  ``distinct`` is then
+            implied.
         proposals : int, optional
             Distinct samples drawn for the guide (default :data:`GUIDED_PROPOSALS`
             times ``n``; at least ``n``).
