@@ -299,6 +299,7 @@ def evaluate(
     generator=None,
     sites: bool = False,
     guided: int = 0,
+    repeats: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on one split of the catalog it was trained on.
 
@@ -315,7 +316,9 @@ def evaluate(
     screened against the PDF with the instrument it was simulated with (its Qmin, Qmax,
     Qdamp, Qbroad, as a file header gives them) over the solve's default fit range; the
     ``samples`` best-fitting are scored, and the first sample is the best-fitting one
-    instead of the prior mean.
+    instead of the prior mean.  ``repeats`` (with ``guided``): the samples are drawn
+    from the proposals with repeats, by how strongly the data favour each
+    (``generate(..., distinct=False)``), best first.
 
     Returns
     -------
@@ -338,6 +341,8 @@ def evaluate(
     ds = generator or load_generator(model_dir)
     if guided and not hasattr(ds, "codes"):
         raise ParameterError("guided sampling is for shape-code models")
+    if repeats and not guided:
+        raise ParameterError("repeats is an option of guided sampling (guided = M)")
     if guided and (not isinstance(guided, int) or guided < samples):
         raise ParameterError(
             f"guided must be an integer of at least samples = {samples}, not {guided!r}"
@@ -427,7 +432,7 @@ def evaluate(
         true_c = rep.xyz()  # canonical frame, Angstrom
         pdf_in = (r_cat, g_cat[k])
         guide = _catalog_guide(r_cat, g_cat[k], par) if guided else None
-        dec = _decoded(ds, pdf_in, samples, seed + k, el, guide, guided or None)
+        dec = _decoded(ds, pdf_in, samples, seed + k, el, guide, guided or None, repeats)
         pp = PDFParameters(
             rmin=float(r_cat[0]),
             rmax=float(r_cat[-1]) + 0.5 * step,
@@ -494,6 +499,7 @@ def evaluate(
         catalog_sha256=sha,
         seed=seed,
         guided=int(guided),
+        repeats=bool(repeats),
         per_pdf=per_pdf,
     )
     return report
@@ -541,17 +547,21 @@ def _decoded(
     element: str,
     guide=None,
     proposals: int | None = None,
+    repeats: bool = False,
 ) -> list[dict[str, Any]]:
     """Samples of a generator in the canonical frame: ``xyz`` (units of ``scale``),
     ``scale``, ``n_atoms``, ``residual``, ``misfit`` (nan unguided) and ``type`` (None
     for the distance models).
-    With a ``guide``, the guided samples (distinct, best-fitting first)."""
+    With a ``guide``, the guided samples, best-fitting first (distinct, or with
+    ``repeats`` drawn with repeats)."""
     from .representation import encode
 
     if hasattr(ds, "decode_unit"):
         z = ds.sample_latent(pdf_in, samples, seed=seed, include_mean=True)
         return ds.decode_unit(z, pdf_in)
-    kw = {"guide": guide, "proposals": proposals} if guide else {"distinct": False}
+    kw = {"guide": guide, "proposals": proposals, "distinct": not repeats}
+    if not guide:
+        kw = {"distinct": False}
     out = []
     for c in ds.generate(pdf_in, samples, element=element, seed=seed, **kw):
         xyz = c.xyz

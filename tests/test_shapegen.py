@@ -638,7 +638,7 @@ def test_guided_sampling_keeps_the_best_fitting_proposals(tiny_models):
         base = [d for d in drawn if d.code["family"] == c.code["family"]]
         steps = [np.abs(np.subtract(c.code["theta"], d.code["theta"])).max() for d in base]
         assert min(steps) <= 1.5 + 1e-9
-    with pytest.raises(ParameterError, match="at least n"):
+    with pytest.raises(ParameterError, match="at least 3"):
         gen.generate((r, g), n=3, element="Pt", guide=by_count, proposals=2)
     with pytest.raises(ParameterError, match="expand"):
         gen.generate((r, g), n=3, element="Pt", guide=by_count, expand=-1)
@@ -646,6 +646,40 @@ def test_guided_sampling_keeps_the_best_fitting_proposals(tiny_models):
         gen.generate((r, g), n=3, element="Pt", proposals=8)
     with pytest.raises(ParameterError, match="one number per structure"):
         gen.generate((r, g), n=3, element="Pt", guide=lambda x: [0.0], proposals=8)
+
+
+def test_guided_resampling_repeats_what_the_data_favour(tiny_models):
+    from diffpy_deepstruc.shapegen import ShapeGenerator
+    from diffpy_deepstruc.shapegen.generator import resampling_weights
+
+    w = resampling_weights(np.array([0.10, 0.10, 0.11, 0.30]), 100.0)
+    assert w.sum() == pytest.approx(1.0) and w[0] == w[1]
+    assert w[2] / w[0] == pytest.approx(np.exp(-50.0 * (1.1**2 - 1.0)))
+    assert w[3] < 1e-100
+    with pytest.raises(ParameterError, match="independent_points"):
+        resampling_weights(np.array([0.1, 0.2]), None)
+
+    d, cat = tiny_models
+    with h5py.File(cat) as h5:
+        r, g = h5["r"][()], h5["pdfs/g"][0].astype(float)
+    gen = ShapeGenerator.load(d / "cvae")
+
+    def by_count(xyzs):  # a misfit that prefers 10 atoms
+        return [0.1 + 0.01 * abs(len(x) - 10) for x in xyzs]
+
+    by_count.independent_points = 50.0
+    kw = {"element": "Pt", "guide": by_count, "proposals": 8, "expand": 0}
+    a = gen.generate((r, g), n=12, seed=4, distinct=False, **kw)
+    b = gen.generate((r, g), n=12, seed=4, distinct=False, **kw)
+    assert len(a) == 12 and [c.code for c in a] == [c.code for c in b]  # seeded
+    assert [c.misfit for c in a] == sorted(c.misfit for c in a)  # best first
+    keys = [json.dumps(c.code["entry"], sort_keys=True) for c in a]
+    assert len(set(keys)) < len(keys)  # repeats
+    best = gen.generate((r, g), n=1, seed=4, **kw)[0]
+    assert keys.count(json.dumps(best.code["entry"], sort_keys=True)) >= 4
+    del by_count.independent_points
+    with pytest.raises(ParameterError, match="independent_points"):
+        gen.generate((r, g), n=3, seed=4, distinct=False, **kw)
 
 
 def test_screening_guide_prefers_the_true_structure():
@@ -660,8 +694,10 @@ def test_screening_guide_prefers_the_true_structure():
     pp = PDFParameters(rmin=0.0, rmax=25.0, rstep=0.05, qmin=0.7, qmax=25.0, qdamp=0.04)
     r, G = pdf_batch([(truth, ["Au"] * len(truth), np.full(len(truth), 0.006))], pp)
     st = FitSettings(qmin=0.7, qmax=25.0, qdamp=0.04, qbroad=0.0, rmin=1.5, rmax=24.9)
-    rw = screening_guide(r, G[0], st)([near, truth, deca])
+    guide = screening_guide(r, G[0], st)
+    rw = guide([near, truth, deca])
     assert rw.shape == (3,) and np.argmin(rw) == 1 and rw[1] < 0.02
+    assert guide.independent_points == pytest.approx((24.9 - 1.5) * 25.0 / np.pi)
 
 
 def test_evaluate_guided_scores_the_best_fitting_samples(tiny_models, capsys):
@@ -678,6 +714,10 @@ def test_evaluate_guided_scores_the_best_fitting_samples(tiny_models, capsys):
     assert 0.0 <= rep["overall"]["first_wrong_fits_better"] <= 1.0
     with pytest.raises(ParameterError, match="at least samples"):
         evaluate(d / "dae", cat, samples=3, progress=False, guided=2)
+    with pytest.raises(ParameterError, match="repeats is an option"):
+        evaluate(d / "dae", cat, samples=3, progress=False, repeats=True)
+    rep = evaluate(d / "cvae", cat, samples=3, progress=False, guided=6, repeats=True)
+    assert rep["repeats"] and all(len(p["candidates"]) == 3 for p in rep["per_pdf"])
     base = ["evaluate", "--catalog", str(cat), "--samples", "3", "--no-progress"]
     assert main(base + ["--model", str(d / "cvae"), "--guided", "6"]) == 0
     out = capsys.readouterr().out

@@ -57,6 +57,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "and score the --samples best-fitting, best first (default 0: plain samples)",
     )
     p.add_argument(
+        "--repeats",
+        action="store_true",
+        help="with --guided: draw the samples from the proposals with repeats, each as "
+        "often as the data favour it (Rw ratio over the fit range's independent points)",
+    )
+    p.add_argument(
         "--sites",
         action="store_true",
         help="also match the sites of up to 5 exact-count samples per PDF to the truth "
@@ -102,6 +108,7 @@ def run(args) -> int:
         generator=gen,
         sites=args.sites,
         guided=args.guided,
+        repeats=args.repeats,
     )
     rep["model"] = args.model
     print(
@@ -109,7 +116,8 @@ def run(args) -> int:
         + (" (type-stratified subset)" if rep["subset"] else "")
         + f", {rep['samples']} samples each"
         + (
-            f" (guided: the best-fitting of {args.guided} distinct proposals)"
+            f" (guided: the best-fitting of {args.guided} distinct proposals"
+            + (", drawn with repeats by how the data favour them)" if args.repeats else ")")
             if args.guided
             else ""
         )

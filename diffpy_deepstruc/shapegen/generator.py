@@ -48,6 +48,7 @@ __all__ = [
     "code_record",
     "entry_key",
     "guided_selection",
+    "resampling_weights",
     "load_generator",
     "new_neighbours",
     "walk_family",
@@ -343,11 +344,15 @@ class ShapeGenerator:
             :func:`diffpy_deepstruc.solve.screen.screening_guide` (a batched fit's Rw).
             ``proposals`` distinct samples are drawn and the ``n`` with the lowest
             misfit are returned, best first, each with its ``misfit``: the samples
-            of p(z | PDF) whose structures fit the data best.  ``distinct`` is then
-            implied.
+            of p(z | PDF) whose structures fit the data best.  With ``distinct=False``
+            the ``n`` are instead drawn with repeats (seeded) from those proposals,
+            each with probability proportional to ``exp(-N/2 ((m / m_best)^2 - 1))``
+            for misfit ``m`` and ``N = guide.independent_points`` (an Rw ratio over
+            ``N`` independent points, as the Hamilton test reads it), so that how
+            often a structure recurs says how strongly the data favour it.
         proposals : int, optional
             Distinct samples drawn for the guide (default :data:`GUIDED_PROPOSALS`
-            times ``n``; at least ``n``).
+            times ``n``; at least ``n`` unless ``distinct`` is False).
         expand : int
             With a guide: the codes one step from the ``expand`` best-fitting
             proposals (:func:`new_neighbours`; a layer count, shell or vacancy count
@@ -371,16 +376,20 @@ class ShapeGenerator:
             )
         if proposals is None:
             proposals = GUIDED_PROPOSALS * n
-        if not isinstance(proposals, int) or proposals < n:
+        least = n if distinct else 1  # with repeats any number of proposals will do
+        if not isinstance(proposals, int) or proposals < least:
             raise ParameterError(
-                f"proposals must be an integer of at least n = {n}, not {proposals!r}"
+                f"proposals must be an integer of at least {least} (n = {n}, distinct = "
+                f"{distinct}), not {proposals!r}"
             )
         if not isinstance(expand, int) or expand < 0:
             raise ParameterError(f"expand must be an integer >= 0, not {expand!r}")
         drawn = self._draw(
             pdf, proposals, element, seed, uiso, include_mean, True, roundings
         )
-        return guided_selection(drawn, guide, n, expand=expand, uiso=uiso)
+        return guided_selection(
+            drawn, guide, n, expand=expand, uiso=uiso, repeats=None if distinct else seed
+        )
 
     def _draw(
         self,
@@ -463,16 +472,20 @@ def guided_selection(
     *,
     expand: int = 0,
     uiso: float = DEFAULT_UISO,
+    repeats: int | None = None,
 ) -> list[Candidate]:
     """The ``n`` candidates with the lowest ``guide`` misfit, best first (ties in
     drawing order), each with its ``misfit`` and its rank as ``index``: of ``drawn``
     and, with ``expand``, of the new neighbouring codes of the ``expand`` best of them
-    (:func:`new_neighbours`, scaled as the candidate they neighbour).
+    (:func:`new_neighbours`, scaled as the candidate they neighbour).  With ``repeats``
+    (a seed), ``n`` draws with repeats by :func:`resampling_weights` instead, sorted
+    best first.
 
     Raises
     ------
     ParameterError
-        When the guide does not give one number (not nan) per structure.
+        When the guide does not give one number (not nan) per structure, or, with
+        ``repeats``, has no ``independent_points``.
     """
     if not drawn:
         return []
@@ -487,10 +500,41 @@ def guided_selection(
         if pool_new:
             misfit = np.concatenate([misfit, _misfits(guide, pool_new)])
             pool += pool_new
+    order = np.argsort(misfit, kind="stable")
+    if repeats is None:
+        chosen = order[:n]
+    else:
+        w = resampling_weights(misfit, getattr(guide, "independent_points", None))
+        picked = np.random.default_rng(int(repeats)).choice(len(pool), size=n, p=w)
+        rank_of = np.empty(len(pool), dtype=int)
+        rank_of[order] = np.arange(len(pool))
+        chosen = picked[np.argsort(rank_of[picked], kind="stable")]
     return [
         replace(pool[int(i)], index=rank, misfit=float(misfit[i]))
-        for rank, i in enumerate(np.argsort(misfit, kind="stable")[:n])
+        for rank, i in enumerate(chosen)
     ]
+
+
+def resampling_weights(misfit: np.ndarray, independent_points: float | None) -> np.ndarray:
+    """Probabilities ``exp(-N/2 ((m / m_best)^2 - 1))``, normalised, of misfits ``m``
+    (Rw values) over ``N`` independent points: the chi^2 difference to the best when its
+    misfit is taken as the noise level (what the Hamilton R-ratio test assumes).
+
+    Raises
+    ------
+    ParameterError
+        When ``N`` is missing or not positive.
+    """
+    if independent_points is None or not independent_points > 0:
+        raise ParameterError(
+            "resampling with repeats needs the guide's independent_points (a positive "
+            f"number), not {independent_points!r}"
+        )
+    m = np.asarray(misfit, dtype=float)
+    best = max(float(m.min()), 1e-12)
+    logw = -0.5 * float(independent_points) * ((m / best) ** 2 - 1.0)
+    w = np.exp(logw - logw.max())
+    return w / w.sum()
 
 
 def _misfits(guide: Guide, candidates: list[Candidate]) -> np.ndarray:

@@ -214,16 +214,23 @@ def screening_guide(
 ) -> Callable[[Sequence[np.ndarray]], np.ndarray]:
     """A guide for guided sampling (:meth:`~diffpy_deepstruc.shapegen.ShapeGenerator.
     generate`): structures' coordinates -> their screening Rw against the data
-    (:func:`screen_candidates` with these settings).
+    (:func:`screen_candidates` with these settings).  Its ``independent_points`` (the
+    fit range's Nyquist count) sets the weights of resampling with repeats.
 
     Examples
     --------
     >>> guide = screening_guide(pdf.r, pdf.g, resolve_settings(pdf))  # doctest: +SKIP
     >>> gen.generate(pdf, 20, element="Au", guide=guide)  # doctest: +SKIP
     """
+    from ..consistent import independent_points
+
     r, g = np.asarray(r, float), np.asarray(g, float)
 
     def guide(xyzs: Sequence[np.ndarray]) -> np.ndarray:
         return screen_candidates(list(xyzs), r, g, settings, dg=dg, device=device).rw
 
+    # for resampling with repeats (generate(..., distinct=False))
+    guide.independent_points = independent_points(
+        settings.rmin, settings.rmax, settings.qmax
+    )
     return guide
