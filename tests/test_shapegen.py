@@ -759,6 +759,8 @@ def test_solve_guided_proposals(tiny_models, tmp_path):
     assert rc == 0, err
     summary = json.loads((tmp_path / "res" / "summary.json").read_text())
     assert summary["options"]["proposals"] == 6
+    note = "(shape-code samples: the best-fitting of 6 proposals each)"
+    assert note in out and note in (tmp_path / "res" / "report.html").read_text()
     series = dict(model=[d / "cvae"], n=2, library_k=0, complete_k=0, progress=False)
     assert solve_series([au], tmp_path / "s", **series)[0]["status"] == "ok"
     again = solve_series([au], tmp_path / "s", proposals=6, **series)[0]

@@ -241,7 +241,7 @@ def _prepare_report(models) -> dict:
 def print_result(result) -> None:
     """The terminal summary of one solve: settings, notes, the ranking."""
     from ..solve import nearest_neighbour_distance
-    from ..solve.report import describe_source
+    from ..solve.report import describe_source, guided_note
 
     s = result.settings
     rstep = "data points" if s.rstep is None else f"step {s.rstep:g} A"
@@ -252,7 +252,8 @@ def print_result(result) -> None:
     for note in result.notes:
         print(f"  note: {note}")
     print(
-        f"  {result.n_sampled} sampled + {result.n_library} library shapes, "
+        f"  {result.n_sampled} sampled{guided_note(result)} + {result.n_library} "
+        "library shapes, "
         f"{len(result.screened)} distinct screened, "
         f"{max(result.n_refined, len(result.candidates))} refined with srfit "
         f"({len(result.candidates)} distinct); {result.timings['total']:.1f} s"

@@ -34,7 +34,13 @@ from .complete import COMPLETED_INDEX
 from .rank import RefinedCandidate, SolveResult
 from .workers import forked_pool
 
-__all__ = ["RANKING_COLUMNS", "SCREENING_COLUMNS", "json_safe", "write_solution"]
+__all__ = [
+    "RANKING_COLUMNS",
+    "SCREENING_COLUMNS",
+    "guided_note",
+    "json_safe",
+    "write_solution",
+]
 
 RANKING_COLUMNS: tuple[str, ...] = (
     "rank",
@@ -120,6 +126,13 @@ def describe_source(c: RefinedCandidate) -> str:
 
 def _sample(c: RefinedCandidate) -> str:
     return str(c.index) if is_sample(c.source) else ""
+
+
+def guided_note(result: SolveResult) -> str:
+    """`` (shape-code samples: the best-fitting of M proposals each)`` for a run with
+    guided sampling (``solve(proposals=M)``), else ``""``."""
+    m = int(result.options.get("proposals") or 0)
+    return f" (shape-code samples: the best-fitting of {m} proposals each)" if m else ""
 
 
 def _duplicates(c: RefinedCandidate, n_sampled: int) -> str:
@@ -573,7 +586,7 @@ figure img {{ width: 480px; }} figure img.stru {{ width: 600px; }}
 </style></head><body>
 <h1>{e(title)}</h1>
 <p>{e(result.element)}; model {e(result.model)}, seed {result.seed};
-{result.n_sampled} model samples + {result.n_library} library shapes,
+{result.n_sampled} model samples{e(guided_note(result))} + {result.n_library} library shapes,
 {len(result.screened)} distinct candidates screened, {len(result.candidates)} refined
 with srfit. diffpy-deepstruc {e(__version__)}. Time: {e(timing)}.</p>
 <h2>Settings</h2>
