@@ -658,6 +658,9 @@ def test_guided_resampling_repeats_what_the_data_favour(tiny_models):
     assert w[3] < 1e-100
     with pytest.raises(ParameterError, match="independent_points"):
         resampling_weights(np.array([0.1, 0.2]), None)
+    with pytest.raises(ParameterError, match="finite misfit"):
+        resampling_weights(np.array([np.inf, np.inf]), 100.0)
+    assert resampling_weights(np.array([0.1, np.inf]), 100.0).tolist() == [1.0, 0.0]
 
     d, cat = tiny_models
     with h5py.File(cat) as h5:

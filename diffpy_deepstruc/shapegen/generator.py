@@ -523,7 +523,7 @@ def resampling_weights(misfit: np.ndarray, independent_points: float | None) -> 
     Raises
     ------
     ParameterError
-        When ``N`` is missing or not positive.
+        When ``N`` is missing or not positive, or no misfit is finite.
     """
     if independent_points is None or not independent_points > 0:
         raise ParameterError(
@@ -531,6 +531,8 @@ def resampling_weights(misfit: np.ndarray, independent_points: float | None) -> 
             f"number), not {independent_points!r}"
         )
     m = np.asarray(misfit, dtype=float)
+    if not np.isfinite(m.min()):
+        raise ParameterError("no proposal has a finite misfit; nothing to resample")
     best = max(float(m.min()), 1e-12)
     logw = -0.5 * float(independent_points) * ((m / best) ** 2 - 1.0)
     w = np.exp(logw - logw.max())
