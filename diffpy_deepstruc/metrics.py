@@ -454,6 +454,7 @@ def evaluate(
             G = np.stack([np.interp(r_cat, r_calc, gg) for gg in G])
         G = G[:, keep]
         ref = g_cat[k][keep]
+        truth_key = _atoms_key(true_xyz)
         cand = []
         for d, gm in zip(dec, G[:-1], strict=True):
             m = coordinate_mae(d["xyz"] * d["scale"], true_c, same_frame=True)
@@ -469,6 +470,8 @@ def evaluate(
                     "residual": d["residual"],
                     "scale_ratio": d["scale"] / rep.scale,
                     "type": d.get("type"),
+                    "truth_atoms": d["n_atoms"] == rep.n_atoms
+                    and _atoms_key(d["xyz"] * d["scale"]) == truth_key,
                     **({"misfit": d["misfit"]} if guide else {}),
                 }
             )
@@ -598,14 +601,26 @@ def _best_sites(dec: list[dict], cand: list[dict], true_xyz: np.ndarray) -> floa
 
 def _right(p: dict) -> int | None:
     """Samples of the true type within :data:`RIGHT_COUNT_TOLERANCE` of the true count
-    (None when the samples carry no type)."""
+    (None when the samples carry no type).  A sample with the truth's very atoms
+    (``truth_atoms``) is of the true type whatever its code's family says (an
+    octahedron built as an fcc layer cut is an octahedron)."""
     if any(c.get("type") is None for c in p["candidates"]):
         return None
     tol = RIGHT_COUNT_TOLERANCE * p["n_atoms"]
     return sum(
-        c["type"] == p["type"] and abs(c["n_atoms"] - p["n_atoms"]) <= tol
+        (c["type"] == p["type"] or c.get("truth_atoms", False))
+        and abs(c["n_atoms"] - p["n_atoms"]) <= tol
         for c in p["candidates"]
     )
+
+
+def _atoms_key(xyz: np.ndarray) -> str:
+    """:func:`~diffpy_deepstruc.shapegen.codes.geometry_key` in units of the mean
+    nearest-neighbour distance: equal for the same atoms at any size."""
+    from .generator import unit_nn_distance
+    from .shapegen.codes import geometry_key
+
+    return geometry_key(xyz, unit_nn_distance(xyz))
 
 
 def _wrong_but_better(p: dict) -> bool:

@@ -768,3 +768,26 @@ def test_solve_guided_proposals(tiny_models, tmp_path):
     assert solve_series([au], tmp_path / "s", **series)[0]["status"] == "ok"
     again = solve_series([au], tmp_path / "s", proposals=6, **series)[0]
     assert again["status"].startswith("error") and "proposals 0 != 6" in again["status"]
+
+
+def test_right_counts_the_truths_atoms_whatever_the_code_says():
+    """An octahedron built as an fcc layer cut is the right type; a neighbour of
+    another type within 10 % is not."""
+    from ase.cluster import Octahedron
+
+    from diffpy_deepstruc.metrics import _atoms_key, _right
+
+    octa = Octahedron("Cu", 4, 1).positions  # 38 atoms
+    rot = np.linalg.qr(np.random.default_rng(0).normal(size=(3, 3)))[0]
+    assert _atoms_key(octa) == _atoms_key(1.07 * octa @ rot.T + 3.0)
+    assert _atoms_key(octa) != _atoms_key(octa[:-1])
+    p = {
+        "type": "octahedron",
+        "n_atoms": 38,
+        "candidates": [
+            {"type": "fcc", "n_atoms": 38, "truth_atoms": True},
+            {"type": "fcc", "n_atoms": 37, "truth_atoms": False},
+            {"type": "octahedron", "n_atoms": 40, "truth_atoms": False},
+        ],
+    }
+    assert _right(p) == 2
