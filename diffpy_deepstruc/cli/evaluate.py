@@ -127,7 +127,8 @@ def run(args) -> int:
         f"count@1/MAE@1/Pear@1: {first}; count@N: any of N exact; MAE@N, Pear@N: "
         "best of N by MAE; PearSel: best of N by Pearson; PearTrue: true structure"
         + (
-            "; right: samples of the true type within 10 % of the true count; right75: "
+            "; right: samples of the true type (or with its very atoms) within 10 % of the "
+            "true count; right75: "
             "PDFs with >= 3/4 of the samples right"
             if "right_mean" in rep["overall"]
             else ""
