@@ -21,6 +21,7 @@ srfit recipe on the same data.  Per kind:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -33,8 +34,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def run_particle(p, model, solve_options: dict) -> dict:
-    """Solve one particle's PDF; compare the top candidate with the truth."""
+def run_particle(p, model, solve_options: dict, noise_scale: float = 1.0) -> dict:
+    """Solve one particle's PDF (its noise times ``noise_scale``); compare the top
+    candidate with the truth."""
     from offcatalog import simulate
 
     from diffpy_deepstruc.errors import DeepStrucError
@@ -43,9 +45,15 @@ def run_particle(p, model, solve_options: dict) -> dict:
     from diffpy_deepstruc.solve import solve
     from diffpy_deepstruc.structures import atoms_to_structure, structure_arrays
 
+    if noise_scale != 1.0:
+        p = dataclasses.replace(
+            p, pdf_params={**p.pdf_params, "noise": p.pdf_params["noise"] * noise_scale}
+        )
     pdf = simulate(p)
     truth = p.atoms.get_positions()
     row = {"name": p.name, "kind": p.kind, "element": p.element, "atoms": len(truth)}
+    if noise_scale != 1.0:
+        row["noise_scale"] = noise_scale
     t = time.perf_counter()
     try:
         res = solve(pdf, model=model, **solve_options)
@@ -162,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         help="shape-code samples walked to better codes (solve's default 3; 0: none)",
     )
     ap.add_argument(
+        "--noise-scale",
+        type=float,
+        default=1.0,
+        help="the particles' noise times this (1: 0.5-2 %% of max|G|; 0.1: the noise "
+        "of the measured PDFs in ../shared, as bench_completion.py's second level)",
+    )
+    ap.add_argument(
         "--proposals",
         type=int,
         default=None,
@@ -186,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for kind in args.kinds or KINDS:
         for p in make_offcatalog(kind, args.count):
-            row = run_particle(p, model, opts)
+            row = run_particle(p, model, opts, args.noise_scale)
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:
