@@ -678,6 +678,7 @@ def test_guided_resampling_repeats_what_the_data_favour(tiny_models):
     assert [c.misfit for c in a] == sorted(c.misfit for c in a)  # best first
     keys = [json.dumps(c.code["entry"], sort_keys=True) for c in a]
     assert len(set(keys)) < len(keys)  # repeats
+    assert len({id(c.structure) for c in a}) == len(a)  # each repeat its own Structure
     best = gen.generate((r, g), n=1, seed=4, **kw)[0]
     assert keys.count(json.dumps(best.code["entry"], sort_keys=True)) >= 4
     del by_count.independent_points

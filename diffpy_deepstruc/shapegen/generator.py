@@ -479,7 +479,7 @@ def guided_selection(
     and, with ``expand``, of the new neighbouring codes of the ``expand`` best of them
     (:func:`new_neighbours`, scaled as the candidate they neighbour).  With ``repeats``
     (a seed), ``n`` draws with repeats by :func:`resampling_weights` instead, sorted
-    best first.
+    best first, each with its own copy of the structure.
 
     Raises
     ------
@@ -509,10 +509,18 @@ def guided_selection(
         rank_of = np.empty(len(pool), dtype=int)
         rank_of[order] = np.arange(len(pool))
         chosen = picked[np.argsort(rank_of[picked], kind="stable")]
+    own = {} if repeats is None else {"copy": True}  # repeats get their own Structure
     return [
-        replace(pool[int(i)], index=rank, misfit=float(misfit[i]))
+        _ranked(pool[int(i)], rank, float(misfit[i]), **own)
         for rank, i in enumerate(chosen)
     ]
+
+
+def _ranked(c: Candidate, rank: int, misfit: float, copy: bool = False) -> Candidate:
+    """``c`` with its rank as ``index`` and its misfit (a copy of its structure with
+    ``copy``)."""
+    extra = {"structure": c.structure.copy()} if copy else {}
+    return replace(c, index=rank, misfit=misfit, **extra)
 
 
 def resampling_weights(misfit: np.ndarray, independent_points: float | None) -> np.ndarray:
