@@ -509,10 +509,9 @@ def guided_selection(
         rank_of = np.empty(len(pool), dtype=int)
         rank_of[order] = np.arange(len(pool))
         chosen = picked[np.argsort(rank_of[picked], kind="stable")]
-    own = {} if repeats is None else {"copy": True}  # repeats get their own Structure
+    copy = repeats is not None  # each repeat gets its own Structure
     return [
-        _ranked(pool[int(i)], rank, float(misfit[i]), **own)
-        for rank, i in enumerate(chosen)
+        _ranked(pool[int(i)], rank, float(misfit[i]), copy) for rank, i in enumerate(chosen)
     ]
 
 
