@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -432,7 +433,9 @@ def evaluate(
         true_c = rep.xyz()  # canonical frame, Angstrom
         pdf_in = (r_cat, g_cat[k])
         guide = _catalog_guide(r_cat, g_cat[k], par) if guided else None
+        t0 = time.perf_counter()
         dec = _decoded(ds, pdf_in, samples, seed + k, el, guide, guided or None, repeats)
+        t_sample = time.perf_counter() - t0
         pp = PDFParameters(
             rmin=float(r_cat[0]),
             rmax=float(r_cat[-1]) + 0.5 * step,
@@ -484,6 +487,7 @@ def evaluate(
             "n_atoms": int(rep.n_atoms),
             "candidates": cand,
             "true_pdf_pearson": pr_true,
+            "sample_seconds": t_sample,
         }
         if guide:
             entry["true_misfit"] = float(guide([true_xyz])[0])
@@ -674,6 +678,8 @@ def summarize(per_pdf: list[dict]) -> dict[str, Any]:
             else 0.0
         )
         block["true_pdf_pearson"] = _agg([p["true_pdf_pearson"] for p in items])
+        if items and all("sample_seconds" in p for p in items):
+            block["sample_seconds"] = _agg([p["sample_seconds"] for p in items])
         right = [_right(p) for p in items]
         if items and all(x is not None for x in right):
             n = len(items[0]["candidates"])

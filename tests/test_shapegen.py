@@ -726,7 +726,8 @@ def test_evaluate_guided_scores_the_best_fitting_samples(tiny_models, capsys):
     assert main(base + ["--model", str(d / "cvae"), "--guided", "6"]) == 0
     out = capsys.readouterr().out
     assert "best-fitting of 6 distinct proposals" in out and "best-fitting sample" in out
-    assert "wrongfit" in out
+    assert "wrongfit" in out and "sampling time per PDF: median" in out
+    assert rep["overall"]["sample_seconds"]["median"] > 0
 
 
 def test_solve_guided_proposals(tiny_models, tmp_path):

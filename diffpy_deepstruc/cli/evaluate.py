@@ -146,6 +146,9 @@ def run(args) -> int:
         )
     )
     print(format_table(rep))
+    t = rep["overall"].get("sample_seconds")
+    if t:
+        print(f"sampling time per PDF: median {t['median']:.2f} s, mean {t['mean']:.2f} s")
     if args.output:
         atomic_write_text(
             args.output, json.dumps(rep, indent=1) + "\n", overwrite=args.force
