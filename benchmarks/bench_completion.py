@@ -6,6 +6,8 @@ exact engine, band-limited noise 0.5-2 % of max|G| and dG = the noise sigma).  E
 completed from the nearest ideal complete shape, what the solver would propose:
 
 * vacancies: the ideal cluster before the atoms were removed;
+* relaxed (only with ``--kinds relaxed``): the ideal cluster before its surface was
+  relaxed (the same atom count, so the count must not change);
 * offcentre: the same lattice cut centred on a lattice site (offset 0);
 * partial_shell: of the complete cluster and its core (the complete cluster without its
   outer shell), the one with the lower fast-model Rw (the solver's choice);
@@ -57,6 +59,9 @@ from diffpy_deepstruc.solve.complete import move_budget  # noqa: E402
 from diffpy_deepstruc.structures import arrays_to_structure  # noqa: E402
 
 KINDS = ("vacancies", "offcentre", "partial_shell")
+#: Kinds run only when asked for (``--kinds relaxed``): surface-relaxed ideal clusters,
+#: completed from the ideal cluster before relaxation (the same atom count).
+EXTRA_KINDS = ("relaxed",)
 CRITERION = {"criterion": "bic"}
 
 
@@ -86,7 +91,7 @@ def start_structure(p: OffCatalogParticle, pdf=None) -> np.ndarray:
     fast-model Rw against ``pdf`` (by the shell fraction when no pdf is given)."""
     b = json.loads(p.builder)
     nn = float(b["nn"])
-    if p.kind == "vacancies":
+    if p.kind in ("vacancies", "relaxed"):
         return _shape(b, p.element, nn)
     if p.kind == "offcentre":
         if "lattice_sphere" in b:
@@ -362,7 +367,7 @@ def main(argv=None) -> int:
         default=None,
         help="fixed model error (default: estimated)",
     )
-    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS)
+    ap.add_argument("--kinds", nargs="+", default=list(KINDS), choices=KINDS + EXTRA_KINDS)
     ap.add_argument(
         "--seed",
         type=int,
