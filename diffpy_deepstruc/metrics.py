@@ -566,8 +566,9 @@ def _decoded(
     if hasattr(ds, "decode_unit"):
         z = ds.sample_latent(pdf_in, samples, seed=seed, include_mean=True)
         return ds.decode_unit(z, pdf_in)
-    kw = {"guide": guide, "proposals": proposals, "distinct": not repeats}
-    if not guide:
+    if guide:
+        kw = {"guide": guide, "proposals": proposals, "distinct": not repeats}
+    else:
         kw = {"distinct": False}
     out = []
     for c in ds.generate(pdf_in, samples, element=element, seed=seed, **kw):

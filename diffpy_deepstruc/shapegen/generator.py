@@ -105,7 +105,12 @@ def code_record(family: str, theta: Any, probability: float) -> dict[str, Any]:
 def entry_key(family: str, theta: Any) -> str:
     """A code's builder entry as a string: codes with the same key build the same
     particle."""
-    return json.dumps(list(decode(family, theta)), sort_keys=True)
+    return _record_key(*decode(family, theta))
+
+
+def _record_key(structure_type: str, entry: dict) -> str:
+    """:func:`entry_key` of a decoded code (a :func:`code_record`'s type and entry)."""
+    return json.dumps([structure_type, entry], sort_keys=True)
 
 
 def walk_family(family: str) -> str:
@@ -432,7 +437,7 @@ class ShapeGenerator:
                 break
             for fam, theta, p in options:
                 code = code_record(fam, theta, p)
-                key = json.dumps([code["type"], code["entry"]], sort_keys=True)
+                key = _record_key(code["type"], code["entry"])
                 if distinct and key in seen:
                     break
                 unit = build_unit(fam, theta, sym, nn)
@@ -564,7 +569,7 @@ def _expanded(
     from ..elements import nearest_neighbour_distance
     from ..structures import arrays_to_structure
 
-    seen = {entry_key(c.code["family"], c.code["theta"]) for c in drawn}
+    seen = {_record_key(c.code["type"], c.code["entry"]) for c in drawn}
     shapes = DistinctGeometries()
     for c in drawn:
         shapes.add((c.xyz - c.xyz.mean(0)) / c.scale)
