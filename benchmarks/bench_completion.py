@@ -49,6 +49,7 @@ from offcatalog import (  # noqa: E402
     OffCatalogParticle,
     make_offcatalog,
     simulate,
+    with_noise_scale,
 )
 
 from diffpy_deepstruc import clusters, imperfect  # noqa: E402
@@ -141,9 +142,7 @@ def run_one(
     """Complete ``start`` (None: :func:`start_structure` against the data) against the
     particle's PDF at ``noise_scale`` times its noise; the row of the results table.
     ``options`` go to :func:`complete` (e.g. the solve's move budget)."""
-    pp = dataclasses.replace(
-        p, pdf_params={**p.pdf_params, "noise": p.pdf_params["noise"] * noise_scale}
-    )
+    pp = with_noise_scale(p, noise_scale)
     pdf = simulate(pp, backend="torch")
     if start is None:
         start = start_structure(p, pdf)

@@ -21,7 +21,6 @@ srfit recipe on the same data.  Per kind:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -37,7 +36,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 def run_particle(p, model, solve_options: dict, noise_scale: float = 1.0) -> dict:
     """Solve one particle's PDF (its noise times ``noise_scale``); compare the top
     candidate with the truth."""
-    from offcatalog import simulate
+    from offcatalog import simulate, with_noise_scale
 
     from diffpy_deepstruc.errors import DeepStrucError
     from diffpy_deepstruc.metrics import sites_matched
@@ -46,9 +45,7 @@ def run_particle(p, model, solve_options: dict, noise_scale: float = 1.0) -> dic
     from diffpy_deepstruc.structures import atoms_to_structure, structure_arrays
 
     if noise_scale != 1.0:
-        p = dataclasses.replace(
-            p, pdf_params={**p.pdf_params, "noise": p.pdf_params["noise"] * noise_scale}
-        )
+        p = with_noise_scale(p, noise_scale)
     pdf = simulate(p)
     truth = p.atoms.get_positions()
     row = {"name": p.name, "kind": p.kind, "element": p.element, "atoms": len(truth)}

@@ -56,7 +56,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -488,6 +488,12 @@ def make_offcatalog(
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise ParameterError(f"count must be a positive integer, got {count!r}")
     return [make_particle(kind, i, seed) for i in range(count)]
+
+
+def with_noise_scale(particle: OffCatalogParticle, scale: float) -> OffCatalogParticle:
+    """The particle with its PDF noise times ``scale`` (the rest unchanged)."""
+    noise = particle.pdf_params["noise"] * scale
+    return replace(particle, pdf_params={**particle.pdf_params, "noise": noise})
 
 
 def simulate(particle: OffCatalogParticle, backend: str = "auto"):
