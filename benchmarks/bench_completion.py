@@ -14,7 +14,9 @@ completed from the nearest ideal complete shape, what the solver would propose:
 * ideal: the ideal clusters of the vacancy particles fitted to their own PDF (the
   count must not change).
 
-For each run: atom counts, sites matched (registration by translation + rotation or
+Every completion gets the work ``deepstruc solve`` allows a start of its size
+(``solve.complete.move_budget``: 12 + N/25 count moves up to 40, 25 relaxation
+iterations; what a solve adds).  For each run: atom counts, sites matched (registration by translation + rotation or
 reflection, ICP with Hungarian assignment, a site matched within 0.3 nn), fast-model
 Rw of the start, the result and the truth (the truth with its parameters refined in
 the same histogram model), chi^2 of each with the stopping rule's variance, and time.
@@ -141,19 +143,23 @@ def run_one(
 ):
     """Complete ``start`` (None: :func:`start_structure` against the data) against the
     particle's PDF at ``noise_scale`` times its noise; the row of the results table.
-    ``options`` go to :func:`complete` (e.g. the solve's move budget)."""
+    The work allowed is that of ``deepstruc solve`` for the start's size
+    (:func:`~diffpy_deepstruc.solve.complete.move_budget`); ``options`` go to
+    :func:`complete` and override it."""
     pp = with_noise_scale(p, noise_scale)
     pdf = simulate(pp, backend="torch")
     if start is None:
         start = start_structure(p, pdf)
     truth = p.atoms.positions
+    moves, iterations = move_budget(len(start))
+    budget = {"max_moves": moves, "relax_iterations": iterations, **options}
     t0 = time.perf_counter()
     res = complete(
         arrays_to_structure(start, p.element),
         pdf,
         max_seconds=max_seconds,
         **CRITERION,
-        **options,
+        **budget,
     )
     seconds = time.perf_counter() - t0
     ref = complete(arrays_to_structure(truth, p.element), pdf, moves=())
@@ -292,8 +298,7 @@ def markdown_rows(summary: list[dict]) -> list[str]:
 
 def large_case(noise_scale: float, max_seconds: float) -> dict:
     """One ~2000-atom particle: icosahedron of 9 shells (2057 atoms) less 12 surface
-    atoms, completed with the move budget of ``deepstruc solve``
-    (:func:`~diffpy_deepstruc.solve.complete.move_budget`)."""
+    atoms, completed with the move budget of ``deepstruc solve`` (as every run)."""
     rng = np.random.default_rng(20261129)
     ideal = clusters.icosahedron("Au", 9)
     truth = imperfect.surface_vacancies(ideal, 12, rng, bulk_coordination=12)
@@ -318,15 +323,7 @@ def large_case(noise_scale: float, max_seconds: float) -> dict:
             "rstep": 0.01,
         },
     )
-    moves, iters = move_budget(len(ideal))  # what `deepstruc solve` allows
-    return run_one(
-        p,
-        ideal.positions,
-        noise_scale,
-        max_seconds,
-        max_moves=moves,
-        relax_iterations=iters,
-    )
+    return run_one(p, ideal.positions, noise_scale, max_seconds)
 
 
 #: Columns printed per run (the ideal shapes have no truth to match).

@@ -40,6 +40,7 @@ they lower chi^2.  All final numbers a user reads come from srfit (``make_recipe
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Sequence
@@ -97,6 +98,17 @@ SETTING_KEYS = ("qmin", "qmax", "qdamp", "qbroad")
 #: Greedy single-atom steps taken either side of the result to find the atom counts the
 #: data do not tell apart from its own (:attr:`CompletionResult.count_range`).
 COUNT_SCAN_STEPS = 6
+#: Width (in nn) of the radial shells of :func:`relaxation_modes`.
+MODE_SHELL = 0.25
+#: Largest amplitude (in nn) of a relaxation mode.
+MODE_MAX = 0.3
+#: Typical steps of the variables of the mode fit, its units (amplitudes in nn): the
+#: fit is well conditioned when each variable moves by about one unit.
+MODE_STEPS = {"amplitude": 0.1, "zoomscale": 0.01, "uiso": 0.002, "delta2": 0.5}
+#: Levenberg-Marquardt iterations of the mode fit.
+MODE_ITERATIONS = 30
+#: Relative drop of the RSS below which the mode fit stops.
+MODE_RTOL = 1e-6
 #: Bounds of the refined parameters (as refine.VARIABLE_BOUNDS; Uiso > 0 for the model).
 _BOUNDS = {"zoomscale": (0.7, 1.3), "uiso": (1e-4, 0.1), "delta2": (0.0, 10.0)}
 
@@ -207,6 +219,10 @@ class CompletionResult:
         ``criterion="hamilton"``).  An open bound (the end of the scan) means "at least
         that far"; the greedy steps give an upper bound of each count's best chi^2, so
         the range can only be wider in truth.  None when the scan was not run.
+    relaxed_first : bool
+        Whether the result comes from the second search path: the start first relaxed
+        along its :func:`relaxation_modes` (the data called for it), then completed.
+        That path is kept when its net criterion gain beats the first path's.
     """
 
     structure: Any
@@ -231,6 +247,7 @@ class CompletionResult:
     stopped: str = "converged"
     count_chi2: dict[int, float] = field(default_factory=dict)
     count_range: CountRange | None = None
+    relaxed_first: bool = False
 
     @property
     def n_atoms_start(self) -> int:
@@ -274,6 +291,7 @@ class CompletionResult:
             "count_range": None
             if self.count_range is None
             else {**self.count_range._asdict(), "text": str(self.count_range)},
+            "relaxed_first": self.relaxed_first,
         }
 
 
@@ -375,6 +393,63 @@ def surface_atoms(xyz, nn: float) -> np.ndarray:
     bulk = cn.max()
     idx = np.flatnonzero(cn < bulk)
     return idx if len(idx) else np.arange(len(cn))
+
+
+def relaxation_modes(
+    xyz, nn: float, shell: float = MODE_SHELL
+) -> tuple[np.ndarray, list[str]]:
+    """Displacement modes of a surface relaxation, a few per particle.
+
+    One mode per coordination below the particle's highest (every atom of that
+    coordination moves towards the centroid of its neighbours, the contraction of an
+    open surface) and one per radial shell ``shell * nn`` wide (every atom of the shell
+    moves radially, the strain of shells of different radius, as in icosahedra).
+
+    Parameters
+    ----------
+    xyz : array_like, shape (N, 3)
+        Coordinates (A).
+    nn : float
+        Nearest-neighbour distance (A).
+    shell : float
+        Width of the radial shells, in nn.
+
+    Returns
+    -------
+    modes : ndarray, shape (N, 3, k)
+        Unit displacements of each atom in each mode (zero for atoms a mode leaves).
+    names : list of str
+        ``"cn<c>"`` and ``"shell<s>"`` for each mode.
+    """
+    x = _check_xyz(xyz)
+    n = len(x)
+    cn = coordination(x, nn)
+    nbrs = _neighbour_lists(x, nn)
+    modes: list[np.ndarray] = []
+    names: list[str] = []
+    for c in np.unique(cn[cn < cn.max()]):
+        b = np.zeros((n, 3))
+        for i in np.flatnonzero(cn == c):
+            if len(nbrs[i]):
+                v = x[nbrs[i]].mean(axis=0) - x[i]
+                norm = np.linalg.norm(v)
+                if norm > 1e-9 * nn:
+                    b[i] = v / norm
+        if np.any(b):
+            modes.append(b)
+            names.append(f"cn{int(c)}")
+    rad_v = x - x.mean(axis=0)
+    rad = np.linalg.norm(rad_v, axis=1)
+    ring = np.round(rad / (shell * nn)).astype(int)
+    for s in np.unique(ring):
+        idx = np.flatnonzero((ring == s) & (rad > 1e-9 * nn))
+        if len(idx):
+            b = np.zeros((n, 3))
+            b[idx] = rad_v[idx] / rad[idx, None]
+            modes.append(b)
+            names.append(f"shell{int(s)}")
+    out = np.stack(modes, axis=-1) if modes else np.zeros((n, 3, 0))
+    return out, names
 
 
 def _dedupe(sites: np.ndarray, score: np.ndarray, radius: float) -> np.ndarray:
@@ -706,6 +781,59 @@ class _Model:
         cc = (w * c * c).sum(-1).clamp_min(1e-300)
         s = (gc / cc).clamp_min(0.0)
         return (sw - 2 * s * gc + s * s * cc).clamp_min(0.0), s
+
+    def g_and_jacobian(
+        self, counts: np.ndarray, d_counts: np.ndarray, theta: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """G on the full fit grid (scale 1) of a histogram at (zoomscale, Uiso, delta2),
+        and its Jacobian with respect to ``p`` variables that move the histogram by
+        ``d_counts`` per unit and to the three parameters, analytically.
+
+        Parameters
+        ----------
+        counts : ndarray, shape (n_bins,)
+        d_counts : ndarray, shape (n_bins, p), or None
+            d counts / d variable; None: G alone (``jacobian`` is None).
+        theta : array_like, shape (3,)
+
+        Returns
+        -------
+        g : ndarray, shape (nr,)
+        jacobian : ndarray, shape (p + 3, nr), or None
+        """
+        hp = self.hp
+        z, u, d2 = (float(v) for v in theta)
+        t = torch.float64
+        with torch.no_grad():
+            d = self._d[:, 0]
+            ds = d * z
+            jeong = 1.0 - hp.delta1 / ds - d2 / (ds * ds)
+            slope = hp.delta1 / ds**2 + 2.0 * d2 / ds**3  # d jeong / d ds
+            if hp.qbroad:
+                jeong = jeong + (hp.qbroad * ds) ** 2
+                slope = slope + 2.0 * hp.qbroad**2 * ds
+            pos = (jeong > 0).to(t)
+            jeong = jeong.clamp(min=0.0)
+            per_pair = 2.0 * self._one[:, 0] / ds  # F(Q) amplitude of one pair
+            amp = torch.as_tensor(counts, dtype=t, device=self.device) * per_pair
+            arg = ds[:, None] * hp.q[None, :]
+            damp = torch.exp(-u * jeong[:, None] * hp.q2[None, :])
+            k_sin = damp * torch.sin(arg)
+            g = (amp @ k_sin) @ hp.sine
+            if d_counts is None:
+                return g.cpu().numpy(), None
+            k_cos = damp * torch.cos(arg)
+            dc = torch.as_tensor(d_counts, dtype=t, device=self.device)
+            rows = [
+                (dc * per_pair[:, None]).T @ k_sin,
+                -((amp / z) @ k_sin)
+                - u * hp.q2 * ((amp * pos * slope * d) @ k_sin)
+                + hp.q * ((amp * d) @ k_cos),
+                -hp.q2 * ((amp * jeong) @ k_sin),
+                u * hp.q2 * ((amp * pos / ds**2) @ k_sin),
+            ]
+            jac = torch.cat([rows[0], torch.stack(rows[1:])]) @ hp.sine
+        return g.cpu().numpy(), jac.cpu().numpy()
 
     def refine(
         self, counts: np.ndarray, theta: torch.Tensor, steps: int
@@ -1546,8 +1674,6 @@ class _Search:
         dict
             ``{atom count: chi^2}``, the current count included.
         """
-        import copy
-
         m = self.model
         out = {len(self.x): self.rss * self.chi[0]}
         with torch.no_grad():  # the step to take is chosen at the result's parameters
@@ -1584,6 +1710,65 @@ class _Search:
                     break
         return dict(sorted(out.items()))
 
+    def _soft_histogram(self, xv: torch.Tensor, ti, tj) -> torch.Tensor:
+        """Pair histogram of coordinates ``xv`` with linear binning, differentiable."""
+        m = self.model
+        d = torch.linalg.norm(xv[ti] - xv[tj], dim=1)
+        xs = (d / m.step).clamp(max=float(m.n_bins - 2))
+        k = torch.floor(xs).detach()
+        f = xs - k
+        k = k.long()
+        cnt = torch.zeros(m.n_bins, dtype=torch.float64, device=m.device)
+        return cnt.index_add(0, k, 1.0 - f).index_add(0, k + 1, f)
+
+    def _physical(self, x_new: np.ndarray, cn0: np.ndarray) -> bool:
+        """Whether relaxed coordinates keep the particle physical: no pair closer than
+        ``MIN_DISTANCE * nn``, no atom losing neighbours below ``min(cn0, 3)``, within
+        the histogram's range."""
+        if not np.all(np.isfinite(x_new)):
+            return False
+        nn = self.nn
+        cn1 = coordination(x_new, nn)
+        d_min = cKDTree(x_new).query(x_new, k=2)[0][:, 1].min()
+        if d_min < MIN_DISTANCE * nn or np.any(cn1 < np.minimum(cn0, MIN_SITE_NEIGHBOURS)):
+            return False
+        return _diameter(x_new) < self.max_dist
+
+    def _take_relaxation(
+        self, x_new: np.ndarray, penalty_sites: int, theta: np.ndarray | None = None
+    ) -> bool:
+        """Apply relaxed coordinates when they lower chi^2 by more than the criterion's
+        penalty for ``penalty_sites`` parameters (0: any drop); record the move.  The
+        parameters are re-refined from ``theta`` (default: the current ones)."""
+        m = self.model
+        h_new = pair_histogram(x_new, step=m.step, n_bins=m.n_bins)
+        th0 = self.theta if theta is None else torch.as_tensor(theta, dtype=torch.float64)
+        th, rss, s = m.refine(h_new, th0.to(m.device), steps=2)
+        if not rss < self.rss:
+            return False
+        gain = (self.rss - rss) * self.chi[0]
+        penalty = 0.0
+        if penalty_sites:
+            score = self.score(self.rss, rss, penalty_sites, screen=False)
+            if not score > 0:
+                return False
+            penalty = gain - score
+        self.accepted.append(
+            Move(
+                kind="relax",
+                added=np.zeros((0, 3)),
+                removed=np.zeros((0, 3)),
+                removed_index=[],
+                n_atoms=len(self.x),
+                rw_before=self.rw(self.rss),
+                rw_after=self.rw(rss),
+                delta_chi2=gain,
+                penalty=penalty,
+            )
+        )
+        self.x, self.h, self.theta, self.rss, self.scale = x_new, h_new, th, rss, s
+        return True
+
     def relax(
         self, max_iter: int = 25, weight: float = 10.0, deadline: float = math.inf
     ) -> bool:
@@ -1601,19 +1786,13 @@ class _Search:
         d0 = torch.linalg.norm(x0[ti] - x0[tj], dim=1)
         bonded = d0 <= BOND_MAX * nn
         kern = m.kernel(self.theta).detach()
-        lim = m.n_bins - 2
         cn0 = coordination(self.x, nn)
 
         def fun(flat: np.ndarray) -> tuple[float, np.ndarray]:
             xv = torch.as_tensor(flat.reshape(n, 3), dtype=torch.float64, device=m.device)
             xv.requires_grad_(True)
             d = torch.linalg.norm(xv[ti] - xv[tj], dim=1)
-            xs = (d / m.step).clamp(max=float(lim))
-            k = torch.floor(xs).detach()
-            f = xs - k
-            k = k.long()
-            cnt = torch.zeros(m.n_bins, dtype=torch.float64, device=m.device)
-            cnt = cnt.index_add(0, k, 1.0 - f).index_add(0, k + 1, f)
+            cnt = self._soft_histogram(xv, ti, tj)
             rss, _ = m.rss(m.calc(cnt[None], kern, True), True)
             close = torch.relu((MIN_DISTANCE + 0.03) * nn - d)
             stretch = torch.relu(d[bonded] - (BOND_MAX - 0.02) * nn)
@@ -1627,41 +1806,141 @@ class _Search:
         fun(self.x.ravel())
         t_eval = time.perf_counter() - t_eval
         # an L-BFGS iteration costs about 1.5 evaluations
-        fits = int((deadline - time.perf_counter()) / (1.5 * t_eval + 1e-9))
-        max_iter = min(max_iter, fits)
+        fits = (deadline - time.perf_counter()) / (1.5 * t_eval + 1e-9)
+        max_iter = int(min(max_iter, fits))
         if max_iter < 2:
             return False
         res = minimize(
             fun, self.x.ravel(), jac=True, method="L-BFGS-B", options={"maxiter": max_iter}
         )
         x_new = np.asarray(res.x, dtype=float).reshape(n, 3)
-        if not np.all(np.isfinite(x_new)):
+        if not self._physical(x_new, cn0):
             return False
-        cn1 = coordination(x_new, nn)
-        d_min = cKDTree(x_new).query(x_new, k=2)[0][:, 1].min()
-        if d_min < MIN_DISTANCE * nn or np.any(cn1 < np.minimum(cn0, MIN_SITE_NEIGHBOURS)):
+        return self._take_relaxation(x_new, 0)
+
+    def relax_modes(
+        self, max_iter: int = MODE_ITERATIONS, deadline: float = math.inf
+    ) -> bool:
+        """Relaxation along the few :func:`relaxation_modes` of the particle.
+
+        The mode amplitudes (each within ``MODE_MAX * nn``) are fitted together with
+        zoomscale, Uiso and delta2 (sharper peaks follow a relaxation) by
+        Levenberg-Marquardt on the full fit grid, the scale projected out, with
+        analytic Jacobians (:meth:`_Model.g_and_jacobian`; each variable in units of
+        its typical step, :data:`MODE_STEPS`).  The result is applied when the
+        particle stays physical and chi^2 drops by more than the criterion's penalty
+        for that many modes: the data must call for a relaxation before one is made.
+        """
+        nn = self.nn
+        n = len(self.x)
+        modes, _ = relaxation_modes(self.x, nn)
+        k = modes.shape[-1]
+        if n < 3 or k == 0 or time.perf_counter() >= deadline:
             return False
-        if _diameter(x_new) >= self.max_dist:
+        p = _fit_modes(self.model, self.x, modes, self.theta, nn, max_iter, deadline)
+        x_new = self.x + modes @ p[:k]
+        if not self._physical(x_new, coordination(self.x, nn)):
             return False
-        h_new = pair_histogram(x_new, step=m.step, n_bins=m.n_bins)
-        th, rss, s = m.refine(h_new, self.theta, steps=2)
-        if not rss < self.rss:
-            return False
-        self.accepted.append(
-            Move(
-                kind="relax",
-                added=np.zeros((0, 3)),
-                removed=np.zeros((0, 3)),
-                removed_index=[],
-                n_atoms=n,
-                rw_before=self.rw(self.rss),
-                rw_after=self.rw(rss),
-                delta_chi2=(self.rss - rss) * self.chi[0],
-                penalty=0.0,
-            )
-        )
-        self.x, self.h, self.theta, self.rss, self.scale = x_new, h_new, th, rss, s
-        return True
+        return self._take_relaxation(x_new, k, theta=p[k:])
+
+
+def _mode_histogram(
+    model: _Model, x: np.ndarray, pairs: tuple[np.ndarray, np.ndarray], slots, jac: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pair histogram (linear binning) of ``x`` and, with ``jac``, its derivative with
+    respect to the mode amplitudes: ``slots = (mode, vector)``, each atom's modes
+    ``[n, s]`` (k: none) and unit displacements ``[n, s, 3]``."""
+    i, j = pairs
+    nb, step = model.n_bins, model.step
+    v = x[i] - x[j]
+    d = np.sqrt(np.einsum("pc,pc->p", v, v))
+    xs = d / step
+    inside = xs < nb - 2
+    xs = np.minimum(xs, nb - 2)
+    kb = np.floor(xs).astype(np.intp)
+    f = xs - kb
+    cnt = np.bincount(kb, 1.0 - f, nb) + np.bincount(kb + 1, f, nb)
+    if not jac:
+        return cnt, None
+    mode, vec = slots
+    k1 = int(mode.max()) + 1  # the modes and a column for "none"
+    e = v * (inside / (step * np.maximum(d, 1e-12)))[:, None]
+    flat = np.zeros(nb * k1)
+    for s in range(mode.shape[1]):
+        for atoms, sign in ((i, 1.0), (j, -1.0)):
+            w = sign * np.einsum("pc,pc->p", e, vec[atoms, s])
+            col = mode[atoms, s]
+            flat += np.bincount((kb + 1) * k1 + col, w, nb * k1)
+            flat -= np.bincount(kb * k1 + col, w, nb * k1)
+    return cnt, flat.reshape(nb, k1)[:, : k1 - 1]
+
+
+def _fit_modes(
+    model: _Model,
+    x: np.ndarray,
+    modes: np.ndarray,
+    theta: torch.Tensor,
+    nn: float,
+    max_iter: int,
+    deadline: float = math.inf,
+) -> np.ndarray:
+    """Levenberg-Marquardt fit of the mode amplitudes (A) and (zoomscale, Uiso, delta2)
+    to the data on the full grid, the scale projected out; returns the variables."""
+    n, _, k = modes.shape
+    member = np.any(modes != 0.0, axis=1)  # [n, k]
+    n_slots = max(1, int(member.sum(axis=1).max()))
+    mode = np.full((n, n_slots), k)
+    vec = np.zeros((n, n_slots, 3))
+    for a in range(n):
+        ms = np.flatnonzero(member[a])
+        mode[a, : len(ms)] = ms
+        vec[a, : len(ms)] = modes[a, :, ms]
+    pairs = np.triu_indices(n, 1)
+    names = ("zoomscale", "uiso", "delta2")
+    unit = np.array([MODE_STEPS["amplitude"] * nn] * k + [MODE_STEPS[v] for v in names])
+    lo = np.array([-MODE_MAX * nn] * k + [_BOUNDS[v][0] for v in names])
+    hi = np.array([MODE_MAX * nn] * k + [_BOUNDS[v][1] for v in names])
+    y = model.g.cpu().numpy()
+    w = model.w.cpu().numpy()
+
+    def residual(p: np.ndarray, jac: bool):
+        cnt, dcnt = _mode_histogram(model, x + modes @ p[:k], pairs, (mode, vec), jac)
+        g, jg = model.g_and_jacobian(cnt, dcnt, p[k:])
+        cc = max(float(np.sum(w * g * g)), 1e-300)
+        s = max(float(np.sum(w * y * g)) / cc, 0.0)
+        r = y - s * g
+        rss = float(np.sum(w * r * r))
+        if jg is None:
+            return rss, r, None
+        # d r / d p with the optimal scale's own change (variable projection)
+        d_s = (jg @ (w * y) - 2.0 * s * (jg @ (w * g))) / cc if s > 0 else 0.0 * jg[:, 0]
+        return rss, r, -s * jg - np.outer(d_s, g)
+
+    p = np.concatenate([np.zeros(k), theta.detach().cpu().numpy()])
+    rss, r, jr = residual(p, True)
+    damping = 1e-3
+    for _ in range(int(max_iter)):
+        if time.perf_counter() >= deadline:
+            break
+        ju = jr * unit[:, None]  # in units of each variable's typical step
+        a = (ju * w) @ ju.T
+        b = (ju * w) @ r
+        diag = np.diag(a).copy() + 1e-12 * max(float(np.trace(a)), 1e-300)
+        for _retry in range(8):
+            step = np.linalg.solve(a + damping * np.diag(diag), -b)
+            p_new = np.clip(p + step * unit, lo, hi)
+            rss_new = residual(p_new, False)[0]
+            if rss_new < rss:
+                break
+            damping *= 4.0
+        else:
+            break
+        gain = (rss - rss_new) / rss
+        p, damping = p_new, max(damping / 3.0, 1e-9)
+        if gain < MODE_RTOL:
+            break
+        rss, r, jr = residual(p, True)
+    return p
 
 
 # -- the public function ----------------------------------------------------------------
@@ -1765,6 +2044,43 @@ def _restore_ids(ids: np.ndarray, x: np.ndarray, x0: np.ndarray, tol: float) -> 
             ids[k] = gone[j]
             gone = np.delete(gone, j)
     return ids
+
+
+def _run_search(
+    search: _Search, limit: int, relax_rounds: int, relax_iterations: int, deadline: float
+) -> tuple[str, float]:
+    """Count moves until none passes the rule, then restrained relaxations, each
+    followed by a new search, up to ``relax_rounds``.  Returns why it stopped
+    (``"converged"``, ``"max_moves"`` or ``"max_seconds"``) and the seconds spent
+    relaxing."""
+    stopped = "converged"
+    t_relax = 0.0
+    rounds = 0
+    counting = any(k in search.moves for k in ("add", "remove", "swap", "recut"))
+    while True:
+        while True:
+            if time.perf_counter() > deadline:
+                stopped = "max_seconds"
+                break
+            if sum(mv.kind != "relax" for mv in search.accepted) >= limit:
+                stopped = "max_moves"
+                break
+            if not search.step():
+                break
+        if stopped != "converged" or "relax" not in search.moves or rounds >= relax_rounds:
+            return stopped, t_relax
+        rounds += 1
+        tr = time.perf_counter()
+        relaxed = search.relax(max_iter=relax_iterations, deadline=deadline)
+        t_relax += time.perf_counter() - tr
+        if not relaxed or not counting:
+            return stopped, t_relax
+
+
+def _net_gain(search: _Search) -> float:
+    """Drop of chi^2 from the start less the penalties paid, over the accepted moves:
+    the stopping rule's criterion improvement of a search path."""
+    return float(sum(mv.delta_chi2 - mv.penalty for mv in search.accepted))
 
 
 def complete(
@@ -1960,31 +2276,30 @@ def complete(
     rss_start, theta_start, scale_start = search.rss, search.theta.clone(), search.scale
     t_setup = time.perf_counter() - t0
 
-    # the search
+    # the search: from the start, and from the start relaxed along its modes when the
+    # data call for that relaxation; the path with the larger net gain is kept
     limit = (n0 // 2 + 10) if max_moves is None else int(max_moves)
-    stopped = "converged"
-    t_relax = 0.0
-    rounds = 0
-    while True:
-        while True:
-            if time.perf_counter() - t0 > max_seconds:
-                stopped = "max_seconds"
-                break
-            if sum(mv.kind != "relax" for mv in search.accepted) >= limit:
-                stopped = "max_moves"
-                break
-            if not search.step():
-                break
-        if stopped != "converged" or "relax" not in moves or rounds >= relax_rounds:
-            break
-        rounds += 1
+    deadline = t0 + max_seconds
+    search_plan = (limit, relax_rounds, relax_iterations, deadline)
+    other = copy.copy(search)  # shares nothing a search changes but its move list
+    other.accepted = []
+    n_eval0 = search.n_evaluated
+    stopped, t_relax = _run_search(search, *search_plan)
+    relaxed_first = False
+    if "relax" in moves and time.perf_counter() < deadline:
         tr = time.perf_counter()
-        relaxed = search.relax(max_iter=relax_iterations, deadline=t0 + max_seconds)
+        modes = other.relax_modes(max_iter=MODE_ITERATIONS, deadline=deadline)
+        if modes:
+            other.relax(max_iter=relax_iterations, deadline=deadline)
         t_relax += time.perf_counter() - tr
-        if not relaxed:
-            break
-        if not any(k in moves for k in ("add", "remove", "swap", "recut")):
-            break
+        if modes:
+            stopped_b, t_b = _run_search(other, *search_plan)
+            t_relax += t_b
+            other.n_evaluated += search.n_evaluated - n_eval0
+            if _net_gain(other) > _net_gain(search):
+                search, stopped, relaxed_first = other, stopped_b, True
+            else:
+                search.n_evaluated = other.n_evaluated
 
     # never worse than the start
     if not search.rss <= rss_start:  # pragma: no cover - moves only ever lower the RSS
@@ -2064,4 +2379,5 @@ def complete(
         stopped=stopped,
         count_chi2=count_chi2,
         count_range=count_range,
+        relaxed_first=relaxed_first,
     )

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffpy_deepstruc import clusters, debye
+from diffpy_deepstruc import clusters, debye, imperfect
 from diffpy_deepstruc.completion import (
     BOND_MAX,
     MIN_DISTANCE,
@@ -17,6 +17,7 @@ from diffpy_deepstruc.completion import (
     _add_histograms,
     _edit_dh,
     _edit_dh_many,
+    _mode_histogram,
     _Model,
     _remove_histograms,
     _Search,
@@ -27,6 +28,7 @@ from diffpy_deepstruc.completion import (
     estimate_noise,
     independent_points,
     is_physical,
+    relaxation_modes,
     site_bond_max,
     surface_atoms,
     vacant_sites,
@@ -434,3 +436,109 @@ def test_a_missing_cap_of_the_outer_shell_is_cut_in_one_move(ico55):
     d_tru = np.sort(np.linalg.norm(truth[:, None] - truth[None], axis=2).ravel())
     assert np.abs(d_res - d_tru).max() < 0.1
     assert res.moves[0].kind == "recut" and len(res.moves[0].removed) >= 8
+
+
+# -- relaxation ------------------------------------------------------------------------
+
+
+def test_relaxation_modes_of_an_icosahedron(ico55):
+    nn = estimate_nn(ico55)
+    modes, names = relaxation_modes(ico55, nn)
+    assert modes.shape == (55, 3, len(names))
+    # every atom moves by a unit vector in a mode or not at all
+    norms = np.linalg.norm(modes, axis=1)
+    assert np.all((np.abs(norms - 1.0) < 1e-12) | (norms == 0.0))
+    # the 12 vertices (6 neighbours) and 30 edge atoms (8) of the outer shell contract
+    # towards their neighbours, which lie inwards; the centre atom is in no mode
+    cn = coordination(ico55, nn)
+    assert [n for n in names if n.startswith("cn")] == ["cn6", "cn8"]
+    out = ico55 - ico55.mean(axis=0)
+    centre = int(np.argmin(np.linalg.norm(out, axis=1)))
+    assert not np.any(modes[centre])
+    for c in (6, 8):
+        b = modes[:, :, names.index(f"cn{c}")]
+        members = np.flatnonzero(np.any(b, axis=1))
+        assert np.array_equal(members, np.flatnonzero(cn == c))
+        radial = out[members] / np.linalg.norm(out[members], axis=1)[:, None]
+        assert np.all(np.sum(b[members] * radial, axis=1) < -0.5)
+    # the radial modes partition the atoms off the centre by distance
+    shells = [n for n in names if n.startswith("shell")]
+    assert len(shells) >= 3
+    radial_sum = sum(
+        np.any(modes[:, :, names.index(n)], axis=1).astype(int) for n in shells
+    )
+    assert radial_sum[centre] == 0 and np.all(np.delete(radial_sum, centre) == 1)
+
+
+def test_a_relaxed_particle_keeps_its_atom_count():
+    """An EMT-relaxed Au icosahedron completed from the ideal one: without relaxation the
+    count moves absorb the relaxation (atoms removed); with it the data first call for
+    the few-mode relaxation and the count stays."""
+    ideal = clusters.icosahedron("Au", 3)
+    relaxed = imperfect.relax_surface(ideal)
+    assert relaxed.info["relaxation"] == "emt"
+    r, g = _pdf(relaxed.positions)
+    g = g + _band_noise(r, 0.005 * np.abs(g).max(), seed=3)
+    kw = {"qmin": 0.7, "qmax": 25.0, "qdamp": 0.04}
+    start = arrays_to_structure(ideal.positions, "Au")
+    res = complete(start, (r, g), **kw)
+    assert res.n_atoms == 55 and res.relaxed_first
+    assert len(res.added) == 0 and len(res.removed) == 0
+    first = res.moves[0]
+    _, names = relaxation_modes(ideal.positions, estimate_nn(ideal.positions))
+    assert first.kind == "relax"
+    assert first.penalty == pytest.approx(len(names) * math.log(res.n_obs))
+    assert first.delta_chi2 > first.penalty
+    assert res.rw < 0.25 * res.rw_start
+    assert res.summary()["relaxed_first"] is True
+    fixed = complete(start, (r, g), moves=("remove", "add", "swap", "recut"), **kw)
+    assert fixed.n_atoms < 55 and not fixed.relaxed_first
+
+
+def test_an_ideal_particle_is_not_relaxed_first(ico55):
+    r, g = _pdf(ico55)
+    g = g + _band_noise(r, 0.005 * np.abs(g).max(), seed=1)
+    res = complete(
+        arrays_to_structure(ico55, "Au"), (r, g), qmin=0.7, qmax=25.0, qdamp=0.04
+    )
+    assert res.n_atoms == 55 and not res.relaxed_first
+    assert all(m.penalty == 0.0 for m in res.moves if m.kind == "relax")
+
+
+def test_mode_jacobian_equals_finite_differences(ico55):
+    """The analytic Jacobian of the mode fit (histogram by mode amplitude, G by
+    histogram and by zoomscale, Uiso, delta2) against central differences, with and
+    without Qbroad; its G equals the model's own."""
+    nn = estimate_nn(ico55)
+    r, g = _pdf(ico55)
+    modes, _ = relaxation_modes(ico55, nn)
+    k = modes.shape[-1]
+    member = np.any(modes != 0.0, axis=1)
+    mode = np.full((55, 2), k)
+    vec = np.zeros((55, 2, 3))
+    for a in range(55):
+        ms = np.flatnonzero(member[a])
+        mode[a, : len(ms)] = ms
+        vec[a, : len(ms)] = modes[a, :, ms]
+    pairs = np.triu_indices(55, 1)
+    p = np.concatenate(
+        [0.05 * nn * np.random.default_rng(1).standard_normal(k), [1.01, 0.006, 1.5]]
+    )
+    for qbroad in (0.0, 0.02):
+        m = _Model(r[150:], g[150:], np.ones(len(r) - 150), {**SETTINGS, "qbroad": qbroad},
+                   2000, HIST_STEP, None)  # fmt: skip
+
+        def curve(q, m=m):
+            cnt, _ = _mode_histogram(m, ico55 + modes @ q[:k], pairs, (mode, vec), False)
+            return m.g_and_jacobian(cnt, None, q[k:])[0]
+
+        cnt, dcnt = _mode_histogram(m, ico55 + modes @ p[:k], pairs, (mode, vec), True)
+        g0, jac = m.g_and_jacobian(cnt, dcnt, p[k:])
+        own = m.calc(torch.as_tensor(cnt)[None], m.kernel(torch.as_tensor(p[k:])), False)
+        assert np.allclose(g0, own[0].numpy(), rtol=0, atol=1e-12 * np.abs(g0).max())
+        for col, h in enumerate([1e-5 * nn] * k + [1e-5, 1e-7, 1e-5]):
+            up, down = p.copy(), p.copy()
+            up[col] += h
+            down[col] -= h
+            fd = (curve(up) - curve(down)) / (2 * h)
+            assert np.abs(jac[col] - fd).max() < 1e-4 * np.abs(fd).max()

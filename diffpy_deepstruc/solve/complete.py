@@ -141,6 +141,7 @@ def complete_one(
         "criterion": res.criterion,
         "stopped": res.stopped,
         "moves": [m.to_dict() for m in res.moves],
+        "relaxed_first": res.relaxed_first,
     }
     return Completed(
         proposal=Proposal(
