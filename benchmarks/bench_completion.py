@@ -197,6 +197,7 @@ def run_one(
         "n_removed": len(res.removed),
         "seconds": seconds,
         "stopped": res.stopped,
+        "relaxed_first": res.relaxed_first,
         "count_range": None if res.count_range is None else list(res.count_range),
         "in_range": None
         if res.count_range is None

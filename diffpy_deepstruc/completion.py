@@ -783,7 +783,7 @@ class _Model:
         return (sw - 2 * s * gc + s * s * cc).clamp_min(0.0), s
 
     def g_and_jacobian(
-        self, counts: np.ndarray, d_counts: np.ndarray, theta: np.ndarray
+        self, counts: np.ndarray, d_counts: np.ndarray | None, theta: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """G on the full fit grid (scale 1) of a histogram at (zoomscale, Uiso, delta2),
         and its Jacobian with respect to ``p`` variables that move the histogram by
@@ -1710,17 +1710,6 @@ class _Search:
                     break
         return dict(sorted(out.items()))
 
-    def _soft_histogram(self, xv: torch.Tensor, ti, tj) -> torch.Tensor:
-        """Pair histogram of coordinates ``xv`` with linear binning, differentiable."""
-        m = self.model
-        d = torch.linalg.norm(xv[ti] - xv[tj], dim=1)
-        xs = (d / m.step).clamp(max=float(m.n_bins - 2))
-        k = torch.floor(xs).detach()
-        f = xs - k
-        k = k.long()
-        cnt = torch.zeros(m.n_bins, dtype=torch.float64, device=m.device)
-        return cnt.index_add(0, k, 1.0 - f).index_add(0, k + 1, f)
-
     def _physical(self, x_new: np.ndarray, cn0: np.ndarray) -> bool:
         """Whether relaxed coordinates keep the particle physical: no pair closer than
         ``MIN_DISTANCE * nn``, no atom losing neighbours below ``min(cn0, 3)``, within
@@ -1792,7 +1781,12 @@ class _Search:
             xv = torch.as_tensor(flat.reshape(n, 3), dtype=torch.float64, device=m.device)
             xv.requires_grad_(True)
             d = torch.linalg.norm(xv[ti] - xv[tj], dim=1)
-            cnt = self._soft_histogram(xv, ti, tj)
+            xs = (d / m.step).clamp(max=float(m.n_bins - 2))
+            k = torch.floor(xs).detach()
+            f = xs - k
+            k = k.long()
+            cnt = torch.zeros(m.n_bins, dtype=torch.float64, device=m.device)
+            cnt = cnt.index_add(0, k, 1.0 - f).index_add(0, k + 1, f)
             rss, _ = m.rss(m.calc(cnt[None], kern, True), True)
             close = torch.relu((MIN_DISTANCE + 0.03) * nn - d)
             stretch = torch.relu(d[bonded] - (BOND_MAX - 0.02) * nn)
@@ -2077,10 +2071,14 @@ def _run_search(
             return stopped, t_relax
 
 
+def _move_gain(move: Move) -> float:
+    """Drop of chi^2 a move made less the penalty it paid (its criterion gain)."""
+    return float(move.delta_chi2 - move.penalty)
+
+
 def _net_gain(search: _Search) -> float:
-    """Drop of chi^2 from the start less the penalties paid, over the accepted moves:
-    the stopping rule's criterion improvement of a search path."""
-    return float(sum(mv.delta_chi2 - mv.penalty for mv in search.accepted))
+    """The criterion gain of a search path: :func:`_move_gain` summed over its moves."""
+    return float(sum(_move_gain(mv) for mv in search.accepted))
 
 
 def complete(
@@ -2289,6 +2287,15 @@ def complete(
     if "relax" in moves and time.perf_counter() < deadline:
         tr = time.perf_counter()
         modes = other.relax_modes(max_iter=MODE_ITERATIONS, deadline=deadline)
+        # the mode relaxation competes with the first path's first move, as a first
+        # step of the greedy search: the second path is searched only when the
+        # relaxation is the better first move (or no count move passed at the start)
+        first = search.accepted[0] if search.accepted else None
+        modes = modes and (
+            first is None
+            or first.kind == "relax"
+            or _move_gain(other.accepted[0]) > _move_gain(first)
+        )
         if modes:
             other.relax(max_iter=relax_iterations, deadline=deadline)
         t_relax += time.perf_counter() - tr
