@@ -106,9 +106,10 @@ MODE_MAX = 0.3
 #: fit is well conditioned when each variable moves by about one unit.
 MODE_STEPS = {"amplitude": 0.1, "zoomscale": 0.01, "uiso": 0.002, "delta2": 0.5}
 #: Levenberg-Marquardt iterations of the mode fit.
-MODE_ITERATIONS = 30
-#: Relative drop of the RSS below which the mode fit stops.
-MODE_RTOL = 1e-6
+MODE_ITERATIONS = 20
+#: Relative drop of the RSS below which the mode fit stops (1e-4 of a chi^2 of a few
+#: hundred is far below the penalty of one mode).
+MODE_RTOL = 1e-4
 #: Bounds of the refined parameters (as refine.VARIABLE_BOUNDS; Uiso > 0 for the model).
 _BOUNDS = {"zoomscale": (0.7, 1.3), "uiso": (1e-4, 0.1), "delta2": (0.0, 10.0)}
 
