@@ -16,8 +16,9 @@ completed from the nearest ideal complete shape, what the solver would propose:
 
 Every completion gets the work ``deepstruc solve`` allows a start of its size
 (``solve.complete.move_budget``: 12 + N/25 count moves up to 40, 25 relaxation
-iterations; what a solve adds).  For each run: atom counts, sites matched (registration by translation + rotation or
-reflection, ICP with Hungarian assignment, a site matched within 0.3 nn), fast-model
+iterations, 8 above 1000 atoms; what a solve adds).  For each run: atom counts, sites
+matched (registration by translation + rotation or reflection, ICP with Hungarian
+assignment, a site matched within 0.3 nn), fast-model
 Rw of the start, the result and the truth (the truth with its parameters refined in
 the same histogram model), chi^2 of each with the stopping rule's variance, and time.
 Runs at the simulated noise (``--noise-scale 1``) and at a tenth of it (0.05-0.2 % of
