@@ -788,7 +788,8 @@ class _Model:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """G on the full fit grid (scale 1) of a histogram at (zoomscale, Uiso, delta2),
         and its Jacobian with respect to ``p`` variables that move the histogram by
-        ``d_counts`` per unit and to the three parameters, analytically.
+        ``d_counts`` per unit and to the three parameters, analytically
+        (:meth:`HistogramPDF.g_and_jacobian`; the d = 0 bin carries no signal).
 
         Parameters
         ----------
@@ -801,40 +802,20 @@ class _Model:
         -------
         g : ndarray, shape (nr,)
         jacobian : ndarray, shape (p + 3, nr), or None
+            The ``p`` variables' rows, then zoomscale, Uiso, delta2.
         """
-        hp = self.hp
-        z, u, d2 = (float(v) for v in theta)
-        t = torch.float64
+        t, dev = torch.float64, self.device
+        d = self._d[1:, 0][None]
+        w = torch.as_tensor(counts[1:], dtype=t, device=dev)[None]
+        one = torch.ones(1, dtype=t, device=dev)
+        z, u, d2 = (torch.tensor([float(v)], dtype=t, device=dev) for v in theta)
         with torch.no_grad():
-            d = self._d[:, 0]
-            ds = d * z
-            jeong = 1.0 - hp.delta1 / ds - d2 / (ds * ds)
-            slope = hp.delta1 / ds**2 + 2.0 * d2 / ds**3  # d jeong / d ds
-            if hp.qbroad:
-                jeong = jeong + (hp.qbroad * ds) ** 2
-                slope = slope + 2.0 * hp.qbroad**2 * ds
-            pos = (jeong > 0).to(t)
-            jeong = jeong.clamp(min=0.0)
-            per_pair = 2.0 * self._one[:, 0] / ds  # F(Q) amplitude of one pair
-            amp = torch.as_tensor(counts, dtype=t, device=self.device) * per_pair
-            arg = ds[:, None] * hp.q[None, :]
-            damp = torch.exp(-u * jeong[:, None] * hp.q2[None, :])
-            k_sin = damp * torch.sin(arg)
-            g = (amp @ k_sin) @ hp.sine
             if d_counts is None:
-                return g.cpu().numpy(), None
-            k_cos = damp * torch.cos(arg)
-            dc = torch.as_tensor(d_counts, dtype=t, device=self.device)
-            rows = [
-                (dc * per_pair[:, None]).T @ k_sin,
-                -((amp / z) @ k_sin)
-                - u * hp.q2 * ((amp * pos * slope * d) @ k_sin)
-                + hp.q * ((amp * d) @ k_cos),
-                -hp.q2 * ((amp * jeong) @ k_sin),
-                u * hp.q2 * ((amp * pos / ds**2) @ k_sin),
-            ]
-            jac = torch.cat([rows[0], torch.stack(rows[1:])]) @ hp.sine
-        return g.cpu().numpy(), jac.cpu().numpy()
+                return self.hp.g_sparse(d, w, one, z, u, d2)[0].cpu().numpy(), None
+            d_w = torch.as_tensor(d_counts[1:], dtype=t, device=dev)[None]
+            g, jac = self.hp.g_and_jacobian(d, w, one, z, u, d2, d_w=d_w)
+        jac = torch.cat([jac[0, 3:], jac[0, :3]])
+        return g[0].cpu().numpy(), jac.cpu().numpy()
 
     def refine(
         self, counts: np.ndarray, theta: torch.Tensor, steps: int
@@ -1870,6 +1851,22 @@ def _mode_histogram(
     return cnt, flat.reshape(nb, k1)[:, : k1 - 1]
 
 
+def _mode_slots(modes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The few modes each atom moves in (:func:`relaxation_modes` gives it at most two):
+    ``mode [n, s]`` (k: none) and unit displacements ``vector [n, s, 3]``, the ``slots``
+    of :func:`_mode_histogram`."""
+    n, _, k = modes.shape
+    member = np.any(modes != 0.0, axis=1)  # [n, k]
+    n_slots = max(1, int(member.sum(axis=1).max()))
+    mode = np.full((n, n_slots), k)
+    vec = np.zeros((n, n_slots, 3))
+    for a in range(n):
+        ms = np.flatnonzero(member[a])
+        mode[a, : len(ms)] = ms
+        vec[a, : len(ms)] = modes[a, :, ms]
+    return mode, vec
+
+
 def _fit_modes(
     model: _Model,
     x: np.ndarray,
@@ -1882,14 +1879,7 @@ def _fit_modes(
     """Levenberg-Marquardt fit of the mode amplitudes (A) and (zoomscale, Uiso, delta2)
     to the data on the full grid, the scale projected out; returns the variables."""
     n, _, k = modes.shape
-    member = np.any(modes != 0.0, axis=1)  # [n, k]
-    n_slots = max(1, int(member.sum(axis=1).max()))
-    mode = np.full((n, n_slots), k)
-    vec = np.zeros((n, n_slots, 3))
-    for a in range(n):
-        ms = np.flatnonzero(member[a])
-        mode[a, : len(ms)] = ms
-        vec[a, : len(ms)] = modes[a, :, ms]
+    mode, vec = _mode_slots(modes)
     pairs = np.triu_indices(n, 1)
     names = ("zoomscale", "uiso", "delta2")
     unit = np.array([MODE_STEPS["amplitude"] * nn] * k + [MODE_STEPS[v] for v in names])

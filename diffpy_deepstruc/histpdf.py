@@ -305,6 +305,7 @@ class HistogramPDF:
         delta2: torch.Tensor,
         *,
         single: bool = False,
+        d_w: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """G(r) at scale 1 and its analytic derivatives, for sparse histograms.
 
@@ -316,12 +317,15 @@ class HistogramPDF:
         single : bool
             Compute the ``[B, K, nQ]`` kernels in float32 (about twice as fast; ample
             for ranking); the sums and the results stay float64.
+        d_w : Tensor [B, K, p], optional
+            Derivatives of the weights by ``p`` further variables (e.g. coordinates
+            that move pairs between grid distances); their rows follow the three.
 
         Returns
         -------
         G : Tensor [B, nr]
-        J : Tensor [B, 3, nr]
-            dG / d(zoomscale, uiso, delta2).
+        J : Tensor [B, 3 (+ p), nr]
+            dG / d(zoomscale, uiso, delta2 (, the further variables)).
         """
         s, u, d2 = zoomscale, uiso, delta2
         q, q2 = self.q, self.q2
@@ -358,7 +362,12 @@ class HistogramPDF:
         )
         F, F_u, F_d2, F_s = (t.to(torch.float64) for t in (F, F_u, F_d2, F_s))
         S = self.sine
-        return F @ S, torch.stack([F_s @ S, F_u @ S, F_d2 @ S], dim=1)
+        J = torch.stack([F_s @ S, F_u @ S, F_d2 @ S], dim=1)
+        if d_w is not None:
+            amp_w = 2.0 * d_w / ds[:, :, None] / n_atoms[:, None, None]  # [B, K, p]
+            F_w = torch.einsum("bkp,bkq->bpq", amp_w.to(kt), ksin).to(torch.float64)
+            J = torch.cat([J, F_w @ S], dim=1)
+        return F @ S, J
 
     def __call__(
         self,

@@ -18,6 +18,7 @@ from diffpy_deepstruc.completion import (
     _edit_dh,
     _edit_dh_many,
     _mode_histogram,
+    _mode_slots,
     _Model,
     _remove_histograms,
     _Search,
@@ -513,13 +514,8 @@ def test_mode_jacobian_equals_finite_differences(ico55):
     r, g = _pdf(ico55)
     modes, _ = relaxation_modes(ico55, nn)
     k = modes.shape[-1]
-    member = np.any(modes != 0.0, axis=1)
-    mode = np.full((55, 2), k)
-    vec = np.zeros((55, 2, 3))
-    for a in range(55):
-        ms = np.flatnonzero(member[a])
-        mode[a, : len(ms)] = ms
-        vec[a, : len(ms)] = modes[a, :, ms]
+    mode, vec = _mode_slots(modes)
+    assert mode.shape == (55, 2)  # a cn mode and a shell mode at most
     pairs = np.triu_indices(55, 1)
     p = np.concatenate(
         [0.05 * nn * np.random.default_rng(1).standard_normal(k), [1.01, 0.006, 1.5]]
