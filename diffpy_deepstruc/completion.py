@@ -92,6 +92,20 @@ BOND_MAX = 1.12
 OPEN_BOND_MAX = 1.45
 #: An added site needs at least this many occupied neighbours.
 MIN_SITE_NEIGHBOURS = 3
+#: Parameters of a recut besides its atom count (the shifted centre): a recut pays the
+#: criterion's penalty for these plus its net change of the atom count, or for every
+#: site it adds or removes when that is fewer.
+RECUT_PARAMETERS = 3
+#: Counts of the recuts: ``N - k .. N + k`` atoms with ``k`` this fraction of ``N``
+#: (at least 2; 1 above 500 atoms).
+RECUT_COUNT_FRACTION = 0.1
+#: Recuts entered in a step's pool: the best of this many net count changes.
+RECUT_POOL = 4
+#: A step's shortlist (screened on the full fit grid) and how many of it are refined
+#: (zoomscale, Uiso and delta2 by two Levenberg-Marquardt steps) before the best passing
+#: move is applied.
+SHORTLIST = 8
+REFINED = 4
 #: Sizes of the planar surface cuts tried among the recuts (atoms removed or added).
 CAP_SIZES = (3, 5, 8, 12, 16, 24, 32, 48)
 SETTING_KEYS = ("qmin", "qmax", "qdamp", "qbroad")
@@ -935,6 +949,15 @@ def _edit_dh(
     return dh
 
 
+def _cut_edit(kept: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The edit that leaves the points ``kept`` (indices into atoms + sites, atoms
+    first): (atoms removed, sites added counted from the first site), both sorted."""
+    kept = np.asarray(kept, dtype=int)
+    mask = np.ones(n, dtype=bool)
+    mask[kept[kept < n]] = False
+    return np.flatnonzero(mask), np.sort(kept[kept >= n] - n)
+
+
 def _edit_dh_many(
     pts: np.ndarray,
     n: int,
@@ -1087,8 +1110,13 @@ class _Search:
         return int(n_added) + int(n_removed)
 
     def k_move(self, c: _Candidate) -> int:
-        """:meth:`k_sites` of a candidate move."""
-        return self.k_sites(len(c.added), len(c.removed))
+        """:meth:`k_sites` of a candidate move; a recut pays at most its net change of
+        the atom count plus :data:`RECUT_PARAMETERS` (a cut is its centre and count,
+        not a choice of each site)."""
+        k = self.k_sites(len(c.added), len(c.removed))
+        if c.kind == "recut":
+            k = min(k, abs(len(c.added) - len(c.removed)) + RECUT_PARAMETERS)
+        return k
 
     def score(self, rss_old: float, rss_new: float, n_sites: int, screen: bool) -> float:
         return self.decide(
@@ -1132,18 +1160,24 @@ class _Search:
         """The particle cut again around a shifted centre: its own sites and the vacant
         sites ranked by their distance from the centre in the metric of the particle's
         shape (its inverse covariance, so an ellipsoid or a faceted cut keeps its
-        proportions), the ``N - 2 .. N + 2`` nearest kept."""
+        proportions), the ``N - k .. N + k`` nearest kept (:data:`RECUT_COUNT_FRACTION`);
+        and the planar cuts of :meth:`_caps`.
+
+        The cuts of one centre are nested, so their histograms are one edit (the
+        smallest cut) plus the cumulative pairs of each further point with those
+        before it."""
         n = len(self.x)
         if n < 8 or len(sites) == 0:
             return []
+        step, nb = self.model.step, self.model.n_bins
         pts = np.concatenate([self.x, sites])
         c0 = self.x.mean(axis=0)
         cov = np.cov(self.x.T) + 1e-9 * np.eye(3)
         metric = np.linalg.inv(cov) * np.trace(cov) / 3.0
         big = n > 500
         fracs = (0.3, 0.6) if big else (0.25, 0.5, 0.75)
-        counts = (n - 1, n, n + 1) if big else (n - 2, n - 1, n, n + 1, n + 2)
-        out, seen = [], set()
+        k = 1 if big else max(2, math.ceil(RECUT_COUNT_FRACTION * n))
+        lo, hi = max(4, n - k), min(len(pts), n + k)
         cube = (
             np.array([v for v in np.ndindex(3, 3, 3) if v != (1, 1, 1)], dtype=float) - 1.0
         )
@@ -1152,35 +1186,54 @@ class _Search:
         dirs = _dedupe(dirs, -np.arange(len(dirs), dtype=float), 0.15)
         if big:
             dirs = dirs[:13]
-        for u in dirs:
-            for f in fracs:
-                v = pts - (c0 + f * self.nn * u)
-                dd = np.einsum("ij,jk,ik->i", v, metric, v)
-                order = np.argsort(dd, kind="stable")
-                for n_new in counts:
-                    sel = np.zeros(len(pts), dtype=bool)
-                    sel[order[:n_new]] = True
-                    removed = np.flatnonzero(~sel[:n])
-                    added = sites[sel[n:]]
-                    if not len(removed) and not len(added):
-                        continue
-                    key = (tuple(removed.tolist()), tuple(np.flatnonzero(sel[n:]).tolist()))
-                    if key in seen:
-                        continue
-                    seen.add(key)
-                    if len(added) + len(removed) > max(24, n // 2):
-                        continue
-                    out.append((removed, np.flatnonzero(sel[n:])))
+        centres = [c0 + f * self.nn * u for u in dirs for f in fracs]
+        orders = []
+        for c in centres:
+            v = pts - c
+            orders.append(np.argsort(np.einsum("ij,jk,ik->i", v, metric, v), kind="stable"))
+        base, base_ok = _edit_dh_many(
+            pts, n, [_cut_edit(o[:lo], n) for o in orders], step, nb
+        )
+        out, dhs, oks, seen = [], [], [], set()
+        limit = max(24, n // 2)
+        w = (np.arange(hi)[None, :] < np.arange(lo, hi)[:, None]).astype(float)
+        for o, dh0, ok0 in zip(orders, base, base_ok, strict=True):
+            d = np.linalg.norm(pts[o[lo:hi]][:, None] - pts[o[:hi]][None], axis=2) / step
+            far = np.cumsum(np.any((d >= nb - 2) & (w > 0), axis=1)) > 0
+            rows = np.broadcast_to(np.arange(hi - lo)[:, None], d.shape)
+            cum = np.cumsum(
+                _split_rows(
+                    rows.ravel(), np.minimum(d, nb - 2).ravel(), w.ravel(), hi - lo, nb
+                ),
+                axis=0,
+            )
+            for c in range(lo, hi + 1):
+                removed, added = _cut_edit(o[:c], n)
+                if not len(removed) and not len(added):
+                    continue
+                if len(added) + len(removed) > limit:
+                    continue
+                key = (tuple(removed.tolist()), tuple(added.tolist()))
+                if key in seen:
+                    continue
+                seen.add(key)
+                out.append((removed, added))
+                dhs.append(dh0 + cum[c - lo - 1] if c > lo else dh0)
+                oks.append(bool(ok0) and not (c > lo and far[c - lo - 1]))
         if not big:
-            out += self._caps(sites, dirs, seen)
-        if out:
-            valid = self._valid_many(pts, out)
-            out = [e for e, ok in zip(out, valid, strict=True) if ok]
+            caps = self._caps(sites, dirs, seen)
+            if caps:
+                dh_c, ok_c = _edit_dh_many(pts, n, caps, step, nb)
+                out += caps
+                dhs += list(dh_c)
+                oks += ok_c.tolist()
         if not out:
             return []
-        dh, ok = _edit_dh_many(pts, n, out, self.model.step, self.model.n_bins)
+        valid = self._valid_many(pts, out) & np.array(oks)
         return [
-            _Candidate("recut", dh[k], sites[a], r) for k, (r, a) in enumerate(out) if ok[k]
+            _Candidate("recut", dhs[e], sites[a], r)
+            for e, (r, a) in enumerate(out)
+            if valid[e]
         ]
 
     def _caps(self, sites: np.ndarray, dirs: np.ndarray, seen: set) -> list[tuple]:
@@ -1555,19 +1608,29 @@ class _Search:
                 continue
             per_kind[kind] = per_kind.get(kind, 0) + 1
             pool.append((sc, _Candidate(kind, dh, added, removed)))
+        recuts = []
         if "recut" in self.moves and (self.stuck or len(self.accepted) == 0):
             recuts = self._recuts(sites)
-            if recuts:
-                c = curves(np.stack([rc.dh for rc in recuts]))
-                with torch.no_grad():
-                    rss, _ = m.rss(base + c, True)
-                self.n_evaluated += len(recuts)
-                sc = [
-                    self.score(rss0, v, self.k_move(rc), True)
+        if recuts:
+            c = curves(np.stack([rc.dh for rc in recuts]))
+            with torch.no_grad():
+                rss, _ = m.rss(base + c, True)
+            self.n_evaluated += len(recuts)
+            ranked = sorted(
+                (
+                    (self.score(rss0, v, self.k_move(rc), True), rc)
                     for rc, v in zip(recuts, rss.tolist(), strict=True)
-                ]
-                for k in np.argsort(sc)[::-1][:2]:
-                    pool.append((sc[k], recuts[k]))
+                ),
+                key=lambda t: -t[0],
+            )
+            # the best recut of each count change (a cut's count is decided after its
+            # parameters are refined, below)
+            by_n: dict[int, tuple] = {}
+            for sc_, rc in ranked:
+                by_n.setdefault(len(rc.added) - len(rc.removed), (sc_, rc))
+                if len(by_n) == RECUT_POOL:
+                    break
+            pool += list(by_n.values())
         pool = [(sc, c) for sc, c in pool if np.isfinite(sc)]
         if not pool:
             if "recut" in self.moves and not self.stuck:
@@ -1575,10 +1638,10 @@ class _Search:
                 return self.step()
             return False
         pool.sort(key=lambda t: -t[0])
-        # the shortlist on the full fit grid at the current parameters; then the best is
-        # applied with zoomscale, Uiso and delta2 re-refined (one LM step) if it passes,
-        # else the next two are tried with two steps each
-        short = [c for _, c in pool[:6]]
+        # the shortlist on the full fit grid at the current parameters; the best few
+        # with zoomscale, Uiso and delta2 re-refined (two LM steps each), and the best of
+        # those applied if it passes
+        short = [c for _, c in pool[:SHORTLIST]]
         dh = torch.as_tensor(np.stack([c.dh for c in short]), dtype=torch.float64)
         with torch.no_grad():
             full = m.calc(h_t[None] + dh.to(m.device), kern, False)
@@ -1587,15 +1650,18 @@ class _Search:
             self.score(self.rss, float(v), self.k_move(c), False)
             for c, v in zip(short, rss_full, strict=True)
         ]
-        for rank, k in enumerate(np.argsort(full_sc)[::-1][:3]):
+        best = None
+        for k in np.argsort(full_sc)[::-1][:REFINED]:
             c = short[int(k)]
             h_new = self.h + c.dh
-            th, rss, s_ = m.refine(h_new, self.theta, steps=1 if rank == 0 else 2)
+            th, rss, s_ = m.refine(h_new, self.theta, steps=2)
             sc = self.score(self.rss, rss, self.k_move(c), False)
-            if sc > 0:
-                self._apply(c, (th, rss, s_, h_new), sc)
-                self.stuck = False
-                return True
+            if sc > 0 and (best is None or sc > best[0]):
+                best = (sc, c, (th, rss, s_, h_new))
+        if best is not None:
+            self._apply(best[1], best[2], best[0])
+            self.stuck = False
+            return True
         if "recut" in self.moves and not self.stuck:
             self.stuck = True  # no single or two-site move passes: try the recuts
             return self.step()
