@@ -17,6 +17,7 @@ from diffpy_deepstruc.completion import (
     _add_histograms,
     _edit_dh,
     _edit_dh_many,
+    _fit_modes,
     _mode_histogram,
     _mode_slots,
     _Model,
@@ -504,6 +505,33 @@ def test_an_ideal_particle_is_not_relaxed_first(ico55):
     )
     assert res.n_atoms == 55 and not res.relaxed_first
     assert all(m.penalty == 0.0 for m in res.moves if m.kind == "relax")
+
+
+def test_mode_fit_pretest_predicts_the_gain_of_a_relaxation():
+    """The Gauss-Newton drop predicted at zero amplitude (what decides whether the mode
+    fit is made) lies between 0 and the RSS, is within a factor 4 of the fitted drop on
+    a relaxed particle, and a False answer skips the fit."""
+    ideal = clusters.icosahedron("Au", 3).positions
+    relaxed = imperfect.relax_surface(clusters.icosahedron("Au", 3)).positions
+    r, g = _pdf(relaxed)
+    nn = estimate_nn(ideal)
+    modes, _ = relaxation_modes(ideal, nn)
+    m = _Model(r[150:], g[150:], np.ones(len(r) - 150), SETTINGS, 2000, HIST_STEP, None)
+    theta = torch.tensor([1.0, 0.005, 2.0], dtype=torch.float64)
+    h0 = pair_histogram(ideal, step=m.step, n_bins=m.n_bins)
+    theta, rss0, _ = m.refine(h0, theta, steps=8)
+    seen = []
+    fitted = _fit_modes(
+        m, ideal, modes, theta, nn, 20, promising=lambda d: not seen.append(d)
+    )
+    assert fitted is not None
+    assert _fit_modes(m, ideal, modes, theta, nn, 20, promising=lambda d: False) is None
+    p = _fit_modes(m, ideal, modes, theta, nn, 20)
+    k = modes.shape[-1]
+    h1 = pair_histogram(ideal + modes @ p[:k], step=m.step, n_bins=m.n_bins)
+    _, rss1, _ = m.refine(h1, torch.as_tensor(p[k:]), steps=2)
+    assert 0 < seen[0] < rss0
+    assert 0.25 < seen[0] / (rss0 - rss1) < 4.0
 
 
 def test_mode_jacobian_equals_finite_differences(ico55):
