@@ -241,9 +241,9 @@ class CompletionResult:
         that far"; the greedy steps give an upper bound of each count's best chi^2, so
         the range can only be wider in truth.  None when the scan was not run.
     relaxed_first : bool
-        Whether the result comes from the second search path: the start first relaxed
-        along its :func:`relaxation_modes` (the data called for it), then completed.
-        That path is kept when its net criterion gain beats the first path's.
+        Whether the search started from the start relaxed along its
+        :func:`relaxation_modes`: the mode relaxation passed the rule and gained more
+        than the best first count move (or no count move passed).
     """
 
     structure: Any
@@ -2159,11 +2159,6 @@ def _move_gain(move: Move) -> float:
     return float(move.delta_chi2 - move.penalty)
 
 
-def _net_gain(search: _Search) -> float:
-    """The criterion gain of a search path: :func:`_move_gain` summed over its moves."""
-    return float(sum(_move_gain(mv) for mv in search.accepted))
-
-
 def complete(
     structure,
     pdf,
@@ -2357,39 +2352,34 @@ def complete(
     rss_start, theta_start, scale_start = search.rss, search.theta.clone(), search.scale
     t_setup = time.perf_counter() - t0
 
-    # the search: from the start, and from the start relaxed along its modes when the
-    # data call for that relaxation; the path with the larger net gain is kept
+    # the search: from the start, or from the start relaxed along its modes when the
+    # data call for that relaxation first
     limit = (n0 // 2 + 10) if max_moves is None else int(max_moves)
     deadline = t0 + max_seconds
     search_plan = (limit, relax_rounds, relax_iterations, deadline)
     other = copy.copy(search)  # shares nothing a search changes but its move list
     other.accepted = []
     n_eval0 = search.n_evaluated
-    stopped, t_relax = _run_search(search, *search_plan)
-    relaxed_first = False
-    if "relax" in moves and time.perf_counter() < deadline:
+    # the mode relaxation competes with the search's first count move, as a first step
+    # of the greedy search: when it gains more (or no count move passes) the search
+    # starts from the start relaxed along its modes
+    t_relax, relaxed_first = 0.0, False
+    if "relax" in moves:
         tr = time.perf_counter()
-        modes = other.relax_modes(max_iter=MODE_ITERATIONS, deadline=deadline)
-        # the mode relaxation competes with the first path's first move, as a first
-        # step of the greedy search: the second path is searched only when the
-        # relaxation is the better first move (or no count move passed at the start)
-        first = search.accepted[0] if search.accepted else None
-        modes = modes and (
-            first is None
-            or first.kind == "relax"
-            or _move_gain(other.accepted[0]) > _move_gain(first)
-        )
-        if modes:
-            other.relax(max_iter=relax_iterations, deadline=deadline)
+        relaxed_first = other.relax_modes(max_iter=MODE_ITERATIONS, deadline=deadline)
         t_relax += time.perf_counter() - tr
-        if modes:
-            stopped_b, t_b = _run_search(other, *search_plan)
-            t_relax += t_b
-            other.n_evaluated += search.n_evaluated - n_eval0
-            if _net_gain(other) > _net_gain(search):
-                search, stopped, relaxed_first = other, stopped_b, True
-            else:
-                search.n_evaluated = other.n_evaluated
+    if relaxed_first and time.perf_counter() < deadline:
+        search.step()
+        first = search.accepted[0] if search.accepted else None
+        relaxed_first = first is None or _move_gain(other.accepted[0]) > _move_gain(first)
+    if relaxed_first:
+        tr = time.perf_counter()
+        other.relax(max_iter=relax_iterations, deadline=deadline)
+        t_relax += time.perf_counter() - tr
+        other.n_evaluated += search.n_evaluated - n_eval0
+        search = other
+    stopped, t_search_relax = _run_search(search, *search_plan)
+    t_relax += t_search_relax
 
     # never worse than the start
     if not search.rss <= rss_start:  # pragma: no cover - moves only ever lower the RSS
