@@ -2368,7 +2368,7 @@ def complete(
         tr = time.perf_counter()
         relaxed_first = other.relax_modes(max_iter=MODE_ITERATIONS, deadline=deadline)
         t_relax += time.perf_counter() - tr
-    if relaxed_first and time.perf_counter() < deadline:
+    if relaxed_first and limit > 0 and time.perf_counter() < deadline:
         search.step()
         first = search.accepted[0] if search.accepted else None
         relaxed_first = first is None or _move_gain(other.accepted[0]) > _move_gain(first)

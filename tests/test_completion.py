@@ -12,6 +12,7 @@ from diffpy_deepstruc import clusters, debye, imperfect
 from diffpy_deepstruc.completion import (
     BOND_MAX,
     MIN_DISTANCE,
+    MOVES,
     OPEN_BOND_MAX,
     CountRange,
     _add_histograms,
@@ -495,6 +496,10 @@ def test_a_relaxed_particle_keeps_its_atom_count():
     assert res.summary()["relaxed_first"] is True
     fixed = complete(start, (r, g), moves=("remove", "add", "swap", "recut"), **kw)
     assert fixed.n_atoms < 55 and not fixed.relaxed_first
+    # no count move at all when none is allowed, relaxation or not
+    for moves in (("remove", "add", "swap", "recut"), MOVES):
+        none = complete(start, (r, g), moves=moves, max_moves=0, **kw)
+        assert none.n_atoms == 55 and len(none.added) == len(none.removed) == 0
 
 
 def test_an_ideal_particle_is_not_relaxed_first(ico55):
