@@ -30,8 +30,8 @@ noise-aware
     A move is accepted only when chi^2 drops by more than ``penalty`` per site it
     adds or removes (BIC: ``ln n_obs``; AIC: 2; a re-centred cut pays for its net
     count change and its centre's 3 coordinates when that is less), chi^2 counted
-    over the ``n_obs = (rmax - rmin) Qmax / pi`` independent points of the fit range with the
-    noise variance of the data (:func:`estimate_noise`); the fast model's own error
+    over the ``n_obs = (rmax - rmin) Qmax / pi`` independent points of the fit range
+    with the noise variance of the data (:func:`estimate_noise`); the fast model's own error
     (its difference from the exact Debye engine on the start) is added to that
     variance so that the approximation is never "fitted".
     ``criterion="hamilton"`` uses Hamilton's R-ratio test instead.
@@ -444,8 +444,8 @@ def relaxation_modes(
     """
     x = _check_xyz(xyz)
     n = len(x)
-    cn = coordination(x, nn)
     nbrs = _neighbour_lists(x, nn)
+    cn = np.array([len(nb) for nb in nbrs])  # as coordination(x, nn)
     modes: list[np.ndarray] = []
     names: list[str] = []
     for c in np.unique(cn[cn < cn.max()]):
@@ -1986,23 +1986,24 @@ def _fit_modes(
         d_s = (jg @ (w * y) - 2.0 * s * (jg @ (w * g))) / cc if s > 0 else 0.0 * jg[:, 0]
         return rss, r, -s * jg - np.outer(d_s, g)
 
-    p = np.concatenate([np.zeros(k), theta.detach().cpu().numpy()])
-    rss, r, jr = residual(p, True)
-    if promising is not None:
+    def normal(jr: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """J^T W J, J^T W r and a relative floor for its diagonal, with J in units of
+        each variable's typical step."""
         ju = jr * unit[:, None]
         a = (ju * w) @ ju.T
-        b = (ju * w) @ r
-        a += 1e-12 * max(float(np.trace(a)), 1e-300) * np.eye(len(a))
-        if not promising(float(b @ np.linalg.solve(a, b))):
+        return a, (ju * w) @ r, 1e-12 * max(float(np.trace(a)), 1e-300)
+
+    p = np.concatenate([np.zeros(k), theta.detach().cpu().numpy()])
+    rss, r, jr = residual(p, True)
+    a, b, floor = normal(jr, r)
+    if promising is not None:
+        if not promising(float(b @ np.linalg.solve(a + floor * np.eye(len(a)), b))):
             return None
     damping = 1e-3
     for _ in range(int(max_iter)):
         if time.perf_counter() >= deadline:
             break
-        ju = jr * unit[:, None]  # in units of each variable's typical step
-        a = (ju * w) @ ju.T
-        b = (ju * w) @ r
-        diag = np.diag(a).copy() + 1e-12 * max(float(np.trace(a)), 1e-300)
+        diag = np.diag(a).copy() + floor
         for _retry in range(8):
             step = np.linalg.solve(a + damping * np.diag(diag), -b)
             p_new = np.clip(p + step * unit, lo, hi)
@@ -2017,6 +2018,7 @@ def _fit_modes(
         if gain < MODE_RTOL:
             break
         rss, r, jr = residual(p, True)
+        a, b, floor = normal(jr, r)
     return p
 
 
